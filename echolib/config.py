@@ -1,0 +1,159 @@
+"""Typed configuration: one dataclass per params.yaml section.
+
+`load_section(params, "synth")` (or `SynthConfig.from_dict(d)`) turns a mapping into a typed, frozen object and
+rejects unknown keys and values of the wrong type with a message that names the section and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+PROFILES = ("tiny", "default", "control", "paper")
+SOURCES = ("synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo")
+
+
+class ConfigError(ValueError):
+    """A params section is malformed: unknown key, missing key or wrong type."""
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        k, v = typing.get_args(tp) or (Any, Any)
+        return isinstance(value, dict) and all(_type_ok(a, k) and _type_ok(b, v) for a, b in value.items())
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """Base class: subclasses are frozen dataclasses whose fields are the section's keys."""
+
+    section: ClassVar[str] = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Section:
+        data = dict(data or {})
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"params section '{cls.section}': unknown key(s) {unknown}; allowed: {sorted(fields)}"
+            )
+        for name, value in data.items():
+            tp = hints[name]
+            if not _type_ok(value, tp):
+                raise ConfigError(
+                    f"params section '{cls.section}': key '{name}' must be {_type_name(tp)}, "
+                    f"got {value!r} ({type(value).__name__})"
+                )
+        missing = [
+            n for n, f in fields.items()
+            if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ConfigError(f"params section '{cls.section}': missing key(s) {missing}")
+        obj = cls(**data)
+        obj.validate()
+        return obj
+
+    def validate(self) -> None:
+        """Cross-field checks; subclasses raise ConfigError naming the key."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig(Section):
+    section: ClassVar[str] = "base"
+    seed: int = 0
+    profile: typing.Literal["tiny", "default", "control", "paper"] = "default"
+    source: typing.Literal["synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo"] = "synthetic"
+    data_root: str = "data"
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    workers: int = 0  # 0 = all cores
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig(Section):
+    section: ClassVar[str] = "synth"
+    n_patients: int | None = None  # None = the profile's size
+    size: int | None = None
+    n_frames: int | None = None
+
+    def validate(self) -> None:
+        for key in ("n_patients", "size", "n_frames"):
+            v = getattr(self, key)
+            if v is not None and v <= 0:
+                raise ConfigError(f"params section 'synth': key '{key}' must be positive, got {v}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig(Section):
+    section: ClassVar[str] = "report"
+    title: str = "Video CLIP for multi-view echocardiography: reproduction report"
+
+
+SECTIONS: dict[str, type[Section]] = {c.section: c for c in (BaseConfig, SynthConfig, ReportConfig)}
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def load_section(params: dict[str, Any], name: str) -> Section:
+    """Typed object for params[name]; unknown section names are errors too."""
+    if name not in SECTIONS:
+        raise ConfigError(f"unknown params section '{name}'; known: {sorted(SECTIONS)}")
+    return SECTIONS[name].from_dict(params.get(name))
+
+
+def load_all(path: str | Path = "params.yaml") -> dict[str, Section]:
+    params = load_params(path)
+    unknown = sorted(set(params) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown params section(s) {unknown}; known: {sorted(SECTIONS)}")
+    return {name: load_section(params, name) for name in SECTIONS}
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The folder holding dvc.yaml, searched upward from `start` (default: the working directory).
+
+    Notebooks run with their own folder or the repository root as working directory (JupyterLab vs papermill);
+    both resolve paths from here, never by changing directory.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "dvc.yaml").is_file() and (d / "echolib").is_dir():
+            return d
+    raise FileNotFoundError(f"no echolib project (dvc.yaml + echolib/) found above {here}")

@@ -1,0 +1,1 @@
+"""Input/output: video decode/encode (`video`), later DICOM and dataset adapters."""

@@ -1,0 +1,111 @@
+"""Rendering helpers shared by the notebooks: Altair set-up, offline HTML export, the report index.
+
+`python -m echolib.report html NOTEBOOK.ipynb` converts an executed notebook to HTML next to it, with no
+script loaded from a CDN; `python -m echolib.report index --out reports/index.html PAGE.html ...` writes the
+landing page that links every stage's page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import html
+import json
+import re
+from pathlib import Path
+
+TEMPLATES = Path(__file__).parent / "templates"
+_REMOTE_SCRIPT = re.compile(r"<script[^>]+src=[\"']?(https?:)?//", re.I)
+
+
+def setup_notebook(max_rows: int | None = None) -> None:
+    """Make Altair charts render as inline SVG (vl-convert), so exported HTML needs no Vega from a CDN."""
+    import altair as alt
+
+    alt.renderers.enable("svg")
+    alt.data_transformers.disable_max_rows()
+
+
+def chart_to_svg(chart) -> str:
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_svg(chart.to_dict())
+
+
+def notebook_to_html(notebook: str | Path, out: str | Path | None = None) -> Path:
+    """Convert an executed notebook to offline HTML; raises if a remote script slipped in."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    notebook = Path(notebook)
+    out = Path(out) if out else notebook.with_suffix(".html")
+    nb = nbformat.read(notebook, as_version=4)
+    exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)])
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": notebook.stem}})
+    remote = _REMOTE_SCRIPT.search(body)
+    if remote:
+        raise RuntimeError(f"{notebook}: exported HTML still loads a remote script: {remote.group(0)!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def _title_of(page: Path) -> str:
+    m = re.search(r"<title>(.*?)</title>", page.read_text(encoding="utf-8", errors="replace"), re.S)
+    return html.unescape(m.group(1)).strip() if m else page.stem
+
+
+def build_index(out: str | Path, pages: list[str | Path], title: str, metrics: list[str | Path] = ()) -> Path:
+    """Landing page linking each stage's HTML (relative links) and listing the metric files' contents."""
+    out = Path(out)
+    rows = []
+    for p in pages:
+        p = Path(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"report index: stage page {p} does not exist (did its stage run?)")
+        rel = Path(p).resolve().relative_to(out.parent.resolve())
+        rows.append(f'<li><a href="{html.escape(rel.as_posix())}">{html.escape(p.stem)}</a></li>')
+    blocks = []
+    for m in metrics:
+        m = Path(m)
+        data = json.loads(m.read_text(encoding="utf-8"))
+        blocks.append(f"<h3>{html.escape(m.as_posix())}</h3><pre>{html.escape(json.dumps(data, indent=2))}</pre>")
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}
+pre{{background:#f6f6f6;padding:.6em;overflow:auto}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>Generated {stamp} by <code>dvc repro</code>. Every page below is an executed notebook of one pipeline
+stage, readable offline.</p>
+<h2>Stages</h2><ol>{''.join(rows)}</ol>
+{'<h2>Metrics</h2>' + ''.join(blocks) if blocks else ''}
+</body></html>
+"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m echolib.report", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    h = sub.add_parser("html", help="executed notebook(s) -> offline HTML next to each")
+    h.add_argument("notebooks", nargs="+")
+    i = sub.add_parser("index", help="write the landing page")
+    i.add_argument("pages", nargs="+")
+    i.add_argument("--out", default="reports/index.html")
+    i.add_argument("--title", default="Video CLIP for multi-view echocardiography")
+    i.add_argument("--metrics", nargs="*", default=[])
+    a = ap.parse_args(argv)
+    if a.cmd == "html":
+        for nb in a.notebooks:
+            print(notebook_to_html(nb))
+    else:
+        print(build_index(a.out, a.pages, a.title, a.metrics))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Synthetic multi-view echo benchmark (see shared DATA.md and `echolib.synth.generate`)."""
+
+from .generate import PROFILES, Profile, generate
+
+__all__ = ["PROFILES", "Profile", "generate"]

@@ -1,0 +1,158 @@
+"""Generate the synthetic benchmark: patients.parquet, studies.parquet, videos.parquet and the videos.
+
+Deterministic: every clip has its own seed derived from (seed, clip index), studies are drawn sequentially
+from one generator, and videos are encoded single-threaded; the same profile and seed give identical tables
+and identical decoded frames whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from ..io.video import write_video
+from .anatomy import OTHER_KINDS, VIEWS
+from .findings import FINDINGS, sample_patients, sample_studies
+from .render import ClipSpec, render_clip
+from .reports import write_report
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    n_patients: int
+    size: int
+    n_frames: int
+    control: bool = False
+    crf: int = 20
+
+
+#: `default` sizing: ~1,700 patients give ~3,300 studies, ~2,900 of them in the 0.875 training share (a toy
+#: stand-in needed ~3,000 training studies for retrieval differences that confidence intervals separate) and
+#: ~330 test studies; 64 px x 32 frames is what the CPU training stage reads (16 frames at stride 2).
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile("tiny", 24, 64, 16),
+    "default": Profile("default", 1700, 64, 32),
+    "control": Profile("control", 1700, 64, 32, control=True),
+    "paper": Profile("paper", 20000, 224, 64, crf=18),
+}
+
+CLIPS_PER_VIEW_P = {"LAX": [0.1, 0.6, 0.22, 0.08], "SAX": [0.15, 0.6, 0.2, 0.05], "2CH": [0.12, 0.62, 0.2, 0.06],
+                    "3CH": [0.15, 0.6, 0.2, 0.05], "4CH": [0.16, 0.5, 0.26, 0.08]}
+DOPPLER_P = {"LAX": 0.35, "SAX": 0.1, "2CH": 0.3, "3CH": 0.35, "4CH": 0.4, "A5C": 0.4, "subcostal": 0.1,
+             "spectral": 0.0}
+RENDER_KEYS = ("ef", "rwma_territory", "rwma_grade", "lvdd", "ivst", "pwt", "lad", "aod", "rv_dilation",
+               "effusion", "as_grade", "mr", "ar", "tr", "heart_rate")
+
+
+def _plan_clips(studies: list[dict], rng: np.random.Generator) -> list[dict]:
+    clips = []
+    for s in studies:
+        views = []
+        for v in VIEWS:
+            views += [v] * int(rng.choice(4, p=CLIPS_PER_VIEW_P[v]))
+        views += list(rng.choice(OTHER_KINDS, size=int(rng.poisson(0.9)), p=[0.4, 0.35, 0.25]))
+        order = rng.permutation(len(views))
+        for j, k in enumerate(order):
+            kind = str(views[k])
+            poor = rng.random() < 0.1
+            clips.append({
+                "video_id": f"{s['study_id']}-V{j:02d}",
+                "study_id": s["study_id"],
+                "view": kind if kind in VIEWS else "OTHER",
+                "other_kind": "" if kind in VIEWS else kind,
+                "fps": float(rng.choice([30, 40, 45, 50])),
+                "doppler": bool(rng.random() < DOPPLER_P[kind]),
+                "quality": round(float(rng.uniform(0.15, 0.45) if poor else rng.uniform(0.55, 1.0)), 3),
+                "clip_seed": int(rng.integers(2**63 - 1)),
+            })
+    return clips
+
+
+def _render_one(job: tuple) -> tuple[str, int, int, int, int]:
+    clip, state, out_dir, profile = job
+    kind = clip["other_kind"] or clip["view"]
+    spec = ClipSpec(kind, clip["doppler"], clip["quality"], clip["fps"], profile.n_frames, profile.size,
+                    clip["clip_seed"])
+    frames = render_clip(state, spec, control=profile.control)
+    path = Path(out_dir) / clip["path"]
+    write_video(path, frames, clip["fps"], lossless=False, crf=profile.crf)
+    t, h, w, _ = frames.shape
+    return clip["video_id"], t, h, w, path.stat().st_size
+
+
+def generate(out_dir: str | Path, profile: str = "tiny", seed: int = 0, n_patients: int | None = None,
+             workers: int = 0, size: int | None = None, n_frames: int | None = None,
+             progress: bool = True) -> dict[str, pl.DataFrame]:
+    """Write the benchmark under `out_dir` and return its three tables.
+
+    `workers` = 0 uses every core. `n_patients`, `size`, `n_frames` override the profile's values.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown synthetic profile {profile!r}; choose one of {sorted(PROFILES)}")
+    prof = PROFILES[profile]
+    prof = dataclasses.replace(prof, n_patients=n_patients or prof.n_patients, size=size or prof.size,
+                               n_frames=n_frames or prof.n_frames)
+    out = Path(out_dir)
+    if (out / "videos").exists():
+        shutil.rmtree(out / "videos")
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xEC40]))
+    patients = sample_patients(prof.n_patients, rng)
+    studies = sample_studies(patients, rng)
+    sex = {p["patient_id"]: p["sex"] for p in patients}
+    prev: dict[str, dict] = {}
+    for s in studies:
+        s["aod"] = 32.0 if sex[s["patient_id"]] == "M" else 29.0
+        s["report"] = write_report(s, rng, prev.get(s["patient_id"]))
+        prev[s["patient_id"]] = s
+    clips = _plan_clips(studies, rng)
+    for c in clips:
+        c["path"] = f"videos/{c['study_id']}/{c['video_id']}.mp4"
+    by_study = {s["study_id"]: {k: s[k] for k in RENDER_KEYS} for s in studies}
+    jobs = [(c, by_study[c["study_id"]], str(out), prof) for c in clips]
+    workers = workers or os.cpu_count() or 1
+    results = {}
+    bar = tqdm(total=len(jobs), desc=f"render {profile}", unit="clip", disable=not progress)
+    if workers == 1:
+        for job in jobs:
+            r = _render_one(job)
+            results[r[0]] = r
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for r in pool.map(_render_one, jobs, chunksize=8):
+                results[r[0]] = r
+                bar.update()
+    bar.close()
+    for c in clips:
+        _, c["n_frames"], c["height"], c["width"], c["bytes"] = results[c["video_id"]]
+    tables = _tables(patients, studies, clips)
+    for name, df in tables.items():
+        tmp = out / f".{name}.parquet.part"
+        df.write_parquet(tmp)
+        tmp.replace(out / f"{name}.parquet")
+    return tables
+
+
+PATIENT_COLUMNS = ("patient_id", "sex", "age", "height_cm", "n_studies")
+STUDY_COLUMNS = ("study_id", "patient_id", "study_index", "study_date", "report", "ef", *FINDINGS,
+                 "lvh_pattern", "lvdd", "ivst", "pwt", "lad", "aod", "heart_rate",
+                 "m_lvdd", "m_lvds", "m_ivst", "m_pwt", "m_ef", "m_lad", "m_aod", "m_ea", "m_trpg")
+VIDEO_COLUMNS = ("video_id", "study_id", "path", "view", "other_kind", "fps", "n_frames", "height", "width",
+                 "doppler", "quality", "bytes")
+
+
+def _tables(patients, studies, clips) -> dict[str, pl.DataFrame]:
+    return {
+        "patients": pl.DataFrame([{k: p[k] for k in PATIENT_COLUMNS} for p in patients]),
+        "studies": pl.DataFrame([{k: s[k] for k in STUDY_COLUMNS} for s in studies]),
+        "videos": pl.DataFrame([{k: c[k] for k in VIDEO_COLUMNS} for c in clips]),
+    }
