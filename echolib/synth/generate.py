@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..io.video import write_video
 from .anatomy import OTHER_KINDS, VIEWS
@@ -120,7 +120,7 @@ def generate(out_dir: str | Path, profile: str = "tiny", seed: int = 0, n_patien
     jobs = [(c, by_study[c["study_id"]], str(out), prof) for c in clips]
     workers = workers or os.cpu_count() or 1
     results = {}
-    bar = tqdm(total=len(jobs), desc=f"render {profile}", unit="clip", disable=not progress)
+    bar = tqdm(total=len(jobs), desc=f"render {profile}", unit="clip", disable=not progress, mininterval=10)
     if workers == 1:
         for job in jobs:
             r = _render_one(job)

@@ -112,6 +112,12 @@ def _measurements(s: dict, rng: np.random.Generator) -> str:
              f"TRPG {s['m_trpg']}mmHg"]
     if rng.random() < 0.3:
         parts.append(f"HR {int(s['heart_rate'])}bpm")
+    if rng.random() < 0.06:  # a detailed measurement set: numbers and units make these the longest in tokens
+        parts += [f"E/e' {rng.uniform(6, 18):.1f}", f"DcT {int(rng.uniform(140, 280))}ms",
+                  f"TAPSE {int(rng.uniform(12, 26))}mm", f"IVC {int(rng.uniform(10, 24))}/{int(rng.uniform(4, 15))}mm",
+                  f"LVOT径 {int(rng.uniform(18, 24))}mm", f"AV Vmax {rng.uniform(1.0, 4.8):.1f}m/s",
+                  f"AV meanPG {int(rng.uniform(3, 60))}mmHg", f"LAVI {int(rng.uniform(20, 60))}ml/m2",
+                  f"LVMI {int(rng.uniform(60, 160))}g/m2", f"RVD {int(rng.uniform(25, 45))}mm"]
     return "、".join(parts)
 
 

@@ -1,0 +1,80 @@
+"""What the synthesize notebook shows: frame grids, a systole/diastole strip, counts, distributions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from ..io.video import read_clip
+from .anatomy import VIEWS
+from .findings import FINDINGS
+from .render import cardiac_curves
+
+VIEW_ORDER = (*VIEWS, "OTHER")
+
+
+def frame_grid(root: str | Path, videos: pl.DataFrame, per_view: int = 4, frame: int = 0, scale: int = 2,
+               seed: int = 0) -> Image.Image:
+    """One row per view (LAX ... OTHER), `per_view` clips each, one frame of each."""
+    rows = []
+    for view in VIEW_ORDER:
+        sub = videos.filter(pl.col("view") == view)
+        if sub.height == 0:
+            continue
+        sub = sub.sample(min(per_view, sub.height), seed=seed)
+        tiles = [read_clip(Path(root) / p, 1, start=frame)[0] for p in sub["path"]]
+        while len(tiles) < per_view:
+            tiles.append(np.zeros_like(tiles[0]))
+        rows.append(np.concatenate(tiles, axis=1))
+    img = Image.fromarray(np.concatenate(rows, axis=0))
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+
+
+def cycle_strip(root: str | Path, video: dict, n: int = 8, scale: int = 2) -> tuple[Image.Image, list[str]]:
+    """`n` frames over the clip with each frame's phase label (systole / diastole)."""
+    clip = read_clip(Path(root) / video["path"], video["n_frames"])
+    idx = np.linspace(0, len(clip) - 1, n).round().astype(int)
+    h, w = clip.shape[1:3]
+    centre = clip[:, h // 5: 3 * h // 4, w // 4: 3 * w // 4, 0]
+    cavity = (centre < 40).mean(axis=(1, 2))[idx]  # dark (blood) share: largest at end-diastole
+    labels = [f"{i}" for i in idx]
+    labels[int(np.argmax(cavity))] += " ED (diastole)"
+    labels[int(np.argmin(cavity))] += " ES (systole)"
+    img = Image.fromarray(np.concatenate(list(clip[idx]), axis=1))
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST), labels
+
+
+def counts_by_view_split(videos: pl.DataFrame, studies: pl.DataFrame, split: pl.DataFrame) -> pl.DataFrame:
+    """Table-2-style counts: studies, patients and clips per view for each split."""
+    v = videos.join(studies.select("study_id", "patient_id"), on="study_id").join(split, on="patient_id")
+    clips = v.pivot(on="view", index="split", values="video_id", aggregate_function="len").fill_null(0)
+    per = (studies.join(split, on="patient_id").group_by("split")
+           .agg(pl.len().alias("studies"), pl.col("patient_id").n_unique().alias("patients")))
+    cols = ["split", "patients", "studies", *[c for c in VIEW_ORDER if c in clips.columns]]
+    return per.join(clips, on="split").select(cols).sort(pl.col("split").replace_strict(
+        {"train": 0, "valid": 1, "test": 2}, default=3))
+
+
+def finding_distribution(studies: pl.DataFrame) -> pl.DataFrame:
+    """Long table: finding, grade, grade order, count."""
+    parts = []
+    for f, grades in FINDINGS.items():
+        c = studies.group_by(f).len().rename({f: "grade", "len": "count"})
+        order = pl.DataFrame({"grade": list(grades), "order": list(range(len(grades)))})
+        parts.append(order.join(c, on="grade", how="left").fill_null(0).with_columns(finding=pl.lit(f)))
+    return pl.concat(parts).select("finding", "grade", "order", "count")
+
+
+def report_token_counts(reports: list[str]) -> np.ndarray:
+    """MeCab (fugashi + unidic-lite) words per report: the unit the WordPiece tokenizer later splits."""
+    import fugashi
+
+    tagger = fugashi.Tagger()
+    return np.array([len(tagger(r)) for r in reports])
+
+
+def phase_of_frames(n_frames: int, fps: float, heart_rate: float, phase0: float) -> np.ndarray:
+    return cardiac_curves(n_frames, fps, heart_rate, phase0)["contraction"]
