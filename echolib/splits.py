@@ -30,7 +30,7 @@ def split_patients(patient_ids, ratios=PAPER_RATIOS, seed: int = 0) -> pl.DataFr
     cuts = np.round(np.cumsum(ratios) * n).astype(int)
     split = np.empty(n, dtype=object)
     start = 0
-    for name, end in zip(SPLITS, cuts):
+    for name, end in zip(SPLITS, cuts, strict=True):
         split[order[start:end]] = name
         start = end
     return pl.DataFrame({"patient_id": ids, "split": split.tolist()})

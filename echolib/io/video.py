@@ -61,6 +61,22 @@ def _last_index_reachable(n: int, start: int, stride: int) -> int:
     return start + ((n - 1 - start) // stride) * stride
 
 
+def _rgb_to_yuv420(frame: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 planes stacked as FFmpeg's yuv420p layout (H * 3/2, W), uint8."""
+    rgb = frame.astype(np.float32) / 255.0
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 16 + 65.481 * r + 128.553 * g + 24.966 * b
+    cb = 128 - 37.797 * r - 74.203 * g + 112.0 * b
+    cr = 128 + 112.0 * r - 93.786 * g - 18.214 * b
+    h, w = y.shape
+
+    def sub(c):
+        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+    planes = [y, sub(cb).reshape(h // 4, w), sub(cr).reshape(h // 4, w)]
+    return np.clip(np.concatenate(planes) + 0.5, 0, 255).astype(np.uint8)
+
+
 def video_info(path: str | Path) -> dict:
     """Frame count, fps, height and width of a video (decord)."""
     import decord
@@ -73,11 +89,11 @@ def video_info(path: str | Path) -> dict:
         raise VideoDecodeError(f"{path}: cannot be decoded ({type(e).__name__})") from e
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, lossless: bool = True, crf: int = 18) -> Path:
+def write_video(path: str | Path, frames: np.ndarray, fps: float, lossless: bool = True, quality: int = 3) -> Path:
     """Write uint8 frames (T, H, W, 3) or (T, H, W) as H.264 MP4 with PyAV.
 
-    Lossless mode (x264 RGB, crf 0) round-trips exactly through `read_clip`. Lossy mode uses yuv420p (even sizes
-    required) at the given crf. Encoding runs single-threaded, so output bytes are deterministic.
+    Lossless mode (x264 RGB, crf 0) round-trips exactly through `read_clip`. Lossy mode is MPEG-4 part 2 in
+    yuv420p (even sizes required) at fixed quantiser `quality` (2 best .. 31); its bytes are reproducible.
     The file is written next to its destination and renamed into place, so no half-written video is left behind.
     """
     import av
@@ -104,13 +120,23 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, lossless: bool
             stream.pix_fmt = "rgb24"
             stream.options = {"crf": "0", "preset": "veryfast", "threads": "1"}
         else:
-            stream = out.add_stream("libx264", rate=rate)
+            # FFmpeg's own MPEG-4 part 2 encoder at a fixed quantiser: byte-reproducible, unlike x264 here
+            stream = out.add_stream("mpeg4", rate=rate)
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+            stream.codec_context.flags |= av.codec.context.Flags.qscale
+            stream.codec_context.global_quality = int(quality) * 118  # FF_QP2LAMBDA
+            stream.options = {"g": "32"}
         stream.width, stream.height = w, h
         stream.thread_count = 1
-        for frame in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        stream.codec_context.time_base = 1 / rate
+        for i, frame in enumerate(frames):
+            if lossless:
+                vf = av.VideoFrame.from_ndarray(np.array(frame, copy=True), format="rgb24")
+            else:  # our own RGB -> YUV 4:2:0: FFmpeg's scaler output was not byte-reproducible here
+                vf = av.VideoFrame.from_ndarray(_rgb_to_yuv420(frame), format="yuv420p")
+            vf.pts = i
+            vf.time_base = 1 / rate
+            out.mux(stream.encode(vf))
         out.mux(stream.encode(None))
     tmp.replace(path)
     return path

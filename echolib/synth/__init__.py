@@ -1,5 +1,5 @@
 """Synthetic multi-view echo benchmark (see shared DATA.md and `echolib.synth.generate`)."""
 
-from .generate import PROFILES, Profile, generate
+from .build import PROFILES, Profile, generate
 
 __all__ = ["PROFILES", "Profile", "generate"]

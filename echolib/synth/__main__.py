@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .generate import PROFILES, generate
+from .build import PROFILES, generate
 
 
 def main(argv: list[str] | None = None) -> None:

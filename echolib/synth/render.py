@@ -160,7 +160,8 @@ def _speckle(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[flo
     z = rng.standard_normal((2, ny, nx))
     z = ndimage.gaussian_filter(z, sigma=(0, 0.9, 1.8), mode="wrap")
     amp = np.hypot(z[0], z[1])
-    return (amp / amp.mean()).astype(np.float32), (x0, y0, spacing)
+    # math.fsum: numpy's SIMD reductions depend on memory alignment, which differs between processes
+    return (amp / (math.fsum(amp.ravel()) / amp.size)).astype(np.float32), (x0, y0, spacing)
 
 
 def _image_grid(size: int):
@@ -201,7 +202,7 @@ def render_clip(state: dict, spec: ClipSpec, control: bool = False) -> np.ndarra
     amp = sample(echo * tex_speckle)
     for valve in g.valves:
         opening = curves["aortic_open"] if valve.name == "aortic" else curves["mitral_open"]
-        _add_valve(amp, valve, q0x, q0y, qx, qy, opening, tex_speckle.mean())
+        _add_valve(amp, valve, q0x, q0y, qx, qy, opening, 1.0)
     amp = ndimage.gaussian_filter(amp, sigma=(0, 0.5, 0.8))
     amp *= np.exp(-0.2 * nz["atten"] * r_img)[None]  # residual attenuation after time-gain compensation
     if nz["shadow_w"]:

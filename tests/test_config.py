@@ -1,0 +1,41 @@
+import pytest
+
+from echolib import config
+from tests.conftest import ROOT
+
+
+def test_params_yaml_loads_into_typed_sections():
+    sections = config.load_all(ROOT / "params.yaml")
+    assert sections["base"].profile in config.PROFILES
+    assert isinstance(sections["base"].seed, int)
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(config.ConfigError, match=r"'synth'.*unknown key\(s\) \['n_patient'\]"):
+        config.SynthConfig.from_dict({"n_patient": 3})
+
+
+def test_mistyped_key_is_named():
+    with pytest.raises(config.ConfigError, match=r"key 'seed' must be int, got '1'"):
+        config.BaseConfig.from_dict({"seed": "1"})
+    with pytest.raises(config.ConfigError, match=r"key 'profile' must be one of"):
+        config.BaseConfig.from_dict({"profile": "huge"})
+    with pytest.raises(config.ConfigError, match=r"key 'seed' must be int, got True"):
+        config.BaseConfig.from_dict({"seed": True})
+
+
+def test_value_checks_and_optional():
+    assert config.SynthConfig.from_dict({"n_patients": None}).n_patients is None
+    with pytest.raises(config.ConfigError, match="'n_frames' must be positive"):
+        config.SynthConfig.from_dict({"n_frames": 0})
+
+
+def test_unknown_section(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("base: {seed: 1}\ntrian: {lr: 1}\n")
+    with pytest.raises(config.ConfigError, match=r"unknown params section\(s\) \['trian'\]"):
+        config.load_all(p)
+
+
+def test_project_root_found_from_subfolder():
+    assert config.project_root(ROOT / "notebooks") == ROOT

@@ -1,0 +1,106 @@
+"""Stage conventions: notebooks without outputs, literal parameters cells, dvc.yaml <-> notebook agreement,
+and every notebook executing end to end on the tiny profile."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAM = re.compile(r"-p\s+(\w+)\s+(?:\"?\$\{([\w.]+)\}\"?)")
+
+
+def _stage_of(nb_path):
+    stages = [n for n, s in DVC.items() if f"papermill notebooks/{nb_path.name}" in s["cmd"]]
+    assert len(stages) == 1, f"{nb_path.name}: expected exactly one dvc stage running it, found {stages}"
+    return stages[0], DVC[stages[0]]
+
+
+def _parameters_cell(nb):
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+    return cells[0]
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 2
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_holds_literals_only(path):
+    cell = _parameters_cell(nbformat.read(path, as_version=4))
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, f"{path.name}: only `name = literal`"
+        ast.literal_eval(node.value)  # raises for anything computed
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_match_dvc_stage(path):
+    name, stage = _stage_of(path)
+    declared = set(pm.inspect_notebook(str(path)))
+    passed = dict(PARAM.findall(stage["cmd"]))
+    listed = set(stage.get("params", []))
+    assert set(passed) == declared, f"{name}: cmd passes {sorted(passed)}, notebook declares {sorted(declared)}"
+    for param, key in passed.items():
+        assert key in listed, f"{name}: notebook parameter '{param}' comes from '{key}', not listed under params:"
+    assert f"notebooks/{path.name}" in stage["deps"]
+    assert f"reports/notebooks/{path.stem}.html" in [next(iter(o)) if isinstance(o, dict) else o
+                                                    for o in stage["outs"]]
+    assert "-k echolib" in stage["cmd"] and "python -m echolib.report html" in stage["cmd"]
+
+
+def test_params_yaml_has_every_listed_key():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, stage in DVC.items():
+        for key in stage.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"stage {name}: params.yaml lacks {key}"
+                node = node[part]
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory):
+    """A throwaway project folder (dvc.yaml + echolib link) so notebooks write their outputs there."""
+    d = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
+    (d / "echolib").symlink_to(ROOT / "echolib")
+    (d / "reports" / "notebooks").mkdir(parents=True)
+    return d
+
+
+@pytest.mark.slow
+def test_notebooks_execute_on_tiny_profile(project_copy):
+    from echolib.report import build_index, notebook_to_html
+
+    overrides = {"00_synthesize.ipynb": {"profile": "tiny", "n_patients": 8, "workers": 2}}
+    pages = []
+    for path in NOTEBOOKS:
+        out = project_copy / "reports" / "notebooks" / path.name
+        pm.execute_notebook(str(path), str(out), parameters=overrides.get(path.name, {}), kernel_name="python3",
+                            cwd=str(project_copy), progress_bar=False)
+        html = notebook_to_html(out)
+        text = html.read_text()
+        assert "<script src=\"http" not in text and "cdnjs" not in text
+        pages.append(html)
+    assert (project_copy / "data" / "raw" / "videos.parquet").is_file()
+    assert (project_copy / "metrics" / "synth.json").is_file()
+    index = build_index(project_copy / "reports" / "index.html", pages, "t")
+    assert 'href="notebooks/00_synthesize.html"' in index.read_text()

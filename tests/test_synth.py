@@ -1,0 +1,147 @@
+"""Synthetic benchmark: tables, determinism, reports, and where each finding can be seen."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from echolib.io.video import read_clip
+from echolib.synth import generate
+from echolib.synth.anatomy import VIEWS
+from echolib.synth.findings import FINDINGS, VIEW_TERRITORIES, VISIBILITY
+from echolib.synth.render import ClipSpec, cardiac_curves, render_clip
+
+NORMAL = dict(ef=62.0, rwma_territory="なし", rwma_grade="なし", lvdd=48.0, ivst=9.0, pwt=9.0, lad=34.0, aod=30.0,
+              rv_dilation="なし", effusion="なし", as_grade="なし", mr="なし・微量", ar="なし", tr="なし", heart_rate=75.0)
+#: finding -> the state change that switches it on
+ABNORMAL = {
+    "ef_grade": {"ef": 28.0},
+    "lv_dilation": {"lvdd": 68.0},
+    "lvh": {"ivst": 16.0, "pwt": 15.0},
+    "la_enlargement": {"lad": 55.0},
+    "mr": {"mr": "高度"},
+    "ar": {"ar": "高度"},
+    "tr": {"tr": "高度"},
+    "as_grade": {"as_grade": "高度"},
+    "effusion": {"effusion": "大量"},
+    "rv_dilation": {"rv_dilation": "あり"},
+}
+
+
+def _pair(view, change, doppler, seed=7, n_frames=24, size=48):
+    spec = ClipSpec(view, doppler, 0.8, 30.0, n_frames, size, seed)
+    a = render_clip(NORMAL, spec).astype(int)
+    b = render_clip({**NORMAL, **change}, spec).astype(int)
+    return a, b
+
+
+@pytest.mark.parametrize("finding", sorted(ABNORMAL))
+def test_finding_visible_only_in_its_views(finding):
+    vis = VISIBILITY[finding]
+    for view in VIEWS:
+        for doppler in (False, True):
+            a, b = _pair(view, ABNORMAL[finding], doppler)
+            differs = int((np.abs(a - b) > 8).sum())
+            should = view in vis["views"] and (doppler or not vis["doppler"])
+            if should:
+                assert differs > 5, f"{finding} should show in {view} (doppler={doppler})"
+            else:
+                assert differs == 0, f"{finding} must not change {view} (doppler={doppler}): {differs} px"
+
+
+@pytest.mark.parametrize("artery,territory", [("LAD", "前壁中隔・心尖部"), ("RCA", "下壁"), ("LCx", "側壁")])
+def test_wall_motion_territory_only_where_the_view_shows_it(artery, territory):
+    for view in VIEWS:
+        a, b = _pair(view, {"rwma_territory": territory, "rwma_grade": "無収縮"}, False)
+        differs = int((np.abs(a - b) > 8).sum())
+        if artery in VIEW_TERRITORIES[view]:
+            assert differs > 5, f"{artery} akinesis should show in {view}"
+        else:
+            assert differs == 0, f"{artery} akinesis must not change {view}"
+
+
+def test_motion_findings_need_motion():
+    """EF and jets change only the frames of their phase: identical at end-diastole / outside the jet's phase."""
+    spec = ClipSpec("4CH", True, 0.8, 30.0, 24, 48, 7)
+    from echolib.synth.render import _nuisance
+
+    phase0 = _nuisance(spec, np.random.default_rng(np.random.SeedSequence(7).spawn(4)[0]))["phase0"]
+    curves = cardiac_curves(24, 30.0, NORMAL["heart_rate"], phase0)
+    a, b = _pair("4CH", {"ef": 28.0}, True)
+    per_frame = np.abs(a - b).reshape(24, -1).max(1)
+    assert (per_frame[curves["contraction"] == 0] == 0).all()
+    assert per_frame[curves["contraction"] > 0.5].min() > 0
+    a, b = _pair("4CH", {"mr": "高度"}, True)
+    per_frame = np.abs(a - b).reshape(24, -1).max(1)
+    assert (per_frame[curves["systolic_jet"] == 0] == 0).all()
+    assert per_frame[curves["systolic_jet"] > 0.9].min() > 0
+
+
+def test_control_profile_makes_every_finding_static_and_everywhere():
+    for finding, change in ABNORMAL.items():
+        for view in VIEWS:
+            spec = ClipSpec(view, False, 0.8, 30.0, 6, 48, 3)
+            a = render_clip(NORMAL, spec, control=True).astype(int)
+            b = render_clip({**NORMAL, **change}, spec, control=True).astype(int)
+            diff = np.abs(a - b).reshape(6, -1).max(1)
+            assert (diff > 8).all(), f"control: {finding} must show in every frame of {view}"
+
+
+def test_tables_and_videos(tiny_data):
+    patients = pl.read_parquet(tiny_data / "patients.parquet")
+    studies = pl.read_parquet(tiny_data / "studies.parquet")
+    videos = pl.read_parquet(tiny_data / "videos.parquet")
+    assert patients.height == 8
+    assert {"patient_id", "sex", "age"} <= set(patients.columns)
+    assert {"study_id", "patient_id", "study_date", "report", "ef", *FINDINGS} <= set(studies.columns)
+    assert {"video_id", "study_id", "path", "view", "fps", "n_frames", "height", "width", "doppler",
+            "quality"} <= set(videos.columns)
+    assert set(videos["view"].unique()) <= {*VIEWS, "OTHER"}
+    counts = studies.group_by("patient_id").len()["len"]
+    assert counts.min() >= 1 and counts.max() <= 4
+    for f, grades in FINDINGS.items():
+        assert set(studies[f].unique()) <= set(grades), f
+    row = videos.row(0, named=True)
+    clip = read_clip(tiny_data / row["path"], row["n_frames"])
+    assert clip.shape == (row["n_frames"], row["height"], row["width"], 3)
+
+
+def test_reports_have_sections_and_lengths(tiny_data):
+    studies = pl.read_parquet(tiny_data / "studies.parquet")
+    for r in studies["report"]:
+        assert r.startswith("【計測】") and "【所見】" in r and "【結論】" in r
+        assert 150 <= len(r) <= 480
+    normal = studies.filter(pl.col("mr") == "なし・微量")["report"]
+    assert not any("高度僧帽弁逆流" in r for r in normal)
+
+
+def test_reports_follow_findings():
+    from echolib.synth.findings import sample_patients, sample_studies
+    from echolib.synth.reports import write_report
+
+    rng = np.random.default_rng(0)
+    studies = sample_studies(sample_patients(300, rng), rng)
+    for s in studies:
+        s["aod"] = 30.0
+        r = write_report(s, rng)
+        if s["as_grade"] == "高度":
+            assert "高度大動脈弁狭窄症" in r
+        if s["effusion"] == "なし":
+            assert "心嚢液なし" in r or "心嚢液貯留は認めない" in r
+    # a patient's later studies: disease evolves (EF declines on average for decliners)
+    assert len({s["patient_id"] for s in studies}) == 300
+
+
+def test_deterministic_same_seed_and_different_seed(tmp_path, tiny_data):
+    again = generate(tmp_path / "again", profile="tiny", seed=0, n_patients=8, workers=1, progress=False)
+    for name in ("patients", "studies", "videos"):
+        assert again[name].equals(pl.read_parquet(tiny_data / f"{name}.parquet")), name
+    row = again["videos"].row(3, named=True)
+    np.testing.assert_array_equal(read_clip(tmp_path / "again" / row["path"], row["n_frames"]),
+                                  read_clip(tiny_data / row["path"], row["n_frames"]))
+    other = generate(tmp_path / "other", profile="tiny", seed=1, n_patients=8, workers=2, progress=False)
+    assert not other["studies"].equals(again["studies"])
+
+
+def test_unknown_profile(tmp_path):
+    with pytest.raises(ValueError, match="unknown synthetic profile 'huge'"):
+        generate(tmp_path, profile="huge")
