@@ -123,6 +123,8 @@ def _measurements(s: dict, rng: np.random.Generator) -> str:
 
 def _wall_motion(s: dict, rng: np.random.Generator) -> str:
     if s["rwma_territory"] == "なし":
+        if s["ef_grade"] != "正常":  # diffusely reduced: no regional abnormality, but not "good" either
+            return _pick(rng, ["明らかな局所壁運動異常はない。", "局所的な壁運動異常は認めない。"])
         return _pick(rng, _LV_NORMAL)
     region = _pick(rng, _RWMA_REGION[s["rwma_territory"]])
     return region + _pick(rng, _RWMA_GRADE[s["rwma_grade"]])
