@@ -118,12 +118,56 @@ class SynthConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class ViewsConfig(Section):
+    section: ClassVar[str] = "views"
+    model: str = "resnet10t"  # any timm architecture name
+    frames: int = 3
+    size: int = 64
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 1e-3
+    max_train_clips: int = 6000
+    threshold: float = 0.9
+    keep: str = "LAX,SAX,2CH,3CH,4CH"  # comma-separated (DVC passes scalars to notebooks)
+    source: typing.Literal["classifier", "label"] = "classifier"
+
+    def validate(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"params section 'views': key 'threshold' must lie in [0, 1], got {self.threshold}")
+        bad = [v for v in self.keep_views if v not in ("LAX", "SAX", "2CH", "3CH", "4CH")]
+        if bad or not self.keep_views:
+            raise ConfigError(f"params section 'views': key 'keep' has unknown view(s) {bad}; use LAX,SAX,2CH,3CH,4CH")
+
+    @property
+    def keep_views(self) -> list[str]:
+        return [v.strip() for v in self.keep.split(",") if v.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig(Section):
+    section: ClassVar[str] = "split"
+    train: float = 0.875
+    valid: float = 0.025
+    test: float = 0.1
+
+    def validate(self) -> None:
+        if min(self.ratios) < 0 or abs(sum(self.ratios) - 1) > 1e-6:
+            raise ConfigError(f"params section 'split': train + valid + test must be 1, got {self.ratios}")
+
+    @property
+    def ratios(self) -> tuple[float, float, float]:
+        return (self.train, self.valid, self.test)
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportConfig(Section):
     section: ClassVar[str] = "report"
     title: str = "Video CLIP for multi-view echocardiography: reproduction report"
 
 
-SECTIONS: dict[str, type[Section]] = {c.section: c for c in (BaseConfig, SynthConfig, ReportConfig)}
+SECTIONS: dict[str, type[Section]] = {
+    c.section: c for c in (BaseConfig, SynthConfig, ViewsConfig, SplitConfig, ReportConfig)
+}
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

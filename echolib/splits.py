@@ -38,3 +38,46 @@ def split_patients(patient_ids, ratios=PAPER_RATIOS, seed: int = 0) -> pl.DataFr
 
 def _draw(seed: int, patient_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{patient_id}".encode()).digest()[:8], "big")
+
+
+NO_CLIP = "no clip passed the view filter"
+
+
+def assign_studies(studies: pl.DataFrame, videos: pl.DataFrame, ratios=PAPER_RATIOS, seed: int = 0) -> pl.DataFrame:
+    """One row per study: split (by patient), kept clips per view, has_4ch, eval_4ch and an exclusion reason.
+
+    `videos` holds the filtered clips (video_id, study_id, pred_view or view, kept). Studies with no kept clip
+    stay in the table with `excluded` = NO_CLIP, so nothing is silently lost.
+    """
+    view_col = "pred_view" if "pred_view" in videos.columns else "view"
+    kept = videos.filter(pl.col("kept")) if "kept" in videos.columns else videos
+    per = (kept.group_by("study_id").agg(pl.len().alias("n_clips"),
+                                         (pl.col(view_col) == "4CH").sum().alias("n_4ch")))
+    split = split_patients(studies["patient_id"], ratios, seed)
+    out = (studies.select("study_id", "patient_id").join(split, on="patient_id", how="left")
+           .join(per, on="study_id", how="left").with_columns(pl.col("n_clips", "n_4ch").fill_null(0)))
+    return out.with_columns(
+        has_4ch=pl.col("n_4ch") > 0,
+        excluded=pl.when(pl.col("n_clips") == 0).then(pl.lit(NO_CLIP)).otherwise(pl.lit("")),
+    ).with_columns(eval_4ch=(pl.col("split") == "test") & pl.col("has_4ch") & (pl.col("excluded") == ""))
+
+
+def patients_in_two_splits(assigned: pl.DataFrame) -> int:
+    return int((assigned.group_by("patient_id").agg(pl.col("split").n_unique())["split"] > 1).sum())
+
+
+def table2(assigned: pl.DataFrame, videos: pl.DataFrame, views=("LAX", "SAX", "2CH", "3CH", "4CH")) -> dict:
+    """The paper's Table 2: patients, studies and kept clips per view for each split (+ the 4CH test subset)."""
+    view_col = "pred_view" if "pred_view" in videos.columns else "view"
+    used = assigned.filter(pl.col("excluded") == "")
+    kept = videos.filter(pl.col("kept")) if "kept" in videos.columns else videos
+    clips = kept.join(used.select("study_id", "split"), on="study_id")
+    out = {}
+    for s in SPLITS:
+        u = used.filter(pl.col("split") == s)
+        c = clips.filter(pl.col("split") == s)
+        out[s] = {"patients": u["patient_id"].n_unique(), "studies": u.height,
+                  "clips": {v: int((c[view_col] == v).sum()) for v in views}}
+    out["test_4ch"] = {"studies": int(used["eval_4ch"].sum()),
+                       "patients": used.filter(pl.col("eval_4ch"))["patient_id"].n_unique()}
+    return out

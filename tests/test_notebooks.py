@@ -90,7 +90,9 @@ def project_copy(tmp_path_factory):
 def test_notebooks_execute_on_tiny_profile(project_copy):
     from echolib.report import build_index, notebook_to_html
 
-    overrides = {"00_synthesize.ipynb": {"profile": "tiny", "n_patients": 8, "workers": 2}}
+    overrides = {"00_synthesize.ipynb": {"profile": "tiny", "n_patients": 8, "workers": 2},
+                 "01_view_classifier.ipynb": {"epochs": 1, "workers": 2},
+                 "02_filter_views.ipynb": {"threshold": 0.0, "workers": 2}}
     pages = []
     for path in NOTEBOOKS:
         out = project_copy / "reports" / "notebooks" / path.name
@@ -101,6 +103,8 @@ def test_notebooks_execute_on_tiny_profile(project_copy):
         assert "<script src=\"http" not in text and "cdnjs" not in text
         pages.append(html)
     assert (project_copy / "data" / "raw" / "videos.parquet").is_file()
-    assert (project_copy / "metrics" / "synth.json").is_file()
+    for name in ("synth", "views", "filter", "split"):
+        assert (project_copy / "metrics" / f"{name}.json").is_file(), name
+    assert (project_copy / "data" / "split" / "studies.parquet").is_file()
     index = build_index(project_copy / "reports" / "index.html", pages, "t")
     assert 'href="notebooks/00_synthesize.html"' in index.read_text()
