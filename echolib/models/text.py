@@ -1,0 +1,47 @@
+"""Japanese BERT text encoder: CLS pooling + projection; from a config, or from a local pretrained directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .registry import register
+
+SIZES = {
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, embed_dim=128),
+    "paper": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                  embed_dim=512),
+}
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, backbone: nn.Module, embed_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.proj = nn.Linear(backbone.config.hidden_size, embed_dim, bias=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.proj(h[:, 0])
+
+
+@register("text", "bert")
+def bert(size: str = "tiny", vocab_size: int = 8000, max_length: int = 256, pretrained_dir: str | Path | None = None,
+         embed_dim: int | None = None) -> TextEncoder:
+    from transformers import BertConfig, BertModel
+
+    if pretrained_dir:  # e.g. a local copy of tohoku-nlp/bert-base-japanese-v3; never fetched from a hub
+        d = Path(pretrained_dir)
+        if not (d / "config.json").is_file():
+            raise FileNotFoundError(f"{d}: not a local BERT directory (config.json missing)")
+        backbone = BertModel.from_pretrained(str(d), local_files_only=True, add_pooling_layer=False)
+        return TextEncoder(backbone, embed_dim or SIZES[size]["embed_dim"])
+    if size not in SIZES:
+        raise ValueError(f"unknown encoder size {size!r}; choose one of {sorted(SIZES)}")
+    s = SIZES[size]
+    cfg = BertConfig(vocab_size=vocab_size, hidden_size=s["hidden_size"], num_hidden_layers=s["num_hidden_layers"],
+                     num_attention_heads=s["num_attention_heads"], intermediate_size=s["intermediate_size"],
+                     max_position_embeddings=max(512, max_length))
+    return TextEncoder(BertModel(cfg, add_pooling_layer=False), embed_dim or s["embed_dim"])

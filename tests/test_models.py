@@ -1,0 +1,63 @@
+import math
+
+import pytest
+import torch
+
+from echolib.models import EchoClip, create_image_encoder, create_text_encoder, create_video_encoder, list_encoders
+from echolib.models.registry import load_weights
+
+
+def test_registry_lists_required_encoders():
+    enc = list_encoders()
+    assert {"vivit", "videomae"} <= set(enc["video"]) and "convnext" in enc["image"] and "bert" in enc["text"]
+    with pytest.raises(ValueError, match="unknown video encoder 'c3d'"):
+        create_video_encoder("c3d")
+    with pytest.raises(ValueError, match="unknown encoder size 'huge'"):
+        create_video_encoder("vivit", size="huge")
+
+
+@pytest.mark.parametrize("name", ["vivit", "videomae"])
+def test_video_encoders_shapes_and_frame_check(name):
+    enc = create_video_encoder(name)
+    assert enc(torch.rand(2, 16, 3, 64, 64)).shape == (2, 128)
+    with pytest.raises(ValueError, match=r"expects \(B, 16, C, H, W\)"):
+        enc(torch.rand(2, 8, 3, 64, 64))
+
+
+def test_image_encoder_one_frame_in_training_mean_of_frames_at_inference():
+    enc = create_image_encoder("convnext")
+    x = torch.rand(2, 4, 3, 32, 32)
+    enc.eval()
+    with torch.no_grad():
+        per_frame = torch.nn.functional.normalize(enc.embed_frames(x.flatten(0, 1)).view(2, 4, -1), dim=-1)
+        torch.testing.assert_close(enc(x), per_frame.mean(1))
+    enc.train()
+    assert enc(x).shape == (2, 128)
+
+
+def test_echoclip_normalises_and_clamps_scale():
+    clip = EchoClip(create_video_encoder("vivit"), create_text_encoder("bert", vocab_size=100))
+    assert clip.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+    v, t, s = clip(torch.rand(2, 16, 3, 64, 64), torch.randint(0, 100, (2, 10)), torch.ones(2, 10, dtype=torch.long))
+    torch.testing.assert_close(v.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(t.norm(dim=-1), torch.ones(2))
+    with torch.no_grad():
+        clip.logit_scale.fill_(10.0)
+    assert clip.scale().item() == pytest.approx(100.0)
+
+
+def test_weights_round_trip_and_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    a, b = create_image_encoder("convnext"), create_image_encoder("convnext")
+    save_file(a.backbone.state_dict(), str(tmp_path / "w.safetensors"))
+    load_weights(b, tmp_path / "w.safetensors")
+    for k, v in a.backbone.state_dict().items():
+        torch.testing.assert_close(v, b.backbone.state_dict()[k])
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        load_weights(b, tmp_path / "none.safetensors")
+    torch.save({"junk.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="do not match"):
+        load_weights(b, tmp_path / "bad.pt")
+    with pytest.raises(FileNotFoundError, match="not a local BERT directory"):
+        create_text_encoder("bert", pretrained_dir=tmp_path)
