@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from echolib.models import EchoClip, create_image_encoder, create_text_encoder, create_video_encoder, list_encoders
+from echolib.models import (
+    EchoClip,
+    create_image_encoder,
+    create_text_encoder,
+    create_video_encoder,
+    list_encoders,
+)
 from echolib.models.registry import load_weights
 
 
