@@ -160,13 +160,78 @@ class SplitConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class TextConfig(Section):
+    section: ClassVar[str] = "text"
+    vocab_size: int = 8000
+    max_length: int = 256
+    pretrained_dir: str = ""  # local copy of tohoku-nlp/bert-base-japanese-v3 (tokenizer + weights); "" = train own
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig(Section):
+    section: ClassVar[str] = "cache"
+    frames: int = 32  # frames stored per clip (training samples model frames from these at a random offset)
+    stride: int = 1  # decode stride
+    size: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Section):
+    section: ClassVar[str] = "train"
+    accelerator: typing.Literal["cpu", "gpu", "auto"] = "cpu"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_spawn ...
+    precision: str = "auto"  # auto = bf16-mixed on GPU, 32-true on CPU
+    batch_size: int = 32
+    max_epochs: int = 8
+    patience: int = 3
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    num_workers: int = 2
+    loss: typing.Literal["clip", "siglip"] = "clip"
+    torch_threads: int = 0  # 0 = torch default
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(Section):
+    section: ClassVar[str] = "runs.<name>"
+    encoder: str = "vivit"  # a registered video encoder, or an image encoder (convnext) for SingleImage
+    views: str = "LAX,SAX,2CH,3CH,4CH"
+    lr: float = 5e-4
+    size: str = "auto"  # encoder size: tiny | paper | auto (paper for the paper profile, else tiny)
+    batch_size: int = 0  # 0 = train.batch_size
+    max_epochs: int = 0  # 0 = train.max_epochs
+    weights: str = ""  # optional local weights for the video/image backbone
+
+    @property
+    def view_list(self) -> list[str]:
+        return [v.strip() for v in self.views.split(",") if v.strip()]
+
+
+def load_runs(params: dict[str, Any]) -> dict[str, RunConfig]:
+    runs = params.get("runs") or {}
+    if not isinstance(runs, dict) or not runs:
+        raise ConfigError("params section 'runs': must map run names to their settings")
+    out = {}
+    for name, d in runs.items():
+        try:
+            out[name] = RunConfig.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("runs.<name>", f"runs.{name}")) from None
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportConfig(Section):
     section: ClassVar[str] = "report"
     title: str = "Video CLIP for multi-view echocardiography: reproduction report"
 
 
 SECTIONS: dict[str, type[Section]] = {
-    c.section: c for c in (BaseConfig, SynthConfig, ViewsConfig, SplitConfig, ReportConfig)
+    c.section: c
+    for c in (BaseConfig, SynthConfig, ViewsConfig, SplitConfig, TextConfig, CacheConfig, TrainConfig, ReportConfig)
 }
 
 
@@ -184,10 +249,12 @@ def load_section(params: dict[str, Any], name: str) -> Section:
 
 def load_all(path: str | Path = "params.yaml") -> dict[str, Section]:
     params = load_params(path)
-    unknown = sorted(set(params) - set(SECTIONS))
+    unknown = sorted(set(params) - set(SECTIONS) - {"runs"})
     if unknown:
         raise ConfigError(f"{path}: unknown params section(s) {unknown}; known: {sorted(SECTIONS)}")
-    return {name: load_section(params, name) for name in SECTIONS}
+    out: dict[str, Any] = {name: load_section(params, name) for name in SECTIONS}
+    out["runs"] = load_runs(params)
+    return out
 
 
 def project_root(start: str | Path | None = None) -> Path:

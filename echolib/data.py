@@ -1,0 +1,143 @@
+"""Training data path: a clip cache (every kept clip decoded once into a memory-mapped uint8 array, reports
+tokenized once) and the (clip, report) dataset read from it.
+
+Cache layout (DIR): clips.u8 (N, F, S, S, 3) uint8, index.parquet (row, video_id, study_id, patient_id, split,
+view, ...), tokens.npz (study_id, input_ids, attention_mask), meta.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import Dataset
+
+from .io.video import VideoDecodeError, read_clip
+
+
+def _decode_into(job):
+    path, row, mm_path, shape, frames, stride, size = job
+    mm = np.memmap(mm_path, dtype=np.uint8, mode="r+", shape=shape)
+    try:
+        mm[row] = read_clip(path, frames, stride=stride, size=size)
+        err = ""
+    except VideoDecodeError as e:
+        err = str(e)
+    mm.flush()
+    del mm
+    return row, err
+
+
+def build_cache(raw: str | Path, videos: pl.DataFrame, studies: pl.DataFrame, tokenizer, out: str | Path,
+                frames: int = 32, stride: int = 1, size: int = 64, max_length: int = 256, workers: int = 0,
+                progress: bool = True) -> dict:
+    """Decode every clip in `videos` (kept clips with split + study_id) and tokenize the studies' reports.
+
+    `studies` needs study_id, patient_id, split, report. Clips that fail to decode are dropped from the index
+    and counted in the returned summary (never silently)."""
+    from tqdm import tqdm
+
+    from .text import encode
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    videos = videos.join(studies.select("study_id", "patient_id", "split"), on="study_id").with_row_index("row")
+    shape = (videos.height, frames, size, size, 3)
+    mm_path = out / "clips.u8"
+    np.memmap(mm_path, dtype=np.uint8, mode="w+", shape=shape).flush()
+    jobs = [(str(Path(raw) / p), r, str(mm_path), shape, frames, stride, size)
+            for r, p in zip(videos["row"], videos["path"], strict=True)]
+    errors = {}
+    with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        for row, err in tqdm(pool.map(_decode_into, jobs, chunksize=16), total=len(jobs), desc="cache",
+                             disable=not progress, mininterval=10):
+            if err:
+                errors[row] = err
+    index = videos.filter(~pl.col("row").is_in(list(errors)))
+    index.drop("path").write_parquet(out / "index.parquet")
+    used = studies.filter(pl.col("study_id").is_in(index["study_id"].unique().implode()))
+    ids, mask, truncated = encode(tokenizer, used["report"].to_list(), max_length)
+    np.savez(out / "tokens.npz", study_id=np.array(used["study_id"].to_list()), input_ids=ids.numpy().astype(np.int32),
+             attention_mask=mask.numpy().astype(np.int8))
+    meta = {"shape": list(shape), "frames": frames, "stride": stride, "size": size, "max_length": max_length,
+            "clips": index.height, "decode_errors": len(errors), "studies": used.height,
+            "truncated_reports": int(truncated), "bytes": int(mm_path.stat().st_size)}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    if errors:
+        pl.DataFrame({"video_id": videos.filter(pl.col("row").is_in(list(errors)))["video_id"],
+                      "reason": list(errors.values())}).write_parquet(out / "rejected.parquet")
+    return meta
+
+
+class ClipCache:
+    """Read-only view of a cache directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.path}: no clip cache here (run the cache stage first)")
+        self.meta = json.loads(meta_path.read_text())
+        self.index = pl.read_parquet(self.path / "index.parquet")
+        tok = np.load(self.path / "tokens.npz")
+        self.study_ids = tok["study_id"].tolist()
+        self.input_ids, self.attention_mask = tok["input_ids"], tok["attention_mask"]
+        self.study_row = {s: i for i, s in enumerate(self.study_ids)}
+        self._clips = None
+
+    @property
+    def clips(self) -> np.memmap:
+        if self._clips is None:  # opened lazily, so each dataloader worker maps it itself
+            self._clips = np.memmap(self.path / "clips.u8", dtype=np.uint8, mode="r", shape=tuple(self.meta["shape"]))
+        return self._clips
+
+    def select(self, split: str, views: list[str] | None = None, view_col: str = "pred_view") -> pl.DataFrame:
+        sel = self.index.filter(pl.col("split") == split)
+        if views is not None:
+            col = view_col if view_col in sel.columns else "view"
+            sel = sel.filter(pl.col(col).is_in(views))
+        return sel
+
+
+def frame_indices(stored: int, num_frames: int, offset: int) -> np.ndarray:
+    """`num_frames` indices spread over `stored` frames with stride stored // num_frames, starting at offset."""
+    stride = max(1, stored // num_frames)
+    return np.minimum(offset + stride * np.arange(num_frames), stored - 1)
+
+
+def max_offset(stored: int, num_frames: int) -> int:
+    stride = max(1, stored // num_frames)
+    return max(0, stored - 1 - stride * (num_frames - 1))
+
+
+class ClipReportDataset(Dataset):
+    """One (clip, report) pair per item, as in the paper; random temporal offset and light augmentation when
+    `train`, deterministic otherwise. Items carry `study` (index into the cache's studies) for retrieval."""
+
+    def __init__(self, cache: ClipCache, rows: pl.DataFrame, num_frames: int, train: bool):
+        self.cache, self.num_frames, self.train = cache, num_frames, train
+        self.rows = rows["row"].to_numpy()
+        self.study = np.array([cache.study_row[s] for s in rows["study_id"]])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        stored = self.cache.meta["frames"]
+        off = int(torch.randint(max_offset(stored, self.num_frames) + 1, ()).item()) if self.train else 0
+        clip = self.cache.clips[self.rows[i]][frame_indices(stored, self.num_frames, off)]
+        video = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float().div_(255.0)
+        if self.train:
+            gain = 0.85 + 0.3 * torch.rand(())
+            bias = 0.05 * (torch.rand(()) - 0.5)
+            video = (video * gain + bias).clamp_(0, 1)
+        s = self.study[i]
+        return {"video": (video - 0.5) / 0.25,
+                "input_ids": torch.from_numpy(self.cache.input_ids[s].astype(np.int64)),
+                "attention_mask": torch.from_numpy(self.cache.attention_mask[s].astype(np.int64)),
+                "study": torch.tensor(s)}

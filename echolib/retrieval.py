@@ -1,0 +1,70 @@
+"""Study-level retrieval: study embeddings (mean of clip embeddings) and rank metrics both ways.
+
+`rank_metrics(sim)` takes sim[i, j] = similarity of study i's videos and study j's report, correct pairs on the
+diagonal. Ranks are 1-based and ties count against the correct item: rank = 1 + #{other candidates with
+similarity >= the correct one}, so a collapsed model (all similarities equal) gets the worst rank, not the best.
+MCMRR is the mean rank of the correct item. Computed in row chunks, so N = 200,000 needs no N x N matrix when
+`sim` is given as the two embedding matrices (`rank_metrics_from_embeddings`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+KS = (1, 5, 10)
+
+
+def study_embeddings(clip_emb: torch.Tensor | np.ndarray, study_ids) -> tuple[torch.Tensor, list]:
+    """Mean of each study's clip embeddings, re-normalised; returns (embeddings, study ids in first-seen order)."""
+    emb = torch.as_tensor(np.asarray(clip_emb) if not torch.is_tensor(clip_emb) else clip_emb).float()
+    ids = list(study_ids)
+    order = list(dict.fromkeys(ids))
+    index = {s: i for i, s in enumerate(order)}
+    idx = torch.tensor([index[s] for s in ids])
+    sums = torch.zeros(len(order), emb.shape[1]).index_add_(0, idx, emb)
+    counts = torch.bincount(idx, minlength=len(order)).clamp(min=1).unsqueeze(1)
+    return torch.nn.functional.normalize(sums / counts, dim=-1), order
+
+
+def _ranks_rows(sim_rows: torch.Tensor, offset: int) -> torch.Tensor:
+    n = sim_rows.shape[0]
+    correct = sim_rows[torch.arange(n), torch.arange(n) + offset].unsqueeze(1)
+    return (sim_rows >= correct).sum(dim=1)  # includes the correct item itself -> 1-based, ties count against
+
+
+def ranks(sim: torch.Tensor | np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """1-based ranks of the correct item: video->report (rows) and report->video (columns)."""
+    sim = torch.as_tensor(sim).float()
+    v2r = torch.cat([_ranks_rows(sim[i:i + chunk], i) for i in range(0, sim.shape[0], chunk)])
+    simt = sim.T
+    r2v = torch.cat([_ranks_rows(simt[i:i + chunk], i) for i in range(0, simt.shape[0], chunk)])
+    return v2r.numpy(), r2v.numpy()
+
+
+def ranks_from_embeddings(video: torch.Tensor, text: torch.Tensor, chunk: int = 2048):
+    """Same as ranks(video @ text.T) without materialising the N x N matrix."""
+    video, text = torch.as_tensor(video).float(), torch.as_tensor(text).float()
+    out = []
+    for a, b in ((video, text), (text, video)):
+        parts = [_ranks_rows(a[i:i + chunk] @ b.T, i) for i in range(0, a.shape[0], chunk)]
+        out.append(torch.cat(parts).numpy())
+    return out[0], out[1]
+
+
+def metrics_from_ranks(v2r: np.ndarray, r2v: np.ndarray) -> dict:
+    out = {"n": int(len(v2r)), "mcmrr_v2r": float(v2r.mean()), "mcmrr_r2v": float(r2v.mean()),
+           "median_rank_v2r": float(np.median(v2r)), "median_rank_r2v": float(np.median(r2v))}
+    for k in KS:
+        out[f"r{k}_v2r"] = float((v2r <= k).mean())
+        out[f"r{k}_r2v"] = float((r2v <= k).mean())
+    return out
+
+
+def rank_metrics(sim, chunk: int = 4096) -> dict:
+    """MCMRR, median rank and R@1/5/10 (fractions) in both directions, and n."""
+    return metrics_from_ranks(*ranks(sim, chunk))
+
+
+def rank_metrics_from_embeddings(video, text, chunk: int = 2048) -> dict:
+    return metrics_from_ranks(*ranks_from_embeddings(video, text, chunk))

@@ -1,0 +1,141 @@
+"""`python -m echolib.train --run NAME [--seed S] [--resume]`: contrastive training of one ablation run.
+
+Reads params.yaml (base, text, train, runs.NAME), the clip cache (data/cache) and the tokenizer (data/tokenizer
+or text.pretrained_dir); writes data/runs/NAME/seed<S>/ with checkpoints/ (last + best on validation R@10),
+dvclive/ (loss, lr, logit scale, validation R@10/MCMRR per epoch), model.pt (best weights + how to rebuild) and
+summary.json. Started as a subprocess by the train notebook: Lightning DDP cannot run inside a kernel.
+Multi-GPU: train.accelerator=gpu, train.devices=N (DDP); multi-node: train.num_nodes under torchrun/SLURM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from . import config as C
+from .models import EchoClip, create_image_encoder, create_text_encoder, create_video_encoder, list_encoders
+
+
+def encoder_size(run: C.RunConfig, profile: str) -> str:
+    return run.size if run.size != "auto" else ("paper" if profile == "paper" else "tiny")
+
+
+def build_model(run: C.RunConfig, train: C.TrainConfig, text: C.TextConfig, profile: str, vocab_size: int,
+                stored_frames: int) -> tuple[EchoClip, int]:
+    """EchoClip for a run and the number of frames its video input has."""
+    size = encoder_size(run, profile)
+    weights = run.weights or None
+    if run.encoder in list_encoders()["image"]:
+        enc = create_image_encoder(run.encoder, size=size, weights=weights)
+        frames = min(stored_frames, 32)
+    else:
+        enc = create_video_encoder(run.encoder, size=size, weights=weights)
+        frames = enc.num_frames
+        if frames > stored_frames:
+            raise ValueError(f"run encoder {run.encoder} ({size}) needs {frames} frames but the clip cache stores "
+                             f"{stored_frames}: raise cache.frames")
+    txt = create_text_encoder("bert", size=size, vocab_size=vocab_size, max_length=text.max_length,
+                              pretrained_dir=text.pretrained_dir or None, embed_dim=enc.proj.out_features)
+    return EchoClip(enc, txt, siglip=train.loss == "siglip"), frames
+
+
+def _precision(train: C.TrainConfig) -> str:
+    if train.precision != "auto":
+        return train.precision
+    gpu = train.accelerator == "gpu" or (train.accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if gpu else "32-true"
+
+
+def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", resume: bool = False,
+              fast_dev_run: bool = False, out_root: str | Path | None = None) -> dict:
+    import lightning as L
+    from dvclive.lightning import DVCLiveLogger
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from .lit import ClipDataModule, EchoClipModule
+    from .text import load_tokenizer
+
+    params = C.load_params(params_path)
+    base, train, text = (C.load_section(params, s) for s in ("base", "train", "text"))
+    runs = C.load_runs(params)
+    if name not in runs:
+        raise C.ConfigError(f"run {name!r} is not in params.yaml runs: {sorted(runs)}")
+    run = runs[name]
+    root = C.project_root(Path(params_path).resolve().parent)
+    data = root / base.data_root
+    out = Path(out_root or data / "runs") / name / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    if train.torch_threads:
+        torch.set_num_threads(train.torch_threads)
+    L.seed_everything(seed, workers=True)
+    tokenizer = load_tokenizer(text.pretrained_dir or data / "tokenizer")
+    cache_meta = json.loads((data / "cache" / "meta.json").read_text())
+    model, frames = build_model(run, train, text, base.profile, len(tokenizer), cache_meta["frames"])
+    batch = run.batch_size or train.batch_size
+    dm = ClipDataModule(str(data / "cache"), run.view_list, frames, batch, train.num_workers)
+    dm.setup()
+    world = train.devices * train.num_nodes if train.strategy != "auto" or train.devices > 1 else 1
+    steps_per_epoch = max(1, len(dm.train_set) // (batch * world))
+    epochs = run.max_epochs or train.max_epochs
+    module = EchoClipModule(model, train.loss, run.lr, train.weight_decay, train.warmup_steps, steps_per_epoch * epochs)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/r10_v2r", mode="max",
+                           save_last=True, save_top_k=1)
+    stop = EarlyStopping(monitor="val/r10_v2r", mode="max", patience=train.patience)
+    logger = DVCLiveLogger(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, resume=resume)
+    trainer = L.Trainer(
+        accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
+        precision=_precision(train), max_epochs=epochs, gradient_clip_val=train.grad_clip, callbacks=[ckpt, stop],
+        logger=logger, log_every_n_steps=max(1, min(50, steps_per_epoch // 4)), fast_dev_run=fast_dev_run,
+        enable_progress_bar=False, default_root_dir=str(out), num_sanity_val_steps=0, deterministic=False,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    t0 = time.time()
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
+    seconds = time.time() - t0
+    if trainer.global_rank != 0:
+        return {}
+    best = ckpt.best_model_path
+    if best and not fast_dev_run:
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    summary = {
+        "run": name, "seed": seed, "encoder": run.encoder, "size": encoder_size(run, base.profile), "frames": frames,
+        "views": run.view_list, "lr": run.lr, "batch_size": batch, "train_clips": len(dm.train_set),
+        "val_clips": len(dm.val_set), "epochs_run": trainer.current_epoch, "global_steps": trainer.global_step,
+        "train_seconds": round(seconds, 1),
+        "clips_per_second": round(trainer.global_step * batch * world / max(seconds, 1e-9), 1),
+        "best_val_r10_v2r": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+        "best_checkpoint": best, "precision": _precision(train),
+    }
+    torch.save({"state_dict": module.model.state_dict(), "run": run.to_dict(), "profile": base.profile,
+                "frames": frames, "vocab_size": len(tokenizer), "max_length": text.max_length,
+                "loss": train.loss, "tokenizer_dir": str(text.pretrained_dir or data / "tokenizer")},
+               out / "model.pt")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m echolib.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a run name under `runs:` in params.yaml")
+    ap.add_argument("--seed", type=int, default=None, help="one seed (default: every seed in base.seeds)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--resume", action="store_true", help="continue from checkpoints/last.ckpt")
+    ap.add_argument("--fast-dev-run", action="store_true")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    seeds = [a.seed] if a.seed is not None else C.load_section(C.load_params(a.params), "base").seeds
+    for seed in seeds:
+        s = train_run(a.run, seed, a.params, a.resume, a.fast_dev_run)
+        if s:
+            print(json.dumps(s), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Training path: clip cache, dataset, Lightning fast_dev_run and a short real fit of each ablation run."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from echolib.data import ClipCache, ClipReportDataset, frame_indices, max_offset
+from echolib.io.video import read_clip
+from echolib.lit import param_groups, study_level_metrics
+from echolib.train import train_run
+
+
+def test_cache_holds_decoded_clips(tiny_project):
+    cache = ClipCache(tiny_project / "data" / "cache")
+    row = cache.index.row(0, named=True)
+    raw = pl.read_parquet(tiny_project / "data" / "raw" / "videos.parquet").filter(pl.col("video_id") == row["video_id"])
+    clip = read_clip(tiny_project / "data" / "raw" / raw["path"][0], 16, size=64)
+    np.testing.assert_array_equal(cache.clips[row["row"]], clip)
+    assert cache.meta["decode_errors"] == 0 and cache.input_ids.shape[1] == 256
+
+
+def test_frame_sampling():
+    np.testing.assert_array_equal(frame_indices(32, 16, 1), np.arange(1, 32, 2))
+    assert max_offset(32, 16) == 1 and max_offset(16, 16) == 0
+    assert frame_indices(10, 16, 0).max() == 9
+
+
+def test_dataset_train_random_val_deterministic(tiny_project):
+    cache = ClipCache(tiny_project / "data" / "cache")
+    rows = cache.select("train")
+    val = ClipReportDataset(cache, rows, 8, train=False)
+    a, b = val[0], val[0]
+    torch.testing.assert_close(a["video"], b["video"])
+    assert a["video"].shape == (8, 3, 64, 64) and a["input_ids"].shape == (256,)
+    tr = ClipReportDataset(cache, rows, 8, train=True)
+    torch.manual_seed(0)
+    x = torch.stack([tr[0]["video"] for _ in range(6)])
+    assert any(not torch.allclose(x[0], x[i]) for i in range(1, 6))  # augmentation / offset vary per draw
+
+
+def test_no_weight_decay_on_norms_biases_and_scale():
+    from echolib.models import EchoClip, create_text_encoder, create_video_encoder
+
+    m = EchoClip(create_video_encoder("vivit"), create_text_encoder("bert", vocab_size=50))
+    decay, no_decay = param_groups(m, 0.1)
+    ids = {id(p) for p in no_decay["params"]}
+    assert id(m.logit_scale) in ids
+    for name, p in m.named_parameters():
+        if name.endswith("bias") or "LayerNorm" in name:
+            assert id(p) in ids, name
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+def test_study_level_metrics_average_clips():
+    v = torch.tensor([[1.0, 0.0], [0.8, 0.2], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    m = study_level_metrics(v, t, torch.tensor([7, 7, 9]))
+    assert m["n"] == 2 and m["r1_v2r"] == 1.0
+
+
+def test_fast_dev_run(tiny_project):
+    train_run("MultiVideo", 0, tiny_project / "params.yaml", fast_dev_run=True,
+              out_root=tiny_project / "fdr")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["MultiVideo", "SingleVideo", "SingleImage"])
+def test_short_fit_writes_checkpoints_logs_and_resumes(tiny_project, run):
+    s = train_run(run, 0, tiny_project / "params.yaml")
+    out = tiny_project / "data" / "runs" / run / "seed0"
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "model.pt").is_file()
+    assert s["epochs_run"] >= 1 and s["train_clips"] > 0 and np.isfinite(s["best_val_r10_v2r"])
+    logged = (out / "dvclive" / "metrics.json").read_text()
+    assert "train" in json.loads(logged) and "val" in json.loads(logged)
+    if run == "MultiVideo":  # resume continues from last.ckpt without error
+        s2 = train_run(run, 0, tiny_project / "params.yaml", resume=True)
+        assert s2["global_steps"] >= s["global_steps"]
