@@ -13,6 +13,10 @@ import html
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import polars as pl
 
 TEMPLATES = Path(__file__).parent / "templates"
 _REMOTE_SCRIPT = re.compile(r"<script[^>]+src=[\"']?(https?:)?//", re.I)
@@ -109,3 +113,20 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def dvclive_curves(dvclive_dir: str | Path) -> pl.DataFrame:
+    """Every logged scalar of a dvclive folder as a long table: metric, step, value."""
+    import polars as pl
+
+    root = Path(dvclive_dir) / "plots" / "metrics"
+    parts = []
+    for tsv in sorted(root.rglob("*.tsv")):
+        df = pl.read_csv(tsv, separator="\t")
+        name = tsv.relative_to(root).with_suffix("").as_posix()
+        value_col = [c for c in df.columns if c not in ("step", "timestamp")][0]
+        parts.append(df.select(pl.lit(name).alias("metric"), pl.col("step").cast(pl.Int64),
+                               pl.col(value_col).cast(pl.Float64).alias("value")))
+    if not parts:
+        raise FileNotFoundError(f"{dvclive_dir}: no dvclive metrics found")
+    return pl.concat(parts)

@@ -139,3 +139,18 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def summarize_seeds(run_dir: str | Path) -> dict:
+    """Mean and spread across seeds of each run's summary numbers (seed*/summary.json)."""
+    import numpy as np
+
+    summaries = [json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("seed*/summary.json"))]
+    if not summaries:
+        raise FileNotFoundError(f"{run_dir}: no seed*/summary.json (did training run?)")
+    out = {"run": summaries[0]["run"], "seeds": [s["seed"] for s in summaries], "per_seed": summaries}
+    for key in ("best_val_r10_v2r", "train_seconds", "epochs_run", "clips_per_second"):
+        vals = np.array([s[key] for s in summaries if s.get(key) is not None], dtype=float)
+        if len(vals):
+            out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+    return out
