@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from .data import ClipCache, ClipReportDataset
 from .loss import SigLipLoss, create_loss
@@ -82,6 +82,14 @@ def study_level_metrics(video: torch.Tensor, text: torch.Tensor, study: torch.Te
     return rank_metrics_from_embeddings(v, t)
 
 
+def collate_trim(items: list[dict]) -> dict:
+    """Default collation, then token tensors cut to the longest report in the batch (saves text compute)."""
+    batch = default_collate(items)
+    n = int(batch["attention_mask"].sum(dim=1).max())
+    batch["input_ids"], batch["attention_mask"] = batch["input_ids"][:, :n], batch["attention_mask"][:, :n]
+    return batch
+
+
 class ClipDataModule(L.LightningDataModule):
     def __init__(self, cache_dir: str, views: list[str], num_frames: int, batch_size: int = 32,
                  num_workers: int = 2):
@@ -99,6 +107,7 @@ class ClipDataModule(L.LightningDataModule):
     def _loader(self, ds, shuffle: bool, drop_last: bool):
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          collate_fn=collate_trim,
                           pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self):

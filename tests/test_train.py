@@ -78,3 +78,34 @@ def test_short_fit_writes_checkpoints_logs_and_resumes(tiny_project, run):
     if run == "MultiVideo":  # resume continues from last.ckpt without error
         s2 = train_run(run, 0, tiny_project / "params.yaml", resume=True)
         assert s2["global_steps"] >= s["global_steps"]
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_entry_point(tiny_project, tmp_path):
+    """The real multi-process path: `python -m echolib.train` with train.devices=2, strategy=ddp on CPU."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["train"].update(devices=2, strategy="ddp", max_epochs=1)
+    params["runs"] = {"SingleVideo": params["runs"]["SingleVideo"]}
+    p = tiny_project / "params_ddp.yaml"
+    p.write_text(yaml.safe_dump(params, allow_unicode=True))
+    r = subprocess.run([sys.executable, "-m", "echolib.train", "--run", "SingleVideo", "--params", str(p)],
+                       capture_output=True, text=True, timeout=600, cwd=tiny_project)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    summary = json.loads([line for line in r.stdout.splitlines() if line.startswith("{")][-1])
+    assert summary["epochs_run"] >= 1 and summary["global_steps"] >= 1
+
+
+def test_collate_trims_padding_to_longest_report():
+    from echolib.lit import collate_trim
+
+    items = [{"video": torch.zeros(2), "input_ids": torch.tensor([5, 6, 7, 0, 0]),
+              "attention_mask": torch.tensor([1, 1, 1, 0, 0]), "study": torch.tensor(0)},
+             {"video": torch.zeros(2), "input_ids": torch.tensor([5, 6, 0, 0, 0]),
+              "attention_mask": torch.tensor([1, 1, 0, 0, 0]), "study": torch.tensor(1)}]
+    b = collate_trim(items)
+    assert b["input_ids"].tolist() == [[5, 6, 7], [5, 6, 0]] and b["attention_mask"].shape == (2, 3)
