@@ -268,3 +268,38 @@ def project_root(start: str | Path | None = None) -> Path:
         if (d / "dvc.yaml").is_file() and (d / "echolib").is_dir():
             return d
     raise FileNotFoundError(f"no echolib project (dvc.yaml + echolib/) found above {here}")
+
+
+#: settings a profile changes besides base.profile (the synthetic sizes follow the profile automatically)
+PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "tiny": {"train.max_epochs": 2, "train.batch_size": 8, "cache.frames": 16, "views.epochs": 1},
+    "default": {},
+    "control": {},
+    # the paper: lr 1e-5, 2,000 warm-up steps, batch 64 (video) / 2,304 (image), 256 tokens, 512-d, 224 px
+    "paper": {"cache.size": 224, "cache.frames": 64, "views.size": 224, "train.warmup_steps": 2000,
+              "train.batch_size": 64, "train.accelerator": "gpu", "train.strategy": "ddp",
+              "runs.MultiVideo.lr": 1e-5, "runs.SingleVideo.lr": 1e-5, "runs.SingleImage.lr": 1e-5,
+              "runs.SingleImage.batch_size": 2304, "text.max_length": 256},
+}
+
+
+def profile_overrides(profile: str) -> list[str]:
+    """`-S key=value` arguments for `dvc exp run` that switch every stage to `profile`."""
+    if profile not in PROFILE_OVERRIDES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILE_OVERRIDES)}")
+    items = {"base.profile": profile, **PROFILE_OVERRIDES[profile]}
+
+    def fmt(v):  # YAML 1.1 reads 1e-05 as a string: keep a decimal point in exponents
+        return f"{v:.1e}" if isinstance(v, float) and abs(v) < 1e-3 else v
+
+    return [a for k, v in items.items() for a in ("-S", f"{k}={fmt(v)}")]
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "overrides":
+        print(" ".join(profile_overrides(sys.argv[2])))
+    else:
+        print("usage: python -m echolib.config overrides tiny|default|control|paper", file=sys.stderr)
+        raise SystemExit(2)

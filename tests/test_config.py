@@ -39,3 +39,19 @@ def test_unknown_section(tmp_path):
 
 def test_project_root_found_from_subfolder():
     assert config.project_root(ROOT / "notebooks") == ROOT
+
+
+def test_profile_overrides_name_real_params():
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for profile in config.PROFILES:
+        args = config.profile_overrides(profile)
+        assert args[:2] == ["-S", f"base.profile={profile}"]
+        for a in args[1::2]:
+            node = params
+            for part in a.split("=")[0].split("."):
+                assert part in node, f"{profile}: {a} names no key of params.yaml"
+                node = node[part]
+    with pytest.raises(config.ConfigError, match="unknown profile"):
+        config.profile_overrides("huge")
