@@ -224,6 +224,13 @@ def load_runs(params: dict[str, Any]) -> dict[str, RunConfig]:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluateConfig(Section):
+    section: ClassVar[str] = "evaluate"
+    n_bootstrap: int = 1000
+    level: float = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportConfig(Section):
     section: ClassVar[str] = "report"
     title: str = "Video CLIP for multi-view echocardiography: reproduction report"
@@ -231,7 +238,8 @@ class ReportConfig(Section):
 
 SECTIONS: dict[str, type[Section]] = {
     c.section: c
-    for c in (BaseConfig, SynthConfig, ViewsConfig, SplitConfig, TextConfig, CacheConfig, TrainConfig, ReportConfig)
+    for c in (BaseConfig, SynthConfig, ViewsConfig, SplitConfig, TextConfig, CacheConfig, TrainConfig, EvaluateConfig,
+              ReportConfig)
 }
 
 

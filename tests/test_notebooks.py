@@ -108,7 +108,8 @@ def test_notebooks_execute_on_tiny_profile(project_copy):
                  "02_filter_views.ipynb": {"threshold": 0.0, "workers": 2},
                  "03_split.ipynb": {"train": 0.6, "valid": 0.2, "test": 0.2},
                  "04_tokenizer.ipynb": {"vocab_size": 1000},
-                 "05_cache.ipynb": {"frames": 16, "workers": 2}}
+                 "05_cache.ipynb": {"frames": 16, "workers": 2},
+                 "08_compare.ipynb": {"n_bootstrap": 50}}
     pages = []
     for path in NOTEBOOKS:
         out = project_copy / "reports" / "notebooks" / path.name
@@ -119,7 +120,8 @@ def test_notebooks_execute_on_tiny_profile(project_copy):
         assert "<script src=\"http" not in text and "cdnjs" not in text
         pages.append(html)
     assert (project_copy / "data" / "raw" / "videos.parquet").is_file()
-    for name in ("synth", "views", "filter", "split", "tokenizer", "cache", "train/MultiVideo"):
+    for name in ("synth", "views", "filter", "split", "tokenizer", "cache", "train/MultiVideo",
+                 "retrieval/MultiVideo", "table1"):
         assert (project_copy / "metrics" / f"{name}.json").is_file(), name
     assert (project_copy / "data" / "split" / "studies.parquet").is_file()
     index = build_index(project_copy / "reports" / "index.html", pages, "t")

@@ -1,0 +1,180 @@
+"""Study-level evaluation of a trained run: embeddings of the test clips, ranks both ways, bootstrap CIs.
+
+A study's video embedding is the mean of its clips' embeddings (re-normalised); every evaluated study's report
+is a candidate. Evaluation uses the test studies that have a 4CH clip (the paper's 5,515 of 7,050), so every run
+is scored on the same studies; MultiVideo-4CH is the MultiVideo model restricted to 4CH clips at inference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from . import config as C
+from .data import ClipCache, ClipReportDataset
+from .retrieval import KS, metrics_from_ranks, ranks_from_embeddings, study_embeddings
+
+METRICS = ("mcmrr_v2r", "mcmrr_r2v", "median_rank_v2r", "median_rank_r2v", *(f"r{k}_v2r" for k in KS),
+           *(f"r{k}_r2v" for k in KS))
+
+
+def load_clip_model(model_pt: str | Path):
+    """Rebuild a trained EchoClip from its model.pt (weights + the run settings it was trained with)."""
+    from .train import build_model
+
+    path = Path(model_pt)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained model here (run the train stage first)")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    run = C.RunConfig.from_dict({**ck["run"], "weights": ""})
+    train = C.TrainConfig.from_dict({"loss": ck["loss"]})
+    text = C.TextConfig.from_dict({"max_length": ck["max_length"]})
+    model, frames = build_model(run, train, text, ck["profile"], ck["vocab_size"], ck["frames"])
+    model.load_state_dict(ck["state_dict"])
+    return model.eval(), frames, ck
+
+
+@torch.inference_mode()
+def embed_clips(model, cache: ClipCache, rows: pl.DataFrame, frames: int, batch_size: int = 64) -> torch.Tensor:
+    ds = ClipReportDataset(cache, rows, frames, train=False)
+    out = []
+    for i in range(0, len(ds), batch_size):
+        video = torch.stack([ds[j]["video"] for j in range(i, min(i + batch_size, len(ds)))])
+        out.append(model.encode_video(video).float())
+    return torch.cat(out) if out else torch.zeros(0, 1)
+
+
+@torch.inference_mode()
+def embed_reports(model, cache: ClipCache, study_ids: list[str], batch_size: int = 128) -> torch.Tensor:
+    idx = [cache.study_row[s] for s in study_ids]
+    out = []
+    for i in range(0, len(idx), batch_size):
+        ids = torch.from_numpy(cache.input_ids[idx[i:i + batch_size]].astype(np.int64))
+        mask = torch.from_numpy(cache.attention_mask[idx[i:i + batch_size]].astype(np.int64))
+        n = int(mask.sum(1).max())
+        out.append(model.encode_text(ids[:, :n], mask[:, :n]).float())
+    return torch.cat(out)
+
+
+def evaluate_views(model, frames: int, cache: ClipCache, studies: list[str], views: list[str]) -> dict:
+    """Study-level ranks on `studies` using only clips of `views`, plus the per-clip variant."""
+    rows = cache.index.filter(pl.col("study_id").is_in(studies) & pl.col("pred_view").is_in(views))
+    missing = sorted(set(studies) - set(rows["study_id"].unique()))
+    if missing:
+        raise ValueError(f"{len(missing)} evaluation studies have no clip of views {views}, e.g. {missing[:3]}")
+    clip_emb = embed_clips(model, cache, rows, frames)
+    study_emb, order = study_embeddings(clip_emb, rows["study_id"].to_list())
+    pos = {s: i for i, s in enumerate(order)}
+    study_emb = study_emb[[pos[s] for s in studies]]
+    text = torch.nn.functional.normalize(embed_reports(model, cache, studies), dim=-1)
+    v2r, r2v = ranks_from_embeddings(study_emb, text)
+    # per clip: each clip against every study report (video -> report only)
+    clip_idx = np.array([studies.index(s) for s in rows["study_id"]])
+    sims = torch.nn.functional.normalize(clip_emb, dim=-1) @ text.T
+    correct = sims[torch.arange(len(clip_idx)), torch.from_numpy(clip_idx)].unsqueeze(1)
+    clip_ranks = (sims >= correct).sum(1).numpy()
+    per_clip = {"n_clips": int(len(clip_ranks)), "mcmrr_v2r": float(clip_ranks.mean()),
+                **{f"r{k}_v2r": float((clip_ranks <= k).mean()) for k in KS}}
+    counts = dict(rows.group_by("study_id").len().iter_rows())
+    ranks = pl.DataFrame({"study_id": studies, "rank_v2r": v2r, "rank_r2v": r2v,
+                          "n_clips": [counts[s] for s in studies]})
+    return {"metrics": metrics_from_ranks(v2r, r2v), "per_clip": per_clip, "ranks": ranks,
+            "study_emb": study_emb, "text_emb": text}
+
+
+def bootstrap_ci(ranks: dict[str, pl.DataFrame], n: int = 1000, seed: int = 0, level: float = 0.95,
+                 pairs: list[tuple[str, str]] = ()) -> dict:
+    """Paired bootstrap over evaluation studies: the same resampled studies for every run.
+
+    `ranks[run]` holds study_id, rank_v2r, rank_r2v on the same studies. Returns per run and per metric
+    {value, lo, hi}, and for each (a, b) in `pairs` the CI of metric(a) - metric(b)."""
+    runs = list(ranks)
+    base = ranks[runs[0]]["study_id"].to_list()
+    for r in runs[1:]:
+        if ranks[r]["study_id"].to_list() != base:
+            raise ValueError(f"bootstrap: run {r} was evaluated on different studies than {runs[0]}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(base), size=(n, len(base)))
+    alpha = (1 - level) / 2
+
+    def stats(df: pl.DataFrame) -> dict[str, np.ndarray]:
+        out = {}
+        for d in ("v2r", "r2v"):
+            r = df[f"rank_{d}"].to_numpy()
+            out[f"mcmrr_{d}"] = r, r[idx].mean(axis=1)
+            for k in KS:
+                hit = (r <= k).astype(float)
+                out[f"r{k}_{d}"] = hit, hit[idx].mean(axis=1)
+        return {m: (float(v.mean()), b) for m, (v, b) in out.items()}
+
+    s = {r: stats(ranks[r]) for r in runs}
+    res = {"n_studies": len(base), "n_resamples": n, "level": level, "runs": {}, "differences": {}}
+    for r in runs:
+        res["runs"][r] = {m: {"value": v, "lo": float(np.quantile(b, alpha)), "hi": float(np.quantile(b, 1 - alpha))}
+                          for m, (v, b) in s[r].items()}
+    for a, b in pairs:
+        if a in s and b in s:
+            res["differences"][f"{a} - {b}"] = {
+                m: {"value": s[a][m][0] - s[b][m][0], "lo": float(np.quantile(s[a][m][1] - s[b][m][1], alpha)),
+                    "hi": float(np.quantile(s[a][m][1] - s[b][m][1], 1 - alpha))} for m in s[a]}
+    return res
+
+
+def variants_of(run_name: str, views: list[str]) -> dict[str, list[str]]:
+    """Inference variants of a run: itself, and `<run>-4CH` (4CH clips only) when it sees several views."""
+    out = {run_name: views}
+    if len(views) > 1 and "4CH" in views:
+        out[f"{run_name}-4CH"] = ["4CH"]
+    return out
+
+
+def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | Path, out_dir: str | Path) -> dict:
+    """Evaluate every seed of a run (and its 4CH-only variant) on the 4CH test studies.
+
+    Ranks go to out_dir/<variant>/<seed>/ranks.parquet (out_dir is the run's own evaluation folder)."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    cache = ClipCache(cache_dir)
+    split = pl.read_parquet(split_path)
+    studies = sorted(set(split.filter(pl.col("eval_4ch"))["study_id"]) & set(cache.study_ids))
+    if not studies:
+        raise ValueError(f"{split_path}: no test study with a 4CH clip to evaluate on")
+    seeds = sorted(run_dir.glob("seed*/model.pt"))
+    if not seeds:
+        raise FileNotFoundError(f"{run_dir}: no seed*/model.pt (did the train stage run?)")
+    result: dict = {"n_studies": len(studies), "variants": {}}
+    for model_pt in seeds:
+        model, frames, ck = load_clip_model(model_pt)
+        seed = model_pt.parent.name
+        for name, views in variants_of(run_dir.name, C.RunConfig.from_dict(ck["run"]).view_list).items():
+            r = evaluate_views(model, frames, cache, studies, views)
+            d = out_dir / name / seed
+            d.mkdir(parents=True, exist_ok=True)
+            r["ranks"].write_parquet(d / "ranks.parquet")
+            v = result["variants"].setdefault(name, {"views": views, "per_seed": {}})
+            v["per_seed"][seed] = {"study": r["metrics"], "per_clip": r["per_clip"]}
+    for v in result["variants"].values():
+        per = [s["study"] for s in v["per_seed"].values()]
+        v["study"] = {m: float(np.mean([p[m] for p in per])) for m in METRICS}
+        v["study_sd"] = {m: float(np.std([p[m] for p in per], ddof=1)) if len(per) > 1 else 0.0 for m in METRICS}
+        v["study"]["n"] = len(studies)
+        clips = [s["per_clip"] for s in v["per_seed"].values()]
+        v["per_clip"] = {m: float(np.mean([c[m] for c in clips])) for m in clips[0]}
+    return result
+
+
+TABLE1_ROWS = ("MultiVideo", "MultiVideo-4CH", "SingleVideo", "SingleImage")
+TABLE1_PAIRS = (("SingleImage", "SingleVideo"), ("SingleVideo", "MultiVideo"), ("MultiVideo-4CH", "SingleVideo"))
+
+
+def load_ranks(eval_dir: str | Path, seed: str | None = None) -> dict[str, pl.DataFrame]:
+    """ranks.parquet of every evaluated variant, eval_dir/<run>/<variant>/<seed>/ (first seed unless named)."""
+    out = {}
+    for d in sorted(p for p in Path(eval_dir).glob("*/*") if p.is_dir()):
+        seeds = sorted(d.glob("seed*/ranks.parquet"))
+        pick = [p for p in seeds if seed is None or p.parent.name == seed]
+        if pick:
+            out[d.name] = pl.read_parquet(pick[0])
+    return out

@@ -1,0 +1,56 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from echolib.evaluate import bootstrap_ci, evaluate_views, load_clip_model
+
+
+def _ranks(seed, n=60):
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame({"study_id": [f"S{i}" for i in range(n)], "rank_v2r": rng.integers(1, n, n),
+                         "rank_r2v": rng.integers(1, n, n)})
+
+
+def test_bootstrap_matches_explicit_loop():
+    a, b = _ranks(0), _ranks(1)
+    res = bootstrap_ci({"A": a, "B": b}, n=200, seed=3, pairs=[("A", "B")])
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, 60, size=(200, 60))
+    ra, rb = a["rank_v2r"].to_numpy(), b["rank_v2r"].to_numpy()
+    boots = [ra[i].mean() for i in idx]
+    assert res["runs"]["A"]["mcmrr_v2r"]["value"] == pytest.approx(ra.mean())
+    assert res["runs"]["A"]["mcmrr_v2r"]["lo"] == pytest.approx(np.quantile(boots, 0.025))
+    diffs = [ra[i].mean() - rb[i].mean() for i in idx]  # paired: the same studies for both runs
+    d = res["differences"]["A - B"]["mcmrr_v2r"]
+    assert d["lo"] == pytest.approx(np.quantile(diffs, 0.025)) and d["hi"] == pytest.approx(np.quantile(diffs, 0.975))
+    r10 = [(rb[i] <= 10).mean() for i in idx]
+    assert res["runs"]["B"]["r10_v2r"]["hi"] == pytest.approx(np.quantile(r10, 0.975))
+
+
+def test_identical_runs_have_zero_difference_and_mismatch_is_an_error():
+    a = _ranks(0)
+    res = bootstrap_ci({"A": a, "A2": a}, n=50, pairs=[("A", "A2")])
+    assert res["differences"]["A - A2"]["r10_r2v"] == {"value": 0.0, "lo": 0.0, "hi": 0.0}
+    with pytest.raises(ValueError, match="different studies"):
+        bootstrap_ci({"A": a, "B": _ranks(1, n=59)})
+
+
+@pytest.mark.slow
+def test_evaluate_trained_tiny_run(tiny_project):
+    from echolib.data import ClipCache
+    from echolib.train import train_run
+
+    train_run("MultiVideo", 0, tiny_project / "params.yaml", out_root=tiny_project / "evalruns")
+    model, frames, ck = load_clip_model(tiny_project / "evalruns" / "MultiVideo" / "seed0" / "model.pt")
+    cache = ClipCache(tiny_project / "data" / "cache")
+    studies = cache.index.filter(pl.col("pred_view") == "4CH")["study_id"].unique().sort().to_list()
+    full = evaluate_views(model, frames, cache, studies, ["LAX", "SAX", "2CH", "3CH", "4CH"])
+    only4 = evaluate_views(model, frames, cache, studies, ["4CH"])
+    n = len(studies)
+    for r in (full, only4):
+        m = r["metrics"]
+        assert m["n"] == n and 1 <= m["mcmrr_v2r"] <= n and 0 <= m["r10_r2v"] <= 1
+        assert r["ranks"]["rank_v2r"].is_between(1, n).all()
+    assert (full["ranks"]["n_clips"] >= only4["ranks"]["n_clips"]).all()
+    with pytest.raises(FileNotFoundError, match="no trained model"):
+        load_clip_model(tiny_project / "nothing" / "model.pt")
