@@ -131,10 +131,15 @@ def variants_of(run_name: str, views: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | Path, out_dir: str | Path) -> dict:
+def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | Path, out_dir: str | Path,
+                 studies_path: str | Path | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
     """Evaluate every seed of a run (and its 4CH-only variant) on the 4CH test studies.
 
-    Ranks go to out_dir/<variant>/<seed>/ranks.parquet (out_dir is the run's own evaluation folder)."""
+    Ranks go to out_dir/<variant>/<seed>/ranks.parquet (out_dir is the run's own evaluation folder). With
+    `studies_path` (ground-truth findings, as the synthetic benchmark has), zero-shot interpretation is added."""
+    from .interpret import interpret
+    from .text import load_tokenizer
+
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     cache = ClipCache(cache_dir)
     split = pl.read_parquet(split_path)
@@ -145,6 +150,9 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     if not seeds:
         raise FileNotFoundError(f"{run_dir}: no seed*/model.pt (did the train stage run?)")
     result: dict = {"n_studies": len(studies), "variants": {}}
+    truth = None
+    if studies_path is not None:
+        truth = pl.DataFrame({"study_id": studies}).join(pl.read_parquet(studies_path), on="study_id", how="left")
     for model_pt in seeds:
         model, frames, ck = load_clip_model(model_pt)
         seed = model_pt.parent.name
@@ -155,6 +163,9 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
             r["ranks"].write_parquet(d / "ranks.parquet")
             v = result["variants"].setdefault(name, {"views": views, "per_seed": {}})
             v["per_seed"][seed] = {"study": r["metrics"], "per_clip": r["per_clip"]}
+            if truth is not None:
+                tok = load_tokenizer(ck["tokenizer_dir"])
+                v["per_seed"][seed]["interpret"] = interpret(model, tok, r["study_emb"], truth, n_boot, 0)
     for v in result["variants"].values():
         per = [s["study"] for s in v["per_seed"].values()]
         v["study"] = {m: float(np.mean([p[m] for p in per])) for m in METRICS}

@@ -121,7 +121,7 @@ def test_notebooks_execute_on_tiny_profile(project_copy):
         pages.append(html)
     assert (project_copy / "data" / "raw" / "videos.parquet").is_file()
     for name in ("synth", "views", "filter", "split", "tokenizer", "cache", "train/MultiVideo",
-                 "retrieval/MultiVideo", "table1"):
+                 "retrieval/MultiVideo", "interpret/MultiVideo", "table1"):
         assert (project_copy / "metrics" / f"{name}.json").is_file(), name
     assert (project_copy / "data" / "split" / "studies.parquet").is_file()
     index = build_index(project_copy / "reports" / "index.html", pages, "t")
