@@ -1,0 +1,104 @@
+"""`python -m echolib.retrieve --model RUN_DIR --study FOLDER --reports REPORTS.parquet -k 5`
+
+Embeds every clip of one study folder (through the same view filter as the pipeline), averages them into the
+study embedding and prints the k most similar reports with their similarity.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from .io.video import VideoDecodeError, read_clip, video_info
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+
+
+class RetrievalInputError(ValueError):
+    """The study folder or report table cannot be used; the message says which and why."""
+
+
+def study_clips(folder: str | Path) -> pl.DataFrame:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RetrievalInputError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not files:
+        raise RetrievalInputError(f"{folder}: the study folder is empty")
+    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    if not videos:
+        raise RetrievalInputError(f"{folder}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))}); DICOM folders "
+                                  "go through `python -m echolib.ingest dicom` first")
+    rows, bad = [], []
+    for p in videos:
+        try:
+            rows.append({"video_id": p.stem, "path": str(p.resolve()), "n_frames": video_info(p)["n_frames"]})
+        except VideoDecodeError as e:
+            bad.append(str(e))
+    if not rows:
+        raise RetrievalInputError(f"{folder}: no clip could be decoded: {bad[:3]}")
+    return pl.DataFrame(rows)
+
+
+def retrieve(model_dir: str | Path, study: str | Path, reports: str | Path, k: int = 5,
+             views_dir: str | Path = "data/views", threshold: float = 0.9) -> pl.DataFrame:
+    from .evaluate import load_clip_model
+    from .interpret import embed_sentences
+    from .text import load_tokenizer
+    from .views import apply_filter, predict
+
+    clips = study_clips(study)
+    pred = apply_filter(predict(views_dir, "/", clips, workers=1, progress=False), threshold)
+    model, frames, ck = load_clip_model(Path(model_dir) / "model.pt")
+    views = [v.strip() for v in ck["run"]["views"].split(",")]
+    kept = clips.join(pred, on="video_id").filter(pl.col("kept") & pl.col("pred_view").is_in(views))
+    if kept.height == 0:
+        seen = pred.select("pred_view", "view_prob", "drop_reason").to_dicts()
+        raise RetrievalInputError(f"{study}: no usable view for this model (needs {views} at p >= {threshold}); "
+                                  f"the view filter saw {seen}")
+    size = ck.get("size", 64)
+    with torch.inference_mode():
+        embs = []
+        for row in kept.iter_rows(named=True):
+            stride = max(1, row["n_frames"] // frames)
+            clip = read_clip(row["path"], frames, stride=stride, size=size)
+            x = torch.from_numpy(clip).permute(0, 3, 1, 2).float().div(255.0).sub(0.5).div(0.25).unsqueeze(0)
+            embs.append(model.encode_video(x))
+        study_emb = torch.nn.functional.normalize(torch.cat(embs).mean(0, keepdim=True), dim=-1)
+    table = pl.read_parquet(reports)
+    missing = [c for c in ("study_id", "report") if c not in table.columns]
+    if missing:
+        raise RetrievalInputError(f"{reports}: column(s) {missing} missing")
+    tok = load_tokenizer(ck["tokenizer_dir"])
+    text = torch.cat([embed_sentences(model, tok, table["report"][i:i + 256].to_list(), ck["max_length"])
+                      for i in range(0, table.height, 256)])
+    sims = (study_emb @ text.T)[0].numpy()
+    top = np.argsort(-sims)[:k]
+    return table[top.tolist()].select("study_id", "report").with_columns(
+        similarity=pl.Series(sims[top].round(4)), rank=pl.Series(np.arange(1, len(top) + 1)),
+        clips_used=pl.lit(kept.height))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m echolib.retrieve", description=__doc__)
+    ap.add_argument("--model", required=True, help="a trained run folder holding model.pt (data/runs/RUN/seedS)")
+    ap.add_argument("--study", required=True, help="folder with the study's clips")
+    ap.add_argument("--reports", required=True, help="parquet with study_id and report columns")
+    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("--views-model", default="data/views")
+    ap.add_argument("--threshold", type=float, default=0.9)
+    a = ap.parse_args(argv)
+    try:
+        res = retrieve(a.model, a.study, a.reports, a.k, a.views_model, a.threshold)
+    except (RetrievalInputError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    for r in res.iter_rows(named=True):
+        print(f"{r['rank']}. {r['study_id']}  similarity {r['similarity']:.3f}\n   {r['report'][:200]}")
+
+
+if __name__ == "__main__":
+    main()
