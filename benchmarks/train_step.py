@@ -15,10 +15,8 @@ from pathlib import Path
 
 import torch
 
-from echolib import config as C
-from echolib.lit import ClipDataModule, EchoClipModule
-from echolib.text import load_tokenizer
-from echolib.train import build_model
+from echolib.lit import EchoClipModule
+from echolib.train import setup_run
 
 
 def step(module, opt, batch):
@@ -35,17 +33,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
-    params = C.load_params(a.params)
-    base, train, text = (C.load_section(params, s) for s in ("base", "train", "text"))
-    run = C.load_runs(params)[a.run]
-    root = C.project_root(Path(a.params).resolve().parent)
-    data = root / base.data_root
-    tok = load_tokenizer(text.pretrained_dir or data / "tokenizer")
-    meta = json.loads((data / "cache" / "meta.json").read_text())
-    model, frames = build_model(run, train, text, base.profile, len(tok), meta["frames"])
-    batch_size = run.batch_size or train.batch_size
-    dm = ClipDataModule(str(data / "cache"), run.view_list, frames, batch_size, train.num_workers)
-    dm.setup()
+    r = setup_run(a.run, a.params)
+    model, frames, dm, batch_size, run, train = r.model, r.frames, r.datamodule, r.batch_size, r.run, r.train
     module = EchoClipModule(model, train.loss, run.lr)
     opt = torch.optim.AdamW(model.parameters(), lr=run.lr)
     def forever():

@@ -10,6 +10,7 @@ Multi-GPU: train.accelerator=gpu, train.devices=N (DDP); multi-node: train.num_n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -51,13 +52,24 @@ def _precision(train: C.TrainConfig) -> str:
     return "bf16-mixed" if gpu else "32-true"
 
 
-def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", resume: bool = False,
-              fast_dev_run: bool = False, out_root: str | Path | None = None) -> dict:
-    import lightning as L
-    from dvclive.lightning import DVCLiveLogger
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+@dataclasses.dataclass
+class RunSetup:
+    base: C.BaseConfig
+    train: C.TrainConfig
+    text: C.TextConfig
+    run: C.RunConfig
+    data: Path
+    tokenizer: object
+    model: EchoClip
+    frames: int
+    datamodule: object
+    batch_size: int
+    cache_meta: dict
 
-    from .lit import ClipDataModule, EchoClipModule
+
+def setup_run(name: str, params_path: str | Path = "params.yaml") -> RunSetup:
+    """Everything a run needs before training: typed params, tokenizer, model and the data module (set up)."""
+    from .lit import ClipDataModule
     from .text import load_tokenizer
 
     params = C.load_params(params_path)
@@ -66,19 +78,32 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     if name not in runs:
         raise C.ConfigError(f"run {name!r} is not in params.yaml runs: {sorted(runs)}")
     run = runs[name]
-    root = C.project_root(Path(params_path).resolve().parent)
-    data = root / base.data_root
-    out = Path(out_root or data / "runs") / name / f"seed{seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    if train.torch_threads:
-        torch.set_num_threads(train.torch_threads)
-    L.seed_everything(seed, workers=True)
+    data = C.project_root(Path(params_path).resolve().parent) / base.data_root
     tokenizer = load_tokenizer(text.pretrained_dir or data / "tokenizer")
     cache_meta = json.loads((data / "cache" / "meta.json").read_text())
     model, frames = build_model(run, train, text, base.profile, len(tokenizer), cache_meta["frames"])
     batch = run.batch_size or train.batch_size
     dm = ClipDataModule(str(data / "cache"), run.view_list, frames, batch, train.num_workers)
     dm.setup()
+    return RunSetup(base, train, text, run, data, tokenizer, model, frames, dm, batch, cache_meta)
+
+
+def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", resume: bool = False,
+              fast_dev_run: bool = False, out_root: str | Path | None = None) -> dict:
+    import lightning as L
+    from dvclive.lightning import DVCLiveLogger
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from .lit import EchoClipModule
+
+    if train_threads := C.load_section(C.load_params(params_path), "train").torch_threads:
+        torch.set_num_threads(train_threads)
+    L.seed_everything(seed, workers=True)
+    r = setup_run(name, params_path)
+    base, train, text, run, data, tokenizer = r.base, r.train, r.text, r.run, r.data, r.tokenizer
+    model, frames, dm, batch, cache_meta = r.model, r.frames, r.datamodule, r.batch_size, r.cache_meta
+    out = Path(out_root or data / "runs") / name / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
     world = train.devices * train.num_nodes if train.strategy != "auto" or train.devices > 1 else 1
     steps_per_epoch = max(1, len(dm.train_set) // (batch * world))
     epochs = run.max_epochs or train.max_epochs
