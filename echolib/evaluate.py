@@ -79,8 +79,9 @@ def evaluate_views(model, frames: int, cache: ClipCache, studies: list[str], vie
     per_clip = {"n_clips": int(len(clip_ranks)), "mcmrr_v2r": float(clip_ranks.mean()),
                 **{f"r{k}_v2r": float((clip_ranks <= k).mean()) for k in KS}}
     counts = dict(rows.group_by("study_id").len().iter_rows())
+    top1 = torch.cat([(study_emb[i:i + 4096] @ text.T).argmax(1) for i in range(0, len(studies), 4096)])
     ranks = pl.DataFrame({"study_id": studies, "rank_v2r": v2r, "rank_r2v": r2v,
-                          "n_clips": [counts[s] for s in studies]})
+                          "n_clips": [counts[s] for s in studies], "top1_v2r": [studies[i] for i in top1.tolist()]})
     return {"metrics": metrics_from_ranks(v2r, r2v), "per_clip": per_clip, "ranks": ranks,
             "study_emb": study_emb, "text_emb": text}
 
@@ -189,3 +190,21 @@ def load_ranks(eval_dir: str | Path, seed: str | None = None) -> dict[str, pl.Da
         if pick:
             out[d.name] = pl.read_parquet(pick[0])
     return out
+
+
+def retrieval_examples(ranks: dict[str, pl.DataFrame], studies: pl.DataFrame, findings, n: int = 3,
+                       seed: int = 0) -> pl.DataFrame:
+    """Fig. 3-style examples: for `n` evaluation studies, each run's top retrieved report and the findings in
+    which the retrieved study differs from the true one (finding: true -> retrieved)."""
+    base = next(iter(ranks.values()))
+    picks = base.sample(min(n, base.height), seed=seed)["study_id"].to_list()
+    truth = {r["study_id"]: r for r in studies.iter_rows(named=True)}
+    rows = []
+    for sid in picks:
+        for run, df in ranks.items():
+            got = df.filter(pl.col("study_id") == sid)["top1_v2r"].item()
+            diff = [f"{f}: {truth[sid][f]} → {truth[got][f]}" for f in findings
+                    if f in truth[sid] and truth[sid][f] != truth[got][f]]
+            rows.append({"study_id": sid, "model": run, "retrieved": got, "correct": got == sid,
+                         "differing_findings": "; ".join(diff) or "none", "retrieved_report": truth[got]["report"]})
+    return pl.DataFrame(rows)

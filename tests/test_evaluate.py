@@ -54,3 +54,16 @@ def test_evaluate_trained_tiny_run(tiny_project):
     assert (full["ranks"]["n_clips"] >= only4["ranks"]["n_clips"]).all()
     with pytest.raises(FileNotFoundError, match="no trained model"):
         load_clip_model(tiny_project / "nothing" / "model.pt")
+
+
+def test_retrieval_examples_list_differing_findings():
+    from echolib.evaluate import retrieval_examples
+
+    studies = pl.DataFrame({"study_id": ["A", "B"], "mr": ["軽度", "高度"], "ar": ["なし", "なし"],
+                            "report": ["rA", "rB"]})
+    ranks = {"M": pl.DataFrame({"study_id": ["A", "B"], "top1_v2r": ["B", "B"]})}
+    ex = retrieval_examples(ranks, studies, ["mr", "ar"], n=2)
+    a = ex.filter(pl.col("study_id") == "A").row(0, named=True)
+    assert a["differing_findings"] == "mr: 軽度 → 高度" and not a["correct"] and a["retrieved_report"] == "rB"
+    b = ex.filter(pl.col("study_id") == "B").row(0, named=True)
+    assert b["correct"] and b["differing_findings"] == "none"
