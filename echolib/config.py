@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import yaml
 
 PROFILES = ("tiny", "default", "control", "paper")
-SOURCES = ("synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo")
 
 
 class ConfigError(ValueError):

@@ -69,10 +69,11 @@ def evaluate_views(model, frames: int, cache: ClipCache, studies: list[str], vie
     study_emb, order = study_embeddings(clip_emb, rows["study_id"].to_list())
     pos = {s: i for i, s in enumerate(order)}
     study_emb = study_emb[[pos[s] for s in studies]]
+    pos_eval = {s: i for i, s in enumerate(studies)}
     text = torch.nn.functional.normalize(embed_reports(model, cache, studies), dim=-1)
     v2r, r2v = ranks_from_embeddings(study_emb, text)
     # per clip: each clip against every study report (video -> report only)
-    clip_idx = np.array([studies.index(s) for s in rows["study_id"]])
+    clip_idx = np.array([pos_eval[s] for s in rows["study_id"]])
     sims = torch.nn.functional.normalize(clip_emb, dim=-1) @ text.T
     correct = sims[torch.arange(len(clip_idx)), torch.from_numpy(clip_idx)].unsqueeze(1)
     clip_ranks = (sims >= correct).sum(1).numpy()
@@ -137,7 +138,8 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     """Evaluate every seed of a run (and its 4CH-only variant) on the 4CH test studies.
 
     Ranks go to out_dir/<variant>/<seed>/ranks.parquet (out_dir is the run's own evaluation folder). With
-    `studies_path` (ground-truth findings, as the synthetic benchmark has), zero-shot interpretation is added."""
+    `studies_path` (ground-truth findings, as the synthetic benchmark has), zero-shot interpretation goes to
+    result["interpret"][variant][seed]."""
     from .interpret import interpret
     from .text import load_tokenizer
 
@@ -150,23 +152,24 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     seeds = sorted(run_dir.glob("seed*/model.pt"))
     if not seeds:
         raise FileNotFoundError(f"{run_dir}: no seed*/model.pt (did the train stage run?)")
-    result: dict = {"n_studies": len(studies), "variants": {}}
+    result: dict = {"n_studies": len(studies), "variants": {}, "interpret": {}}
     truth = None
     if studies_path is not None:
         truth = pl.DataFrame({"study_id": studies}).join(pl.read_parquet(studies_path), on="study_id", how="left")
     for model_pt in seeds:
         model, frames, ck = load_clip_model(model_pt)
-        seed = model_pt.parent.name
+        seed_dir = model_pt.parent.name
+        tok = load_tokenizer(ck["tokenizer_dir"]) if truth is not None else None
         for name, views in variants_of(run_dir.name, C.RunConfig.from_dict(ck["run"]).view_list).items():
             r = evaluate_views(model, frames, cache, studies, views)
-            d = out_dir / name / seed
+            d = out_dir / name / seed_dir
             d.mkdir(parents=True, exist_ok=True)
             r["ranks"].write_parquet(d / "ranks.parquet")
             v = result["variants"].setdefault(name, {"views": views, "per_seed": {}})
-            v["per_seed"][seed] = {"study": r["metrics"], "per_clip": r["per_clip"]}
-            if truth is not None:
-                tok = load_tokenizer(ck["tokenizer_dir"])
-                v["per_seed"][seed]["interpret"] = interpret(model, tok, r["study_emb"], truth, n_boot, 0)
+            v["per_seed"][seed_dir] = {"study": r["metrics"], "per_clip": r["per_clip"]}
+            if tok is not None:
+                result["interpret"].setdefault(name, {})[seed_dir] = interpret(
+                    model, tok, r["study_emb"], truth, n_boot, seed)
     for v in result["variants"].values():
         per = [s["study"] for s in v["per_seed"].values()]
         v["study"] = {m: float(np.mean([p[m] for p in per])) for m in METRICS}
@@ -208,3 +211,17 @@ def retrieval_examples(ranks: dict[str, pl.DataFrame], studies: pl.DataFrame, fi
             rows.append({"study_id": sid, "model": run, "retrieved": got, "correct": got == sid,
                          "differing_findings": "; ".join(diff) or "none", "retrieved_report": truth[got]["report"]})
     return pl.DataFrame(rows)
+
+
+def format_ci(v: dict, digits: int) -> str:
+    """{value, lo, hi} as 'value [lo, hi]'."""
+    return f"{v['value']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
+
+
+def table1_frame(res: dict) -> pl.DataFrame:
+    """Table 1 in the paper's layout (MCMRR and R@10, both directions) with CIs, from bootstrap_ci output."""
+    rows = [r for r in TABLE1_ROWS if r in res["runs"]] + [r for r in res["runs"] if r not in TABLE1_ROWS]
+    return pl.DataFrame([{"model": r, "MCMRR v→r": format_ci(res["runs"][r]["mcmrr_v2r"], 1),
+                          "R@10 v→r": format_ci(res["runs"][r]["r10_v2r"], 3),
+                          "MCMRR r→v": format_ci(res["runs"][r]["mcmrr_r2v"], 1),
+                          "R@10 r→v": format_ci(res["runs"][r]["r10_r2v"], 3)} for r in rows])

@@ -22,7 +22,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 _REMOTE_SCRIPT = re.compile(r"<script[^>]+src=[\"']?(https?:)?//", re.I)
 
 
-def setup_notebook(max_rows: int | None = None) -> None:
+def setup_notebook() -> None:
     """Make Altair charts render as inline SVG (vl-convert), so exported HTML needs no Vega from a CDN."""
     import altair as alt
 

@@ -153,7 +153,8 @@ def classifier_split(patient_ids, seed: int) -> pl.DataFrame:
                           .alias("vc_group")).drop("split")
 
 
-def _label_array(views) -> np.ndarray:
+def label_indices(views) -> np.ndarray:
+    """View names -> class indices (CLASSES order)."""
     return np.array([CLASSES.index(v) for v in views])
 
 
@@ -188,7 +189,7 @@ def train(data: str | Path, out: str | Path, model_name: str = "mobilenetv3_smal
     ev = videos.filter(pl.col("vc_group") == "evaluate")
     t0 = time.time()
     x_fit, _ = load_clips(data, fit, frames, size, workers, progress)
-    y_fit = torch.from_numpy(_label_array(fit["view"]))
+    y_fit = torch.from_numpy(label_indices(fit["view"]))
     model = create_model(model_name, frames)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * math.ceil(len(fit) / batch_size)
@@ -212,11 +213,11 @@ def train(data: str | Path, out: str | Path, model_name: str = "mobilenetv3_smal
         print(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}", flush=True)
     del x_fit
     x_cal, _ = load_clips(data, cal, frames, size, workers, progress)
-    temperature = fit_temperature(predict_logits(model, x_cal), _label_array(cal["view"]))
+    temperature = fit_temperature(predict_logits(model, x_cal), label_indices(cal["view"]))
     del x_cal
     x_ev, _ = load_clips(data, ev, frames, size, workers, progress)
     logits = predict_logits(model, x_ev)
-    y_ev = _label_array(ev["view"])
+    y_ev = label_indices(ev["view"])
     raw, calibrated = softmax(logits), softmax(logits, temperature)
     pred = calibrated.argmax(1)
     rel_raw, ece_raw = reliability(raw, y_ev)
@@ -307,3 +308,20 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def filter_summary(filtered: pl.DataFrame, threshold: float, source: str) -> dict:
+    """Counts for metrics/filter.json: kept, dropped by reason, studies left without a clip, and (when the true
+    view is known) the kept clips' view accuracy and how many OTHER clips got through."""
+    kept_per_study = filtered.group_by("study_id").agg(pl.col("kept").sum())
+    out = {
+        "clips": filtered.height, "kept": int(filtered["kept"].sum()),
+        "dropped_by_reason": dict(filtered.filter(~pl.col("kept")).group_by("drop_reason").len().iter_rows()),
+        "studies_without_kept_clip": int((kept_per_study["kept"] == 0).sum()),
+        "threshold": threshold, "source": source,
+    }
+    if "view" in filtered.columns:
+        k = filtered.filter(pl.col("kept"))
+        out["kept_view_accuracy"] = float((k["view"] == k["pred_view"]).mean()) if k.height else None
+        out["other_kept"] = int((k["view"] == "OTHER").sum())
+    return out

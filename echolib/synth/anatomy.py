@@ -61,7 +61,6 @@ class Geometry:
     regional_factor: dict[str, float]  # artery -> systolic motion factor (1 normal, 0.4 hypo, 0 akinesis)
     papillary: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)
     jets: dict[str, tuple] = dataclasses.field(default_factory=dict)  # name -> (origin, direction, len, width)
-    extra_tissue: list[tuple[str, Ellipse, float]] = dataclasses.field(default_factory=list)
     control_marks: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
@@ -209,7 +208,6 @@ def geometry(view: str, s: dict, control: bool = False) -> Geometry:
         raise ValueError(f"unknown view {view!r}")
 
     territories = list(TERRITORIES[base])
-    extra = []
     marks = {}
     if control:
         territories = list(CONTROL_TERRITORIES)
@@ -220,7 +218,7 @@ def geometry(view: str, s: dict, control: bool = False) -> Geometry:
         }
         wall = (septal, posterior)
     return Geometry(base if view in VIEWS else view, lv, wall, apex_dir, septal_sign, cav, walls, sac, eff,
-                    valves, territories, rwma, paps, jets, extra, marks)
+                    valves, territories, rwma, paps, jets, marks)
 
 
 def _bounding_sac(parts: list[Ellipse], margin: float) -> Ellipse:

@@ -372,15 +372,12 @@ def _colour(rgb, g: Geometry, q0x, q0y, xi, yi, blood, lv_cavity, curves, mosaic
 
 def _control_jet(g: Geometry, key: str):
     if key in g.jets:
-        origin, ang, length, width, gi = g.jets[key]
-        return (origin, ang, length, width, gi)
+        return g.jets[key]
     lv = g.lv
     reach = max(lv.a, lv.b)
     back = g.apex_dir + math.pi + {"mr": 0.5, "ar": -0.5, "tr": 1.2}[key]
     origin = (lv.cx + math.cos(back) * reach, lv.cy + math.sin(back) * reach)
-    gi = {"mr": 0, "ar": 0, "tr": 0}[key]
-    gi = g.control_marks[key]
-    return (origin, back, 0.15, 0.35, gi)
+    return (origin, back, 0.15, 0.35, g.control_marks[key])
 
 
 def _colour_box(g: Geometry, xi, yi):

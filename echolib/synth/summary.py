@@ -11,7 +11,6 @@ from PIL import Image
 from ..io.video import read_clip
 from .anatomy import VIEWS
 from .findings import FINDINGS
-from .render import cardiac_curves
 
 VIEW_ORDER = (*VIEWS, "OTHER")
 
@@ -74,7 +73,3 @@ def report_token_counts(reports: list[str]) -> np.ndarray:
 
     tagger = fugashi.Tagger()
     return np.array([len(tagger(r)) for r in reports])
-
-
-def phase_of_frames(n_frames: int, fps: float, heart_rate: float, phase0: float) -> np.ndarray:
-    return cardiac_curves(n_frames, fps, heart_rate, phase0)["contraction"]
