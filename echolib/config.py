@@ -7,6 +7,7 @@ rejects unknown keys and values of the wrong type with a message that names the 
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -114,6 +115,21 @@ class SynthConfig(Section):
             v = getattr(self, key)
             if v is not None and v <= 0:
                 raise ConfigError(f"params section 'synth': key '{key}' must be positive, got {v}")
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig(Section):
+    """Real-data source for the `ingest` stage (used when base.source is not `synthetic`)."""
+
+    section: ClassVar[str] = "ingest"
+    src: str = ""                   # archive folder (dicom, echonet-dynamic, mimic-iv-echo) or CSV (paper-csv)
+    reports: str = ""               # optional CSV with columns study_key, report_text
+    salt_file: str = ".echolib-salt"  # de-identification salt: created on first use, git-ignored, never shared
+    encoding: str = "utf-8"         # of the CSVs (cp932 for many Japanese hospital exports)
+
+    def require_src(self) -> None:
+        if not self.src:
+            raise ConfigError("params section 'ingest': key 'src' is empty; name the archive folder or CSV to ingest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +253,7 @@ class ReportConfig(Section):
 
 SECTIONS: dict[str, type[Section]] = {
     c.section: c
-    for c in (BaseConfig, SynthConfig, ViewsConfig, SplitConfig, TextConfig, CacheConfig, TrainConfig, EvaluateConfig,
+    for c in (BaseConfig, SynthConfig, IngestConfig, ViewsConfig, SplitConfig, TextConfig, CacheConfig, TrainConfig, EvaluateConfig,
               ReportConfig)
 }
 
@@ -304,11 +320,55 @@ def profile_overrides(profile: str) -> list[str]:
     return [a for k, v in items.items() for a in ("-S", f"{k}={fmt(v)}")]
 
 
+def raw_dir(data_root: str | Path, source: str) -> Path:
+    """Where the pipeline's input tables live: the synthesize stage's output or the ingest stage's."""
+    return Path(data_root) / ("raw" if source == "synthetic" else "ingested")
+
+
+def skip_unselected(stage_source: str, source: str, out_dir: str | Path, notebook: str | Path,
+                    metrics: str | Path) -> bool:
+    """For the synthesize/ingest pair: when `source` does not select this stage, write placeholder outputs
+    (empty data folder, a one-cell notebook and its HTML, metrics saying so) and return True."""
+    import nbformat
+
+    selected = (source == "synthetic") == (stage_source == "synthetic")
+    if selected:
+        return False
+    note = (f"Not selected: `base.source` is `{source}`, so the "
+            f"{'ingest' if source != 'synthetic' else 'synthesize'} stage provides the data.")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "NOT_SELECTED").write_text(note + "\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {Path(notebook).stem}\n\n{note}")])
+    nb.metadata["kernelspec"] = {"name": "echolib", "display_name": "echolib", "language": "python"}
+    Path(notebook).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, notebook)
+    Path(metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics).write_text(json.dumps({"selected": False, "source": source}) + "\n")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m echolib.config")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    o = sub.add_parser("overrides", help="print `-S key=value` arguments that switch every stage to a profile")
+    o.add_argument("profile")
+    s = sub.add_parser("skip-unselected", help="exit 0 after writing placeholders if base.source does not select "
+                                               "this stage, 1 if the stage must run")
+    for name in ("stage_source", "source", "out_dir", "notebook", "metrics"):
+        s.add_argument(name)
+    a = ap.parse_args(argv)
+    if a.cmd == "overrides":
+        print(" ".join(profile_overrides(a.profile)))
+        return 0
+    skipped = skip_unselected(a.stage_source, a.source, a.out_dir, a.notebook, a.metrics)
+    if skipped:
+        print(f"stage for source {a.stage_source!r} not selected (base.source = {a.source!r}): placeholders written")
+    return 0 if skipped else 1
+
+
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) == 3 and sys.argv[1] == "overrides":
-        print(" ".join(profile_overrides(sys.argv[2])))
-    else:
-        print("usage: python -m echolib.config overrides tiny|default|control|paper", file=sys.stderr)
-        raise SystemExit(2)
+    sys.exit(main())

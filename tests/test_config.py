@@ -55,3 +55,23 @@ def test_profile_overrides_name_real_params():
                 node = node[part]
     with pytest.raises(config.ConfigError, match="unknown profile"):
         config.profile_overrides("huge")
+
+
+@pytest.mark.parametrize("stage,source,skipped", [("synthetic", "synthetic", False), ("synthetic", "dicom", True),
+                                                  ("ingest", "synthetic", True), ("ingest", "paper-csv", False)])
+def test_only_the_selected_data_stage_runs(tmp_path, stage, source, skipped):
+    import json
+
+    from echolib.report import notebook_to_html
+
+    nb, metrics = tmp_path / "nb.ipynb", tmp_path / "m.json"
+    assert config.skip_unselected(stage, source, tmp_path / "data", nb, metrics) is skipped
+    assert config.main(["skip-unselected", stage, source, str(tmp_path / "d2"), str(nb), str(metrics)]) == \
+        (0 if skipped else 1)
+    if skipped:  # placeholders satisfy the stage's outputs and render like any page
+        assert (tmp_path / "data" / "NOT_SELECTED").is_file()
+        assert json.loads(metrics.read_text()) == {"selected": False, "source": source}
+        assert "Not selected" in notebook_to_html(nb).read_text()
+    else:
+        assert not nb.exists() and not (tmp_path / "data").exists()
+    assert config.raw_dir("data", source).name == ("raw" if source == "synthetic" else "ingested")

@@ -1,12 +1,12 @@
 """DICOM cine reading and sector masking on the real apical 4-chamber cine shipped with pydicom."""
 
-import dicom_fixtures as F
 import numpy as np
 import pytest
 from pydicom.examples import get_path
 
 from echolib.io.dicom import DicomError, frame_rate, load_cine, read_cine
 from echolib.io.mask import apply_mask, sector_mask
+from tests import dicom_fixtures as F
 
 
 def test_read_cine_matches_pydicom_on_the_real_cine():

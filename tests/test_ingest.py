@@ -5,7 +5,6 @@ import csv
 import io
 import shutil
 
-import dicom_fixtures as F
 import numpy as np
 import polars as pl
 import pytest
@@ -14,6 +13,7 @@ from echolib.ingest import ingest_source
 from echolib.ingest.__main__ import main as cli
 from echolib.io.mask import sector_mask
 from echolib.io.video import read_clip
+from tests import dicom_fixtures as F
 
 TABLES = ("patients", "studies", "videos", "rejected")
 

@@ -102,8 +102,13 @@ def project_copy(tmp_path_factory):
 @pytest.mark.slow
 def test_notebooks_execute_on_tiny_profile(project_copy):
     from echolib.report import build_index, notebook_to_html
+    from tests import dicom_fixtures as F
 
-    overrides = {"00_synthesize.ipynb": {"profile": "tiny", "n_patients": 8, "workers": 2},
+    archive = project_copy / "archive"
+    for k in range(2):
+        F.save(F.variant(patient=f"T-{k}"), archive / f"IMG{k:04d}")
+    overrides = {"00_ingest.ipynb": {"src": str(archive), "salt_file": str(project_copy / "salt"), "workers": 1},
+                 "00_synthesize.ipynb": {"profile": "tiny", "n_patients": 8, "workers": 2},
                  "01_view_classifier.ipynb": {"epochs": 1, "workers": 2},
                  "02_filter_views.ipynb": {"threshold": 0.0, "workers": 2},
                  "03_split.ipynb": {"train": 0.6, "valid": 0.2, "test": 0.2},
@@ -120,7 +125,8 @@ def test_notebooks_execute_on_tiny_profile(project_copy):
         assert "<script src=\"http" not in text and "cdnjs" not in text
         pages.append(html)
     assert (project_copy / "data" / "raw" / "videos.parquet").is_file()
-    for name in ("synth", "views", "filter", "split", "tokenizer", "cache", "train/MultiVideo",
+    assert (project_copy / "data" / "ingested" / "videos.parquet").is_file()
+    for name in ("ingest", "synth", "views", "filter", "split", "tokenizer", "cache", "train/MultiVideo",
                  "retrieval/MultiVideo", "interpret/MultiVideo", "table1"):
         assert (project_copy / "metrics" / f"{name}.json").is_file(), name
     assert (project_copy / "data" / "split" / "studies.parquet").is_file()
