@@ -7,6 +7,7 @@ study embedding and prints the k most similar reports with their similarity.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ class RetrievalInputError(ValueError):
     """The study folder or report table cannot be used; the message says which and why."""
 
 
-def study_clips(folder: str | Path) -> pl.DataFrame:
+def study_clips(folder: str | Path, workdir: str | Path) -> pl.DataFrame:
+    """video_id, path, n_frames of every usable clip in a study folder. Video files are used as they are; a folder
+    of DICOM files goes through ingestion (cine check, sector mask, throw-away salt) into `workdir` first."""
     folder = Path(folder)
     if not folder.is_dir():
         raise RetrievalInputError(f"{folder}: not a folder")
@@ -31,8 +34,7 @@ def study_clips(folder: str | Path) -> pl.DataFrame:
         raise RetrievalInputError(f"{folder}: the study folder is empty")
     videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
     if not videos:
-        raise RetrievalInputError(f"{folder}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))}); DICOM folders "
-                                  "go through `python -m echolib.ingest dicom` first")
+        return _ingested_clips(folder, Path(workdir))
     rows, bad = [], []
     for p in videos:
         try:
@@ -44,14 +46,48 @@ def study_clips(folder: str | Path) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def _ingested_clips(folder: Path, workdir: Path) -> pl.DataFrame:
+    import secrets
+
+    from .ingest.adapters import dicom_items
+    from .ingest.core import Rejections, ingest
+
+    rejected = Rejections()
+    tables = ingest(dicom_items(folder, rejected), workdir, secrets.token_bytes(32), rejected=rejected, workers=1,
+                    progress=False)
+    if tables["videos"].height == 0:
+        reasons = tables["rejected"].select("source", "reason").head(5).to_dicts()
+        raise RetrievalInputError(f"{folder}: no video file and no usable DICOM cine; e.g. {reasons}")
+    return tables["videos"].select("video_id", pl.col("path").map_elements(lambda p: str(workdir / p),
+                                                                          return_dtype=pl.String), "n_frames")
+
+
+def _clip_tensor(path: str, n_frames: int, ck: dict, frames: int) -> torch.Tensor:
+    """The frames the model saw in training: the cache's frames/stride/size, then the evaluation window."""
+    from .data import frame_indices
+
+    size = ck.get("size", 64)
+    if "cache_frames" in ck:
+        stored = read_clip(path, ck["cache_frames"], stride=ck["cache_stride"], size=size)
+        clip = stored[frame_indices(len(stored), frames, 0)]
+    else:  # checkpoints written before the cache settings were stored
+        clip = read_clip(path, frames, stride=max(1, n_frames // frames), size=size)
+    return torch.from_numpy(clip).permute(0, 3, 1, 2).float().div(255.0).sub(0.5).div(0.25).unsqueeze(0)
+
+
 def retrieve(model_dir: str | Path, study: str | Path, reports: str | Path, k: int = 5,
              views_dir: str | Path = "data/views", threshold: float = 0.9) -> pl.DataFrame:
+    """Top-k reports for one study folder, with similarity, rank and the number of clips used."""
+    with tempfile.TemporaryDirectory(prefix="echolib-retrieve-") as work:
+        return _retrieve(model_dir, study_clips(study, work), study, reports, k, views_dir, threshold)
+
+
+def _retrieve(model_dir, clips: pl.DataFrame, study, reports, k: int, views_dir, threshold: float) -> pl.DataFrame:
     from .evaluate import load_clip_model
     from .interpret import embed_sentences
     from .text import load_tokenizer
     from .views import apply_filter, predict
 
-    clips = study_clips(study)
     pred = apply_filter(predict(views_dir, "/", clips, workers=1, progress=False), threshold)
     model, frames, ck = load_clip_model(Path(model_dir) / "model.pt")
     views = [v.strip() for v in ck["run"]["views"].split(",")]
@@ -60,14 +96,9 @@ def retrieve(model_dir: str | Path, study: str | Path, reports: str | Path, k: i
         seen = pred.select("pred_view", "view_prob", "drop_reason").to_dicts()
         raise RetrievalInputError(f"{study}: no usable view for this model (needs {views} at p >= {threshold}); "
                                   f"the view filter saw {seen}")
-    size = ck.get("size", 64)
     with torch.inference_mode():
-        embs = []
-        for row in kept.iter_rows(named=True):
-            stride = max(1, row["n_frames"] // frames)
-            clip = read_clip(row["path"], frames, stride=stride, size=size)
-            x = torch.from_numpy(clip).permute(0, 3, 1, 2).float().div(255.0).sub(0.5).div(0.25).unsqueeze(0)
-            embs.append(model.encode_video(x))
+        embs = [model.encode_video(_clip_tensor(r["path"], r["n_frames"], ck, frames))
+                for r in kept.iter_rows(named=True)]
         study_emb = torch.nn.functional.normalize(torch.cat(embs).mean(0, keepdim=True), dim=-1)
     table = pl.read_parquet(reports)
     missing = [c for c in ("study_id", "report") if c not in table.columns]
@@ -86,7 +117,7 @@ def retrieve(model_dir: str | Path, study: str | Path, reports: str | Path, k: i
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m echolib.retrieve", description=__doc__)
     ap.add_argument("--model", required=True, help="a trained run folder holding model.pt (data/runs/RUN/seedS)")
-    ap.add_argument("--study", required=True, help="folder with the study's clips")
+    ap.add_argument("--study", required=True, help="folder with the study's clips (video files or DICOM cines)")
     ap.add_argument("--reports", required=True, help="parquet with study_id and report columns")
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument("--views-model", default="data/views")

@@ -138,7 +138,8 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
         "best_checkpoint": best, "precision": _precision(train),
     }
     torch.save({"state_dict": module.model.state_dict(), "run": run.to_dict(), "profile": base.profile,
-                "frames": frames, "size": cache_meta["size"], "vocab_size": len(tokenizer),
+                "frames": frames, "size": cache_meta["size"], "cache_frames": cache_meta["frames"],
+                "cache_stride": cache_meta.get("stride", 1), "vocab_size": len(tokenizer),
                 "max_length": text.max_length,
                 "loss": train.loss, "tokenizer_dir": str(text.pretrained_dir or data / "tokenizer")},
                out / "model.pt")

@@ -8,10 +8,21 @@ from echolib.retrieve import RetrievalInputError, main, retrieve, study_clips
 
 def test_empty_and_videoless_folders_are_clear_errors(tmp_path):
     with pytest.raises(RetrievalInputError, match="study folder is empty"):
-        study_clips(tmp_path)
+        study_clips(tmp_path, tmp_path / "work")
     (tmp_path / "IM0001").write_bytes(b"DICM")
-    with pytest.raises(RetrievalInputError, match="no video files"):
-        study_clips(tmp_path)
+    with pytest.raises(RetrievalInputError, match="no video file and no usable DICOM cine.*not a DICOM file"):
+        study_clips(tmp_path, tmp_path / "work")
+
+
+def test_a_dicom_study_folder_is_ingested_and_masked(tmp_path):
+    from tests import dicom_fixtures as F
+
+    F.save(F.variant(), tmp_path / "study" / "IM0001")
+    clips = study_clips(tmp_path / "study", tmp_path / "work")
+    assert clips.height == 1 and clips["n_frames"][0] == 30
+    from echolib.io.video import read_clip
+
+    assert read_clip(clips["path"][0], 30)[:, :20, :60].max() == 0  # burned-in text masked
 
 
 @pytest.mark.slow
@@ -26,7 +37,7 @@ def test_retrieve_top_k_and_no_usable_view(tiny_project, tmp_path, capsys, monke
 
     def oracle_predict(model_dir, data, videos, **kw):  # the classifier is tested in test_views
         return videos.select("video_id").with_columns(
-            pred_view=pl.col("video_id").replace_strict(truth), view_prob=pl.lit(0.99), decode_error=pl.lit(""))
+            pred_view=pl.col("video_id").replace_strict(truth, default="4CH"), view_prob=pl.lit(0.99), decode_error=pl.lit(""))
 
     monkeypatch.setattr(views, "predict", oracle_predict)
     train_run("SingleVideo", 0, root / "params.yaml", out_root=root / "rruns")
@@ -39,6 +50,25 @@ def test_retrieve_top_k_and_no_usable_view(tiny_project, tmp_path, capsys, monke
                    views_dir=root / "vc", threshold=0.9)
     assert res.height == 3 and res["rank"].to_list() == [1, 2, 3]
     assert res["similarity"].is_sorted(descending=True)
+    # retrieval feeds the model exactly the frames evaluation feeds it
+    import torch
+
+    from echolib.data import ClipCache, ClipReportDataset
+    from echolib.retrieve import _clip_tensor
+
+    ck = torch.load(root / "rruns" / "SingleVideo" / "seed0" / "model.pt", map_location="cpu", weights_only=False)
+    cache = ClipCache(root / "data" / "cache")
+    row = cache.index.filter(pl.col("study_id") == sid).head(1)
+    expected = ClipReportDataset(cache, row, ck["frames"], train=False)[0]["video"]
+    path = raw / vids.filter(pl.col("video_id") == row["video_id"][0])["path"][0]
+    torch.testing.assert_close(_clip_tensor(str(path), 0, ck, ck["frames"])[0], expected)
+    dicom = tmp_path / "dicom_study"
+    from tests import dicom_fixtures as F
+
+    F.save(F.variant(), dicom / "IM0001")
+    res = retrieve(root / "rruns" / "SingleVideo" / "seed0", dicom, raw / "studies.parquet", k=3,
+                   views_dir=root / "vc", threshold=0.9)
+    assert res.height == 3 and res["clips_used"][0] == 1
     with pytest.raises(RetrievalInputError, match="no usable view"):
         retrieve(root / "rruns" / "SingleVideo" / "seed0", study, raw / "studies.parquet", views_dir=root / "vc",
                  threshold=1.01)

@@ -29,7 +29,8 @@ class TextEncoder(nn.Module):
 
 @register("text", "bert")
 def bert(size: str = "tiny", vocab_size: int = 8000, max_length: int = 256, pretrained_dir: str | Path | None = None,
-         embed_dim: int | None = None) -> TextEncoder:
+         embed_dim: int | None = None, **overrides) -> TextEncoder:
+    """BERT from a config (`size` plus any overridden config keys) or from a local pretrained directory."""
     from transformers import BertConfig, BertModel
 
     if pretrained_dir:  # e.g. a local copy of tohoku-nlp/bert-base-japanese-v3; never fetched from a hub
@@ -40,7 +41,10 @@ def bert(size: str = "tiny", vocab_size: int = 8000, max_length: int = 256, pret
         return TextEncoder(backbone, embed_dim or SIZES[size]["embed_dim"])
     if size not in SIZES:
         raise ValueError(f"unknown encoder size {size!r}; choose one of {sorted(SIZES)}")
-    s = SIZES[size]
+    unknown = sorted(set(overrides) - set(SIZES[size]))
+    if unknown:
+        raise ValueError(f"bert: unknown setting(s) {unknown}; known: {sorted(SIZES[size])}")
+    s = {**SIZES[size], **overrides}
     cfg = BertConfig(vocab_size=vocab_size, hidden_size=s["hidden_size"], num_hidden_layers=s["num_hidden_layers"],
                      num_attention_heads=s["num_attention_heads"], intermediate_size=s["intermediate_size"],
                      max_position_embeddings=max(512, max_length))
