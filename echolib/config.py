@@ -180,6 +180,7 @@ class TextConfig(Section):
     vocab_size: int = 8000
     max_length: int = 256
     pretrained_dir: str = ""  # local copy of tohoku-nlp/bert-base-japanese-v3 (tokenizer + weights); "" = train own
+    layers: int = 0  # transformer layers of a text encoder trained from scratch; 0 = the encoder size's default
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,8 +40,9 @@ def build_model(run: C.RunConfig, train: C.TrainConfig, text: C.TextConfig, prof
         if frames > stored_frames:
             raise ValueError(f"run encoder {run.encoder} ({size}) needs {frames} frames but the clip cache stores "
                              f"{stored_frames}: raise cache.frames")
+    depth = {"num_hidden_layers": text.layers} if text.layers and not text.pretrained_dir else {}
     txt = create_text_encoder("bert", size=size, vocab_size=vocab_size, max_length=text.max_length,
-                              pretrained_dir=text.pretrained_dir or None, embed_dim=enc.proj.out_features)
+                              pretrained_dir=text.pretrained_dir or None, embed_dim=enc.proj.out_features, **depth)
     return EchoClip(enc, txt, siglip=train.loss == "siglip"), frames
 
 
@@ -147,6 +148,21 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     return summary
 
 
+def summarize_seeds(run_dir: str | Path) -> dict:
+    """Mean and spread across seeds of each run's summary numbers (seed*/summary.json)."""
+    import numpy as np
+
+    summaries = [json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("seed*/summary.json"))]
+    if not summaries:
+        raise FileNotFoundError(f"{run_dir}: no seed*/summary.json (did training run?)")
+    out = {"run": summaries[0]["run"], "seeds": [s["seed"] for s in summaries], "per_seed": summaries}
+    for key in ("best_val_r10_v2r", "train_seconds", "epochs_run", "clips_per_second"):
+        vals = np.array([s[key] for s in summaries if s.get(key) is not None], dtype=float)
+        if len(vals):
+            out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m echolib.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,18 +182,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def summarize_seeds(run_dir: str | Path) -> dict:
-    """Mean and spread across seeds of each run's summary numbers (seed*/summary.json)."""
-    import numpy as np
-
-    summaries = [json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("seed*/summary.json"))]
-    if not summaries:
-        raise FileNotFoundError(f"{run_dir}: no seed*/summary.json (did training run?)")
-    out = {"run": summaries[0]["run"], "seeds": [s["seed"] for s in summaries], "per_seed": summaries}
-    for key in ("best_val_r10_v2r", "train_seconds", "epochs_run", "clips_per_second"):
-        vals = np.array([s[key] for s in summaries if s.get(key) is not None], dtype=float)
-        if len(vals):
-            out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
-    return out

@@ -180,7 +180,15 @@ def train(data: str | Path, out: str | Path, model_name: str = "mobilenetv3_smal
     studies = pl.read_parquet(data / "studies.parquet", columns=["study_id", "patient_id"])
     videos = pl.read_parquet(data / "videos.parquet").join(studies, on="study_id")
     if "view" not in videos.columns:
-        raise ValueError(f"{data / 'videos.parquet'}: no 'view' column: the classifier needs clips of known view")
+        raise ValueError(f"{data / 'videos.parquet'}: no 'view' column: the classifier needs clips of known view "
+                         "(a labelled source such as paper-csv, or views.source: label)")
+    unknown = videos.filter(~pl.col("view").is_in(list(CLASSES)) | pl.col("view").is_null())
+    if unknown.height:  # unlabelled clips or labels outside the classes cannot teach the classifier
+        print(f"view classifier: {unknown.height} clips without a usable view label left out of training "
+              f"(labels seen: {sorted(map(str, unknown['view'].unique().to_list()))[:10]}; known: {list(CLASSES)})")
+        videos = videos.filter(pl.col("view").is_in(list(CLASSES)))
+    if videos.height == 0:
+        raise ValueError(f"{data / 'videos.parquet'}: no clip has a view label among {list(CLASSES)}")
     videos = videos.join(classifier_split(videos["patient_id"], seed), on="patient_id")
     fit = videos.filter(pl.col("vc_group") == "fit")
     fit = fit.sample(min(max_train_clips, fit.height), seed=seed, shuffle=True)

@@ -86,3 +86,16 @@ def test_unreadable_clip_is_recorded_not_fatal(tiny_data, tmp_path):
     x, errors = views.load_clips(root, videos.with_columns(pl.col("path")), 2, 32, workers=1, progress=False)
     assert "bad.mp4" in errors[0] and errors[1] == ""
     assert x.shape == (2, 2, 32, 32, 3)
+
+
+def test_train_needs_clips_with_known_view_labels(tmp_path):
+
+
+    pl.DataFrame({"study_id": ["S1"], "patient_id": ["P1"]}).write_parquet(tmp_path / "studies.parquet")
+    pl.DataFrame({"video_id": ["V1"], "study_id": ["S1"], "path": ["v.mp4"]}).write_parquet(tmp_path / "videos.parquet")
+    with pytest.raises(ValueError, match="no 'view' column"):
+        views.train(tmp_path, tmp_path / "out", progress=False)
+    pl.DataFrame({"video_id": ["V1"], "study_id": ["S1"], "path": ["v.mp4"], "view": ["A4C"]}).write_parquet(
+        tmp_path / "videos.parquet")
+    with pytest.raises(ValueError, match="no clip has a view label among"):
+        views.train(tmp_path, tmp_path / "out", progress=False)
