@@ -89,8 +89,6 @@ def test_unreadable_clip_is_recorded_not_fatal(tiny_data, tmp_path):
 
 
 def test_train_needs_clips_with_known_view_labels(tmp_path):
-
-
     pl.DataFrame({"study_id": ["S1"], "patient_id": ["P1"]}).write_parquet(tmp_path / "studies.parquet")
     pl.DataFrame({"video_id": ["V1"], "study_id": ["S1"], "path": ["v.mp4"]}).write_parquet(tmp_path / "videos.parquet")
     with pytest.raises(ValueError, match="no 'view' column"):
