@@ -64,12 +64,15 @@ def interpret(model, tokenizer, study_emb: torch.Tensor, truth: pl.DataFrame, n_
             "macro_f1": macro_f1(true, pred, grades), "macro_f1_ci": _ci(boot_f1, level),
             "majority_accuracy": float(max(true.count(g) for g in grades) / n),
         }
-    if "ef" in truth.columns:
+    known = truth["ef"].is_not_null().to_numpy() if "ef" in truth.columns else np.zeros(n, bool)
+    if known.any():  # real sources may carry EF for some studies only
         emb = embed_sentences(model, tokenizer, [ef_prompt(int(v)) for v in EF_VALUES])
-        sims = study_emb.detach() @ emb.T
+        sims = study_emb.detach()[torch.from_numpy(known)] @ emb.T
         weights = torch.softmax(sims * model.scale().detach().float(), dim=1).numpy()
         est = weights @ EF_VALUES
-        err = np.abs(est - truth["ef"].to_numpy())
-        out["ef"] = {"mae": float(err.mean()), "mae_ci": _ci(err[idx].mean(axis=1), level),
-                     "mae_predict_mean": float(np.abs(truth["ef"].mean() - truth["ef"].to_numpy()).mean())}
+        ef = truth["ef"].to_numpy()[known].astype(float)
+        err = np.abs(est - ef)
+        boot = rng.integers(0, len(ef), size=(n_boot, len(ef)))
+        out["ef"] = {"mae": float(err.mean()), "mae_ci": _ci(err[boot].mean(axis=1), level),
+                     "mae_predict_mean": float(np.abs(ef.mean() - ef).mean()), "n_studies": int(known.sum())}
     return out
