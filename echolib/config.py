@@ -297,13 +297,13 @@ def project_root(start: str | Path | None = None) -> Path:
 #: settings a profile changes besides base.profile (the synthetic sizes follow the profile automatically)
 PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # a smoke test in minutes: a classifier trained on ~170 clips needs more epochs and cannot be held to 0.9
-    "tiny": {"train.max_epochs": 2, "train.batch_size": 8, "cache.frames": 16, "views.epochs": 20,
-             "views.threshold": 0.5, "split.train": 0.6, "split.valid": 0.2, "split.test": 0.2},
+    "tiny": {"train.max_epochs": 2, "train.batch_size": 8, "cache.frames": 16, "cache.stride": 1,
+             "views.epochs": 20, "views.threshold": 0.5, "split.train": 0.6, "split.valid": 0.2, "split.test": 0.2},
     "default": {},
     "control": {},
     # the paper: lr 1e-5, 2,000 warm-up steps, batch 64 (video) / 2,304 (image), 256 tokens, 512-d, 224 px
-    "paper": {"cache.size": 224, "cache.frames": 64, "views.size": 224, "train.warmup_steps": 2000,
-              "train.batch_size": 64, "train.accelerator": "gpu", "train.strategy": "ddp",
+    "paper": {"cache.size": 224, "cache.frames": 32, "cache.stride": 2, "views.size": 224,
+              "train.warmup_steps": 2000, "train.batch_size": 64, "train.accelerator": "gpu", "train.strategy": "ddp",
               "runs.MultiVideo.lr": 1e-5, "runs.SingleVideo.lr": 1e-5, "runs.SingleImage.lr": 1e-5,
               "runs.SingleImage.batch_size": 2304, "text.max_length": 256},
 }

@@ -38,7 +38,7 @@ def tiny_project(tmp_path_factory, tiny_data) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["base"].update(profile="tiny", seeds=[0])
     params["train"].update(batch_size=4, max_epochs=1, num_workers=0, warmup_steps=2)
-    params["cache"].update(frames=16)
+    params["cache"].update(frames=16, stride=1)
     params["text"].update(vocab_size=1000)
     (d / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     data = d / "data"
