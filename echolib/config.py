@@ -201,7 +201,8 @@ class TrainConfig(Section):
     precision: str = "auto"  # auto = bf16-mixed on GPU, 32-true on CPU
     batch_size: int = 32
     max_epochs: int = 8
-    patience: int = 3
+    patience: int = 3  # validations without improvement before stopping
+    val_check_clips: int = 0  # validate every this many training clips (0 = once per epoch); equal across runs
     warmup_steps: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
@@ -305,7 +306,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     "paper": {"cache.size": 224, "cache.frames": 32, "cache.stride": 2, "views.size": 224,
               "train.warmup_steps": 2000, "train.batch_size": 64, "train.accelerator": "gpu", "train.strategy": "ddp",
               "runs.MultiVideo.lr": 1e-5, "runs.SingleVideo.lr": 1e-5, "runs.SingleImage.lr": 1e-5,
-              "runs.SingleImage.batch_size": 2304, "text.max_length": 256},
+              "runs.SingleImage.batch_size": 2304, "text.max_length": 256, "text.layers": 0},
 }
 
 

@@ -46,6 +46,15 @@ def build_model(run: C.RunConfig, train: C.TrainConfig, text: C.TextConfig, prof
     return EchoClip(enc, txt, siglip=train.loss == "siglip"), frames
 
 
+def _val_interval(val_check_clips: int, global_batch: int, steps_per_epoch: int) -> int | float:
+    """Lightning's val_check_interval: every N training batches so that every run is scored after the same number
+    of training clips (runs with more items per epoch would otherwise be judged less often); 1.0 = each epoch."""
+    if val_check_clips <= 0:
+        return 1.0
+    steps = max(1, round(val_check_clips / global_batch))
+    return 1.0 if steps >= steps_per_epoch else steps
+
+
 def _precision(train: C.TrainConfig) -> str:
     if train.precision != "auto":
         return train.precision
@@ -108,6 +117,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     world = train.devices * train.num_nodes if train.strategy != "auto" or train.devices > 1 else 1
     steps_per_epoch = max(1, len(dm.train_set) // (batch * world))
     epochs = run.max_epochs or train.max_epochs
+    val_every = _val_interval(train.val_check_clips, batch * world, steps_per_epoch)
     module = EchoClipModule(model, train.loss, run.lr, train.weight_decay, train.warmup_steps, steps_per_epoch * epochs)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/r10_v2r", mode="max",
                            save_last=True, save_top_k=1)
@@ -118,6 +128,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
         precision=_precision(train), max_epochs=epochs, gradient_clip_val=train.grad_clip, callbacks=[ckpt, stop],
         logger=logger, log_every_n_steps=max(1, min(50, steps_per_epoch // 4)), fast_dev_run=fast_dev_run,
         enable_progress_bar=False, default_root_dir=str(out), num_sanity_val_steps=0, deterministic=False,
+        val_check_interval=val_every, check_val_every_n_epoch=1 if val_every == 1.0 else None,
     )
     last = out / "checkpoints" / "last.ckpt"
     t0 = time.time()

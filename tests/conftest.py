@@ -38,6 +38,8 @@ def tiny_project(tmp_path_factory, tiny_data) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["base"].update(profile="tiny", seeds=[0])
     params["train"].update(batch_size=4, max_epochs=1, num_workers=0, warmup_steps=2)
+    for run in params["runs"].values():
+        run["max_epochs"] = 0  # train.max_epochs
     params["cache"].update(frames=16, stride=1)
     params["text"].update(vocab_size=1000)
     (d / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))

@@ -93,6 +93,8 @@ def project_copy(tmp_path_factory):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["base"].update(profile="tiny", seeds=[0])
     params["train"].update(batch_size=4, max_epochs=1, num_workers=0, warmup_steps=2)
+    for run in params["runs"].values():
+        run["max_epochs"] = 0  # train.max_epochs
     (d / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     (d / "echolib").symlink_to(ROOT / "echolib")
     (d / "reports" / "notebooks").mkdir(parents=True)

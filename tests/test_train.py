@@ -109,3 +109,12 @@ def test_collate_trims_padding_to_longest_report():
               "attention_mask": torch.tensor([1, 1, 0, 0, 0]), "study": torch.tensor(1)}]
     b = collate_trim(items)
     assert b["input_ids"].tolist() == [[5, 6, 7], [5, 6, 0]] and b["attention_mask"].shape == (2, 3)
+
+
+def test_validation_interval_is_counted_in_training_clips():
+    from echolib.train import _val_interval
+
+    assert _val_interval(0, 32, 500) == 1.0  # once per epoch
+    assert _val_interval(3200, 32, 555) == 100  # MultiVideo: five times per epoch
+    assert _val_interval(3200, 32, 100) == 1.0  # an epoch shorter than the interval: each epoch
+    assert _val_interval(3200, 64, 555) == 50 and _val_interval(10, 32, 555) == 1
