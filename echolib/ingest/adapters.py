@@ -77,11 +77,7 @@ def paper_csv_items(csv_path: Path, rejected: Rejections, encoding: str = "utf-8
 
 def echonet_items(root: Path, rejected: Rejections) -> list[Item]:
     """EchoNet-Dynamic: FileList.csv + Videos/*.avi, one apical-4-chamber clip per patient; EF kept, no reports."""
-    path = root / "FileList.csv"
-    if not path.is_file():
-        raise ValueError(f"{root}: no FileList.csv (expected the EchoNet-Dynamic layout FileList.csv + Videos/)")
-    rows = read_csv_rows(path, rejected)
-    require_columns(rows, path, ("FileName", "EF"))
+    rows = _listing(root / "FileList.csv", "EchoNet-Dynamic (FileList.csv + Videos/)", rejected, ("FileName", "EF"))
     items = []
     for r in rows:
         name = r["FileName"].strip()
@@ -91,24 +87,17 @@ def echonet_items(root: Path, rejected: Rejections) -> list[Item]:
             rejected.add(f"Videos/{name}", "listed in FileList.csv but missing", "csv")
             continue
         stem = name[:-4]
-        try:
-            ef = float(r["EF"])
-        except (TypeError, ValueError):
-            ef = None
-        fps = _float(r.get("FPS"))
         # the dataset is curated apical 4-chamber: its label is carried like the paper CSV's view label
-        items.append(Item(f"Videos/{name}", p, kind="video", patient=stem, study=stem, instance=stem, fps=fps,
-                          extra={"ef": ef, "view_label": "4CH", "view_prob": 1.0}))
+        items.append(Item(f"Videos/{name}", p, kind="video", patient=stem, study=stem, instance=stem,
+                          fps=_float(r.get("FPS")),
+                          extra={"ef": _float(r["EF"]), "view_label": "4CH", "view_prob": 1.0}))
     return items
 
 
 def mimic_items(root: Path, rejected: Rejections) -> list[Item]:
     """MIMIC-IV-ECHO: files/pXX/pSUBJECT/sSTUDY/*.dcm listed in echo-record-list.csv; study dates order studies."""
-    records = root / "echo-record-list.csv"
-    if not records.is_file():
-        raise ValueError(f"{root}: no echo-record-list.csv (expected the MIMIC-IV-ECHO layout)")
-    rows = read_csv_rows(records, rejected)
-    require_columns(rows, records, ("subject_id", "study_id", "dicom_filepath"))
+    rows = _listing(root / "echo-record-list.csv", "MIMIC-IV-ECHO", rejected,
+                    ("subject_id", "study_id", "dicom_filepath"))
     dates = {}
     studies = root / "echo-study-list.csv"
     if studies.is_file():
@@ -126,8 +115,17 @@ def mimic_items(root: Path, rejected: Rejections) -> list[Item]:
     return items
 
 
+def _listing(path: Path, layout: str, rejected: Rejections, columns) -> list[dict]:
+    """The rows of a dataset's own file list, which must exist and have `columns`."""
+    if not path.is_file():
+        raise ValueError(f"{path.parent}: no {path.name} (expected the {layout} layout)")
+    rows = read_csv_rows(path, rejected)
+    require_columns(rows, path, columns)
+    return rows
+
+
 def _float(v) -> float | None:
     try:
         return float(v) if v not in (None, "") else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
