@@ -1,9 +1,12 @@
-"""Run an echolib entry point as a subprocess from a notebook (DDP and process pools stay out of the kernel)."""
+"""Processes: an echolib entry point as a subprocess from a notebook (DDP stays out of the kernel), and a
+progress-bar process pool shared by the synthetic generator and ingestion."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 
 def run_module(module: str, *args, cwd=None) -> None:
@@ -17,3 +20,24 @@ def run_module(module: str, *args, cwd=None) -> None:
         tail = (tail + [line])[-20:]
     if proc.wait() != 0:
         raise RuntimeError(f"`python -m {module}` failed with exit code {proc.returncode}:\n{''.join(tail)}")
+
+
+def map_jobs(fn, jobs: list, workers: int = 0, desc: str = "", unit: str = "item", progress: bool = True,
+             chunksize: int = 4) -> list:
+    """fn over jobs in order, in `workers` processes (0 = every core), with a progress bar."""
+    workers = workers or os.cpu_count() or 1
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress, mininterval=10)
+    out = []
+    if workers == 1 or len(jobs) <= 1:
+        for j in jobs:
+            out.append(fn(j))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for r in pool.map(fn, jobs, chunksize=chunksize):
+                out.append(r)
+                bar.update()
+    bar.close()
+    return out

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import os
 import secrets
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from ..io.dicom import DicomError, load_cine
 from ..io.mask import apply_mask, sector_mask
 from ..io.video import VideoDecodeError, read_clip, video_info, write_video
+from ..proc import map_jobs
 
 VIDEO_QUALITY = 3  # MPEG-4 fixed quantiser for the masked clips (2 best .. 31)
 
@@ -149,24 +149,6 @@ def _process(job) -> dict:
             "fps_source": fps_source, "mask_fraction": round(minfo["fraction"], 4), "mask_method": minfo["method"],
             "regions_ignored": minfo["regions_ignored"], "bytes": path.stat().st_size,
             "warning": "no frame timing in the file: 30 fps assumed" if fps_source == "default" else ""}
-
-
-def map_jobs(fn, jobs: list, workers: int = 0, desc: str = "", unit: str = "item", progress: bool = True) -> list:
-    """fn over jobs in order, in `workers` processes (0 = every core), with a progress bar."""
-    workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress, mininterval=10)
-    out = []
-    if workers == 1 or len(jobs) <= 1:
-        for j in jobs:
-            out.append(fn(j))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for r in pool.map(fn, jobs, chunksize=4):
-                out.append(r)
-                bar.update()
-    bar.close()
-    return out
 
 
 def ingest(items: list[Item], out_dir: str | Path, salt: bytes, reports: dict[str, str] | None = None,

@@ -8,16 +8,14 @@ and identical decoded frames whatever the number of worker processes.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from tqdm import tqdm
 
 from ..io.video import write_video
+from ..proc import map_jobs
 from .anatomy import OTHER_KINDS, VIEWS
 from .findings import FINDINGS, sample_patients, sample_studies
 from .render import ClipSpec, render_clip
@@ -119,20 +117,7 @@ def generate(out_dir: str | Path, profile: str = "tiny", seed: int = 0, n_patien
         c["path"] = f"videos/{c['study_id']}/{c['video_id']}.mp4"
     by_study = {s["study_id"]: {k: s[k] for k in RENDER_KEYS} for s in studies}
     jobs = [(c, by_study[c["study_id"]], str(out), prof) for c in clips]
-    workers = workers or os.cpu_count() or 1
-    results = {}
-    bar = tqdm(total=len(jobs), desc=f"render {profile}", unit="clip", disable=not progress, mininterval=10)
-    if workers == 1:
-        for job in jobs:
-            r = _render_one(job)
-            results[r[0]] = r
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for r in pool.map(_render_one, jobs, chunksize=8):
-                results[r[0]] = r
-                bar.update()
-    bar.close()
+    results = {r[0]: r for r in map_jobs(_render_one, jobs, workers, f"render {profile}", "clip", progress, 8)}
     for c in clips:
         _, c["n_frames"], c["height"], c["width"], c["bytes"] = results[c["video_id"]]
     tables = _tables(patients, studies, clips)
