@@ -67,3 +67,22 @@ def test_retrieval_examples_list_differing_findings():
     assert a["differing_findings"] == "mr: 軽度 → 高度" and not a["correct"] and a["retrieved_report"] == "rB"
     b = ex.filter(pl.col("study_id") == "B").row(0, named=True)
     assert b["correct"] and b["differing_findings"] == "none"
+
+
+def test_averaging_frame_separates_clip_and_study_scores(tmp_path):
+    import json
+
+    from echolib.evaluate import averaging_frame
+
+    def variant(n_clips, clip_r10, study_r10):
+        return {"per_clip": {"n_clips": n_clips, "mcmrr_v2r": 10.0, "r10_v2r": clip_r10},
+                "study": {"mcmrr_v2r": 5.0, "r10_v2r": study_r10}}
+
+    (tmp_path / "SingleVideo.json").write_text(json.dumps({"n_studies": 100, "variants": {
+        "SingleVideo": variant(110, 0.30, 0.31)}}))
+    (tmp_path / "MultiVideo.json").write_text(json.dumps({"n_studies": 100, "variants": {
+        "MultiVideo": variant(600, 0.30, 0.50), "MultiVideo-4CH": variant(110, 0.30, 0.32)}}))
+    f = averaging_frame(tmp_path)
+    assert f["model"].to_list() == ["MultiVideo", "MultiVideo-4CH", "SingleVideo"]  # Table 1 order
+    assert f["clips per study"].to_list() == [6.0, 1.1, 1.1]
+    assert f["R@10 gain from averaging"].to_list() == [0.2, 0.02, 0.01]
