@@ -203,6 +203,7 @@ class TrainConfig(Section):
     max_epochs: int = 8
     patience: int = 3  # validations without improvement before stopping
     val_check_clips: int = 0  # validate every this many training clips (0 = once per epoch); equal across runs
+    min_clips: int = 0  # train on at least this many clips before early stopping may end a run
     warmup_steps: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0

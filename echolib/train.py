@@ -128,6 +128,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
         precision=_precision(train), max_epochs=epochs, gradient_clip_val=train.grad_clip, callbacks=[ckpt, stop],
         logger=logger, log_every_n_steps=max(1, min(50, steps_per_epoch // 4)), fast_dev_run=fast_dev_run,
         enable_progress_bar=False, default_root_dir=str(out), num_sanity_val_steps=0, deterministic=False,
+        min_steps=-(-train.min_clips // (batch * world)) if train.min_clips else None,
         val_check_interval=val_every, check_val_every_n_epoch=1 if val_every == 1.0 else None,
     )
     last = out / "checkpoints" / "last.ckpt"

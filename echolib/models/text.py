@@ -1,4 +1,7 @@
-"""Japanese BERT text encoder: CLS pooling + projection; from a config, or from a local pretrained directory."""
+"""Japanese BERT text encoder: pooling + projection; from a config, or from a local pretrained directory.
+
+Pooling: `cls` (the pretrained BERT convention, paper size) or `mean` over real tokens (tiny models trained from
+scratch: their embeddings differ between reports from the first step, so contrastive training starts sooner)."""
 
 from __future__ import annotations
 
@@ -10,21 +13,27 @@ from torch import nn
 from .registry import register
 
 SIZES = {
-    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, embed_dim=128),
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, embed_dim=128,
+                 pool="mean"),
     "paper": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                  embed_dim=512),
+                  embed_dim=512, pool="cls"),
 }
 
 
 class TextEncoder(nn.Module):
-    def __init__(self, backbone: nn.Module, embed_dim: int):
+    def __init__(self, backbone: nn.Module, embed_dim: int, pool: str = "cls"):
         super().__init__()
-        self.backbone = backbone
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"text pooling must be 'cls' or 'mean', got {pool!r}")
+        self.backbone, self.pool = backbone, pool
         self.proj = nn.Linear(backbone.config.hidden_size, embed_dim, bias=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.proj(h[:, 0])
+        if self.pool == "cls":
+            return self.proj(h[:, 0])
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return self.proj((h * m).sum(1) / m.sum(1).clamp_min(1.0))
 
 
 @register("text", "bert")
@@ -38,7 +47,7 @@ def bert(size: str = "tiny", vocab_size: int = 8000, max_length: int = 256, pret
         if not (d / "config.json").is_file():
             raise FileNotFoundError(f"{d}: not a local BERT directory (config.json missing)")
         backbone = BertModel.from_pretrained(str(d), local_files_only=True, add_pooling_layer=False)
-        return TextEncoder(backbone, embed_dim or SIZES[size]["embed_dim"])
+        return TextEncoder(backbone, embed_dim or SIZES[size]["embed_dim"], "cls")
     if size not in SIZES:
         raise ValueError(f"unknown encoder size {size!r}; choose one of {sorted(SIZES)}")
     unknown = sorted(set(overrides) - set(SIZES[size]))
@@ -48,4 +57,4 @@ def bert(size: str = "tiny", vocab_size: int = 8000, max_length: int = 256, pret
     cfg = BertConfig(vocab_size=vocab_size, hidden_size=s["hidden_size"], num_hidden_layers=s["num_hidden_layers"],
                      num_attention_heads=s["num_attention_heads"], intermediate_size=s["intermediate_size"],
                      max_position_embeddings=max(512, max_length))
-    return TextEncoder(BertModel(cfg, add_pooling_layer=False), embed_dim or s["embed_dim"])
+    return TextEncoder(BertModel(cfg, add_pooling_layer=False), embed_dim or s["embed_dim"], s["pool"])

@@ -9,11 +9,12 @@ from .registry import register
 
 SIZES = {
     # tiny: 16 frames x 64 px, 2x16x16 tubelets -> 128 tokens, 3 layers, width 128 (~140 clips/s on 2 cores)
+    # (mean pooling of the tokens: a from-scratch model's embeddings follow the clip's content from the first step)
     "tiny": dict(num_frames=16, image_size=64, hidden_size=128, num_hidden_layers=3, num_attention_heads=4,
-                 intermediate_size=512, embed_dim=128),
+                 intermediate_size=512, embed_dim=128, pool="mean"),
     # paper: ViViT-B / VideoMAE-B sizes at 224 px
     "paper": dict(num_frames=32, image_size=224, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                  intermediate_size=3072, embed_dim=512),
+                  intermediate_size=3072, embed_dim=512, pool="cls"),
 }
 
 
@@ -48,7 +49,7 @@ def vivit(size: str = "tiny", tubelet=(2, 16, 16), **overrides) -> VideoEncoder:
     cfg = VivitConfig(num_frames=s["num_frames"], image_size=s["image_size"], tubelet_size=list(tubelet),
                       hidden_size=s["hidden_size"], num_hidden_layers=s["num_hidden_layers"],
                       num_attention_heads=s["num_attention_heads"], intermediate_size=s["intermediate_size"])
-    return VideoEncoder(VivitModel(cfg, add_pooling_layer=False), s["hidden_size"], s["embed_dim"], "cls",
+    return VideoEncoder(VivitModel(cfg, add_pooling_layer=False), s["hidden_size"], s["embed_dim"], s["pool"],
                         s["num_frames"])
 
 
