@@ -67,3 +67,21 @@ def test_weights_round_trip_and_errors(tmp_path):
         load_weights(b, tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError, match="not a local BERT directory"):
         create_text_encoder("bert", pretrained_dir=tmp_path)
+
+
+def test_mean_pooled_text_embedding_ignores_padding():
+    import torch
+
+    from echolib.models import create_text_encoder
+
+    torch.manual_seed(0)
+    enc = create_text_encoder("bert", size="tiny", vocab_size=50, max_length=32).eval()
+    assert enc.pool == "mean"
+    ids = torch.randint(5, 50, (2, 10))
+    mask = torch.ones_like(ids)
+    padded_ids = torch.cat([ids, torch.zeros(2, 6, dtype=ids.dtype)], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(2, 6, dtype=mask.dtype)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(padded_ids, padded_mask), enc(ids, mask), atol=1e-5, rtol=1e-5)
+        h = enc.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(enc(ids, mask), enc.proj(h.mean(1)))  # the mean of the token states
