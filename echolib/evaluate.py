@@ -32,10 +32,17 @@ def load_clip_model(model_pt: str | Path):
     ck = torch.load(path, map_location="cpu", weights_only=False)
     run = C.RunConfig.from_dict({**ck["run"], "weights": ""})
     train = C.TrainConfig.from_dict({"loss": ck["loss"]})
-    text = C.TextConfig.from_dict({"max_length": ck["max_length"]})
+    layers = ck.get("text_layers") or _text_layers(ck["state_dict"])
+    text = C.TextConfig.from_dict({"max_length": ck["max_length"], "layers": layers})
     model, frames = build_model(run, train, text, ck["profile"], ck["vocab_size"], ck["frames"])
     model.load_state_dict(ck["state_dict"])
     return model.eval(), frames, ck
+
+
+def _text_layers(state_dict: dict) -> int:
+    """Depth of the text encoder a state dict holds (checkpoints that do not record it)."""
+    prefix = "text_encoder.backbone.encoder.layer."
+    return 1 + max((int(k[len(prefix):].split(".")[0]) for k in state_dict if k.startswith(prefix)), default=-1)
 
 
 @torch.inference_mode()

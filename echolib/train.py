@@ -153,11 +153,15 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     torch.save({"state_dict": module.model.state_dict(), "run": run.to_dict(), "profile": base.profile,
                 "frames": frames, "size": cache_meta["size"], "cache_frames": cache_meta["frames"],
                 "cache_stride": cache_meta.get("stride", 1), "vocab_size": len(tokenizer),
-                "max_length": text.max_length,
+                "max_length": text.max_length, "text_layers": model_text_layers(module.model),
                 "loss": train.loss, "tokenizer_dir": str(text.pretrained_dir or data / "tokenizer")},
                out / "model.pt")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def model_text_layers(model: EchoClip) -> int:
+    return int(model.text_encoder.backbone.config.num_hidden_layers)
 
 
 def summarize_seeds(run_dir: str | Path) -> dict:
