@@ -102,3 +102,13 @@ def test_sector_mask_uses_fitting_regions_and_falls_back_on_static_clips():
     still = np.repeat(frames[:1], 5, axis=0)
     mask, info = sector_mask(still)
     assert mask.all() and info["method"].startswith("whole image")
+
+
+def test_undecodable_video_syntax_is_rejected_with_the_reason(tmp_path):
+    from pydicom.encaps import encapsulate
+
+    ds = F.h264()
+    ds.PixelData = encapsulate([b"\x00\x00\x01" + bytes(range(256)) * 8])
+    ds["PixelData"].is_undefined_length = True
+    with pytest.raises(DicomError, match="unsupported transfer syntax: h264 stream not decodable by PyAV"):
+        load_cine(F.save(ds, tmp_path / "broken.dcm"))
