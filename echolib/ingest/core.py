@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..io.dicom import DicomError, load_cine
 from ..io.mask import apply_mask, sector_mask
+from ..io.tables import write_tables
 from ..io.video import VideoDecodeError, read_clip, video_info, write_video
 from ..proc import map_jobs
 
@@ -161,20 +162,20 @@ def ingest(items: list[Item], out_dir: str | Path, salt: bytes, reports: dict[st
     out.mkdir(parents=True, exist_ok=True)
     rejected = rejected if rejected is not None else Rejections()
     items = drop_duplicates(read_headers(items, rejected, progress), rejected)
+    keys = []  # (patient_id, study_id, video_id): salted hashes, the only keys that leave this function
     for it in items:
-        it.patient_id = hashed(salt, "patient", it.patient, "P")
-        it.study_id = hashed(salt, "study", f"{it.patient}\0{it.study}", "S")
-        it.video_id = hashed(salt, "instance", it.instance or it.source, "V")
+        keys.append((hashed(salt, "patient", it.patient, "P"), hashed(salt, "study", f"{it.patient}\0{it.study}", "S"),
+                     hashed(salt, "instance", it.instance or it.source, "V")))
         if reports is not None and it.report is None:
             it.report = next((reports[k] for k in (it.study, *it.report_keys) if k in reports), None)
-    jobs = [(it, str(out), f"videos/{it.study_id}/{it.video_id}.mp4") for it in items]
+    jobs = [(it, str(out), f"videos/{sid}/{vid}.mp4") for it, (_, sid, vid) in zip(items, keys, strict=True)]
     results = map_jobs(_process, jobs, workers, "decode + mask", "clip", progress)
     rows = []
-    for (it, _, rel), r in zip(jobs, results, strict=True):
+    for (it, _, rel), (pid, sid, vid), r in zip(jobs, keys, results, strict=True):
         if "reject" in r:
             rejected.add(it.source, r["reject"], "pixels")
             continue
-        rows.append({"video_id": it.video_id, "study_id": it.study_id, "patient_id": it.patient_id, "path": rel,
+        rows.append({"video_id": vid, "study_id": sid, "patient_id": pid, "path": rel,
                      "order": it.order, "report": it.report, **r, **it.extra})
     tables = build_tables(rows, rejected, reports is not None)
     write_tables(out, tables)
@@ -199,13 +200,6 @@ def build_tables(rows: list[dict], rejected: Rejections, reports_expected: bool)
     patients = studies.group_by("patient_id", maintain_order=True).agg(n_studies=pl.len())
     videos = videos.drop("order", "report", "patient_id")
     return {"patients": patients, "studies": studies.drop("order"), "videos": videos, "rejected": rejected.frame()}
-
-
-def write_tables(out: Path, tables: dict[str, pl.DataFrame]) -> None:
-    for name, df in tables.items():
-        tmp = out / f".{name}.parquet.part"
-        df.write_parquet(tmp)
-        tmp.replace(out / f"{name}.parquet")
 
 
 def summary(tables: dict[str, pl.DataFrame]) -> str:

@@ -48,7 +48,7 @@ def frame_rate(ds) -> tuple[float, str]:
     vec = ds.get("FrameTimeVector")
     if vec is not None:
         # the first entry is 0 (time of the first frame); the rest are increments in ms
-        steps = [float(v) for v in (vec if isinstance(vec, (list, tuple)) or hasattr(vec, "__iter__") else [vec])]
+        steps = [float(v) for v in (vec if hasattr(vec, "__iter__") else [vec])]
         steps = steps[1:] if len(steps) > 1 else steps
         steps = [v for v in steps if v > 0]
         if steps:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ..io.tables import write_tables
 from ..io.video import write_video
 from ..proc import map_jobs
 from .anatomy import OTHER_KINDS, VIEWS
@@ -121,10 +122,7 @@ def generate(out_dir: str | Path, profile: str = "tiny", seed: int = 0, n_patien
     for c in clips:
         _, c["n_frames"], c["height"], c["width"], c["bytes"] = results[c["video_id"]]
     tables = _tables(patients, studies, clips)
-    for name, df in tables.items():
-        tmp = out / f".{name}.parquet.part"
-        df.write_parquet(tmp)
-        tmp.replace(out / f"{name}.parquet")
+    write_tables(out, tables)
     return tables
 
 
