@@ -15,14 +15,14 @@ from echolib.models.registry import load_weights
 
 def test_registry_lists_required_encoders():
     enc = list_encoders()
-    assert {"vivit", "videomae"} <= set(enc["video"]) and "convnext" in enc["image"] and "bert" in enc["text"]
+    assert {"vivit", "videomae", "convnext_early"} <= set(enc["video"]) and "convnext" in enc["image"] and "bert" in enc["text"]
     with pytest.raises(ValueError, match="unknown video encoder 'c3d'"):
         create_video_encoder("c3d")
     with pytest.raises(ValueError, match="unknown encoder size 'huge'"):
         create_video_encoder("vivit", size="huge")
 
 
-@pytest.mark.parametrize("name", ["vivit", "videomae"])
+@pytest.mark.parametrize("name", ["vivit", "videomae", "convnext_early"])
 def test_video_encoders_shapes_and_frame_check(name):
     enc = create_video_encoder(name)
     assert enc(torch.rand(2, 16, 3, 64, 64)).shape == (2, 128)
@@ -39,6 +39,40 @@ def test_image_encoder_one_frame_in_training_mean_of_frames_at_inference():
         torch.testing.assert_close(enc(x), per_frame.mean(1))
     enc.train()
     assert enc(x).shape == (2, 128)
+
+
+def test_early_fusion_video_encoder_contains_the_image_encoder():
+    """Stem weights equal to the image stem on frame k and zero elsewhere: the video model is the image model
+    looking at frame k (so the SingleVideo run can do at least what SingleImage does)."""
+    torch.manual_seed(0)
+    img, vid = create_image_encoder("convnext"), create_video_encoder("convnext_early", num_frames=4)
+    state = {k: v.clone() for k, v in img.backbone.state_dict().items()}
+    stem = state["stem.0.weight"]  # (out, 3, 4, 4)
+    k = 2
+    state["stem.0.weight"] = torch.zeros(stem.shape[0], 12, *stem.shape[2:])
+    state["stem.0.weight"][:, 3 * k:3 * k + 3] = stem
+    vid.backbone.load_state_dict(state)
+    vid.proj.load_state_dict(img.proj.state_dict())
+    img.eval(), vid.eval()
+    x = torch.rand(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(vid(x), img.embed_frames(x[:, k]), rtol=1e-4, atol=1e-5)
+
+
+def test_early_fusion_loads_image_weights_from_a_file(tmp_path):
+    """An image checkpoint (3-channel stem) loads into the video model: on a still clip (every frame the same)
+    the adapted video backbone computes exactly what the image backbone computes on that frame."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    img, vid = create_image_encoder("convnext"), create_video_encoder("convnext_early")
+    save_file(img.backbone.state_dict(), str(tmp_path / "image.safetensors"))
+    load_weights(vid, tmp_path / "image.safetensors")
+    img.eval(), vid.eval()
+    frame = torch.rand(2, 3, 32, 32)
+    still = frame[:, None].expand(2, 16, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(vid.backbone(still.flatten(1, 2)), img.backbone(frame), rtol=1e-4, atol=1e-5)
 
 
 def test_echoclip_normalises_and_clamps_scale():

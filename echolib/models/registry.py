@@ -64,6 +64,8 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
     target = getattr(model, "backbone", model)
+    if hasattr(model, "adapt_state"):
+        state = model.adapt_state(dict(state))
     missing, unexpected = target.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match the {type(model).__name__} backbone "
