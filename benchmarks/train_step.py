@@ -1,7 +1,8 @@
 """Training step time: fed by the real DataLoader (clip cache) vs the same step on in-memory tensors.
 
-    python benchmarks/train_step.py --params params.yaml --run MultiVideo --steps 20
-writes benchmarks/results/train_step-<run>.json. Target: loader-fed / in-memory <= 1.10.
+    python benchmarks/train_step.py --params params.yaml --run MultiVideo --steps 20 --rounds 3
+writes benchmarks/results/train_step-<run>.json (median seconds per step over the rounds).
+Target: loader-fed / in-memory <= 1.10.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from echolib.train import setup_run
 
 
 def step(module, opt, batch):
-    loss, _, _ = module.model_step(batch)
+    loss, _, _ = module.model_step(module.on_after_batch_transfer(dict(batch), 0))
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -30,7 +32,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--run", default="MultiVideo")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=20, help="steps per round")
+    ap.add_argument("--rounds", type=int, default=3, help="loader-fed / in-memory rounds; medians are reported")
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     r = setup_run(a.run, a.params)
@@ -43,20 +46,24 @@ def main() -> None:
 
     loader = forever()
     step(module, opt, next(loader))  # warm-up (workers start, allocations)
-    t0 = time.perf_counter()
-    batches = []
-    for _ in range(a.steps):
-        b = next(loader)
-        batches.append(b)
-        step(module, opt, b)
-    fed = (time.perf_counter() - t0) / a.steps
-    t0 = time.perf_counter()
-    for b in batches:
-        step(module, opt, b)
-    mem = (time.perf_counter() - t0) / a.steps
+    fed_rounds, mem_rounds = [], []
+    for _ in range(a.rounds):  # interleaved rounds: a shared VM's speed drifts by 10-20 % over minutes
+        t0 = time.perf_counter()
+        batches = []
+        for _ in range(a.steps):
+            b = next(loader)
+            batches.append(b)
+            step(module, opt, b)
+        fed_rounds.append((time.perf_counter() - t0) / a.steps)
+        t0 = time.perf_counter()
+        for b in batches:
+            step(module, opt, b)
+        mem_rounds.append((time.perf_counter() - t0) / a.steps)
+    fed, mem = statistics.median(fed_rounds), statistics.median(mem_rounds)
     result = {"run": a.run, "encoder": run.encoder, "frames": frames, "batch_size": batch_size,
-              "num_workers": train.num_workers, "steps": a.steps, "loader_fed_s_per_step": round(fed, 4),
+              "num_workers": train.num_workers, "steps": a.steps, "rounds": a.rounds, "loader_fed_s_per_step": round(fed, 4),
               "in_memory_s_per_step": round(mem, 4), "ratio": round(fed / mem, 3),
+              "ratio_per_round": [round(f / m, 3) for f, m in zip(fed_rounds, mem_rounds, strict=True)],
               "clips_per_s_in_memory": round(batch_size / mem, 1), "torch_threads": torch.get_num_threads(),
               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "device": "cpu"}

@@ -15,7 +15,7 @@ import polars as pl
 import torch
 
 from . import config as C
-from .data import ClipCache, ClipReportDataset
+from .data import ClipCache, ClipReportDataset, model_input
 from .retrieval import KS, metrics_from_ranks, ranks_from_embeddings, study_embeddings
 
 METRICS = ("mcmrr_v2r", "mcmrr_r2v", "median_rank_v2r", "median_rank_r2v", *(f"r{k}_v2r" for k in KS),
@@ -50,7 +50,7 @@ def embed_clips(model, cache: ClipCache, rows: pl.DataFrame, frames: int, batch_
     ds = ClipReportDataset(cache, rows, frames, train=False)
     out = []
     for i in range(0, len(ds), batch_size):
-        video = torch.stack([ds[j]["video"] for j in range(i, min(i + batch_size, len(ds)))])
+        video = model_input(torch.stack([ds[j]["video"] for j in range(i, min(i + batch_size, len(ds)))]))
         out.append(model.encode_video(video).float())
     return torch.cat(out) if out else torch.zeros(0, 1)
 
@@ -67,9 +67,24 @@ def embed_reports(model, cache: ClipCache, study_ids: list[str], batch_size: int
     return torch.cat(out)
 
 
-def evaluate_views(model, frames: int, cache: ClipCache, studies: list[str], views: list[str]) -> dict:
-    """Study-level ranks on `studies` using only clips of `views`, plus the per-clip variant."""
+def match_clip_counts(rows: pl.DataFrame, like: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
+    """Per study, a seeded random draw from `rows` of as many clips as the study has in `like` (at least one):
+    a multi-view model averaging as many clips as a single-view model does."""
+    want = dict(like.group_by("study_id").len().iter_rows())
+    shuffled = rows.sample(fraction=1.0, shuffle=True, seed=seed).with_columns(
+        k=pl.int_range(pl.len()).over("study_id"))
+    n = shuffled["study_id"].replace_strict(want, default=1, return_dtype=pl.Int64)
+    return shuffled.filter(pl.col("k") < n).drop("k").sort("row")
+
+
+def evaluate_views(model, frames: int, cache: ClipCache, studies: list[str], views: list[str],
+                   match_views: list[str] | None = None, seed: int = 0) -> dict:
+    """Study-level ranks on `studies` using only clips of `views`, plus the per-clip variant. With `match_views`,
+    each study averages only as many clips (drawn at random from `views`) as it has clips of `match_views`."""
     rows = cache.index.filter(pl.col("study_id").is_in(studies) & pl.col("pred_view").is_in(views))
+    if match_views:
+        like = cache.index.filter(pl.col("study_id").is_in(studies) & pl.col("pred_view").is_in(match_views))
+        rows = match_clip_counts(rows, like, seed)
     missing = sorted(set(studies) - set(rows["study_id"].unique()))
     if missing:
         raise ValueError(f"{len(missing)} evaluation studies have no clip of views {views}, e.g. {missing[:3]}")
@@ -133,11 +148,14 @@ def bootstrap_ci(ranks: dict[str, pl.DataFrame], n: int = 1000, seed: int = 0, l
     return res
 
 
-def variants_of(run_name: str, views: list[str]) -> dict[str, list[str]]:
-    """Inference variants of a run: itself, and `<run>-4CH` (4CH clips only) when it sees several views."""
-    out = {run_name: views}
+def variants_of(run_name: str, views: list[str]) -> dict[str, tuple[list[str], list[str] | None]]:
+    """Inference variants of a run, name -> (views used, views whose clip count is matched). A run that sees
+    several views also gets `<run>-4CH` (4CH clips only: what its clips are worth) and `<run>-matched` (all views,
+    but only as many clips per study as the study has 4CH clips: what averaging more clips is worth)."""
+    out = {run_name: (views, None)}
     if len(views) > 1 and "4CH" in views:
-        out[f"{run_name}-4CH"] = ["4CH"]
+        out[f"{run_name}-4CH"] = (["4CH"], None)
+        out[f"{run_name}-matched"] = (views, ["4CH"])
     return out
 
 
@@ -168,14 +186,14 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
         model, frames, ck = load_clip_model(model_pt)
         seed_dir = model_pt.parent.name
         tok = load_tokenizer(ck["tokenizer_dir"]) if truth is not None else None
-        for name, views in variants_of(run_dir.name, C.RunConfig.from_dict(ck["run"]).view_list).items():
-            r = evaluate_views(model, frames, cache, studies, views)
+        for name, (views, match) in variants_of(run_dir.name, C.RunConfig.from_dict(ck["run"]).view_list).items():
+            r = evaluate_views(model, frames, cache, studies, views, match, seed)
             d = out_dir / name / seed_dir
             d.mkdir(parents=True, exist_ok=True)
             r["ranks"].write_parquet(d / "ranks.parquet")
-            v = result["variants"].setdefault(name, {"views": views, "per_seed": {}})
+            v = result["variants"].setdefault(name, {"views": views, "matched_to": match, "per_seed": {}})
             v["per_seed"][seed_dir] = {"study": r["metrics"], "per_clip": r["per_clip"]}
-            if tok is not None:
+            if tok is not None and match is None:
                 result["interpret"].setdefault(name, {})[seed_dir] = interpret(
                     model, tok, r["study_emb"], truth, n_boot, seed)
     for v in result["variants"].values():
@@ -188,8 +206,9 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     return result
 
 
-TABLE1_ROWS = ("MultiVideo", "MultiVideo-4CH", "SingleVideo", "SingleImage")
-TABLE1_PAIRS = (("SingleImage", "SingleVideo"), ("SingleVideo", "MultiVideo"), ("MultiVideo-4CH", "SingleVideo"))
+TABLE1_ROWS = ("MultiVideo", "MultiVideo-4CH", "MultiVideo-matched", "SingleVideo", "SingleImage")
+TABLE1_PAIRS = (("SingleImage", "SingleVideo"), ("SingleVideo", "MultiVideo"), ("MultiVideo-4CH", "SingleVideo"),
+                ("SingleVideo", "MultiVideo-matched"))
 
 
 def load_ranks(eval_dir: str | Path, seed: str | None = None) -> dict[str, pl.DataFrame]:

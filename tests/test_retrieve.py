@@ -53,13 +53,13 @@ def test_retrieve_top_k_and_no_usable_view(tiny_project, tmp_path, capsys, monke
     # retrieval feeds the model exactly the frames evaluation feeds it
     import torch
 
-    from echolib.data import ClipCache, ClipReportDataset
+    from echolib.data import ClipCache, ClipReportDataset, model_input
     from echolib.retrieve import _clip_tensor
 
     ck = torch.load(root / "rruns" / "SingleVideo" / "seed0" / "model.pt", map_location="cpu", weights_only=False)
     cache = ClipCache(root / "data" / "cache")
     row = cache.index.filter(pl.col("study_id") == sid).head(1)
-    expected = ClipReportDataset(cache, row, ck["frames"], train=False)[0]["video"]
+    expected = model_input(ClipReportDataset(cache, row, ck["frames"], train=False)[0]["video"])
     path = raw / vids.filter(pl.col("video_id") == row["video_id"][0])["path"][0]
     torch.testing.assert_close(_clip_tensor(str(path), 0, ck, ck["frames"])[0], expected)
     dicom = tmp_path / "dicom_study"

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-from echolib.data import ClipCache, ClipReportDataset, frame_indices, max_offset
+from echolib.data import ClipCache, ClipReportDataset, frame_indices, max_offset, model_input
 from echolib.io.video import read_clip
 from echolib.lit import param_groups, study_level_metrics
 from echolib.train import train_run
@@ -37,8 +37,19 @@ def test_dataset_train_random_val_deterministic(tiny_project):
     assert a["video"].shape == (8, 3, 64, 64) and a["input_ids"].shape == (256,)
     tr = ClipReportDataset(cache, rows, 8, train=True)
     torch.manual_seed(0)
-    x = torch.stack([tr[0]["video"] for _ in range(6)])
+    draws = [tr[0] for _ in range(6)]
+    x = torch.stack([model_input(d["video"], d["gain"], d["bias"]) for d in draws])
     assert any(not torch.allclose(x[0], x[i]) for i in range(1, 6))  # augmentation / offset vary per draw
+    assert a["video"].dtype == torch.uint8 and float(a["gain"]) == 1.0 and float(a["bias"]) == 0.0
+
+
+def test_model_input_scales_augments_and_clamps():
+    v = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1, 1).expand(2, 3, 1, 1, 1)
+    torch.testing.assert_close(model_input(v)[0].flatten(), torch.tensor([-2.0, -1.2, 2.0]))
+    # clip 0: gain 0.5, bias 0.1 -> [0.1, 0.2, 0.6]; clip 1: gain 1.2, bias 0 -> [0, 0.24, 1.2 -> clamped 1]
+    out = model_input(v, torch.tensor([0.5, 1.2]), torch.tensor([0.1, 0.0]))
+    torch.testing.assert_close(out[0].flatten(), (torch.tensor([0.1, 0.2, 0.6]) - 0.5) / 0.25)
+    torch.testing.assert_close(out[1].flatten(), (torch.tensor([0.0, 0.24, 1.0]) - 0.5) / 0.25)
 
 
 def test_no_weight_decay_on_norms_biases_and_scale():
@@ -72,7 +83,7 @@ def test_short_fit_writes_checkpoints_logs_and_resumes(tiny_project, run):
     s = train_run(run, 0, tiny_project / "params.yaml")
     out = tiny_project / "data" / "runs" / run / "seed0"
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "model.pt").is_file()
-    assert s["epochs_run"] >= 1 and s["train_clips"] > 0 and np.isfinite(s["best_val_r10_v2r"])
+    assert s["epochs_run"] >= 1 and s["train_clips"] > 0 and np.isfinite(s["best_val_mcmrr"])
     logged = (out / "dvclive" / "metrics.json").read_text()
     assert "train" in json.loads(logged) and "val" in json.loads(logged)
     if run == "MultiVideo":  # resume continues from last.ckpt without error
