@@ -215,7 +215,7 @@ class TrainConfig(Section):
 @dataclasses.dataclass(frozen=True)
 class RunConfig(Section):
     section: ClassVar[str] = "runs.<name>"
-    encoder: str = "vivit"  # a registered video encoder, or an image encoder (convnext) for SingleImage
+    encoder: str = "vivit"  # a registered video encoder (vivit, videomae, convnext_early) or image encoder (convnext)
     views: str = "LAX,SAX,2CH,3CH,4CH"
     lr: float = 5e-4
     size: str = "auto"  # encoder size: tiny | paper | auto (paper for the paper profile, else tiny)
@@ -307,7 +307,8 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     "paper": {"cache.size": 224, "cache.frames": 32, "cache.stride": 2, "views.size": 224,
               "train.warmup_steps": 2000, "train.batch_size": 64, "train.accelerator": "gpu", "train.strategy": "ddp",
               "runs.MultiVideo.lr": 1e-5, "runs.SingleVideo.lr": 1e-5, "runs.SingleImage.lr": 1e-5,
-              "runs.SingleImage.batch_size": 2304, "text.max_length": 256, "text.layers": 0},
+              "runs.SingleImage.batch_size": 2304, "text.max_length": 256, "text.layers": 0,
+              "runs.MultiVideo.encoder": "vivit", "runs.SingleVideo.encoder": "vivit"},
 }
 
 

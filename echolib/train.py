@@ -1,8 +1,8 @@
 """`python -m echolib.train --run NAME [--seed S] [--resume]`: contrastive training of one ablation run.
 
 Reads params.yaml (base, text, train, runs.NAME), the clip cache (data/cache) and the tokenizer (data/tokenizer
-or text.pretrained_dir); writes data/runs/NAME/seed<S>/ with checkpoints/ (last + best on validation R@10),
-dvclive/ (loss, lr, logit scale, validation R@10/MCMRR per epoch), model.pt (best weights + how to rebuild) and
+or text.pretrained_dir); writes data/runs/NAME/seed<S>/ with checkpoints/ (last + best on validation MCMRR,
+the mean of both directions), dvclive/ (loss, lr, logit scale, validation R@10/MCMRR per validation), model.pt (best weights + how to rebuild) and
 summary.json. Started as a subprocess by the train notebook: Lightning DDP cannot run inside a kernel.
 Multi-GPU: train.accelerator=gpu, train.devices=N (DDP); multi-node: train.num_nodes under torchrun/SLURM.
 """
@@ -20,6 +20,8 @@ import torch
 
 from . import config as C
 from .models import EchoClip, create_image_encoder, create_text_encoder, create_video_encoder, list_encoders
+
+MONITOR = "val/mcmrr"  # model selection and early stopping: validation MCMRR, mean of both directions (lower is better)
 
 
 def encoder_size(run: C.RunConfig, profile: str) -> str:
@@ -119,9 +121,9 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     epochs = run.max_epochs or train.max_epochs
     val_every = _val_interval(train.val_check_clips, batch * world, steps_per_epoch)
     module = EchoClipModule(model, train.loss, run.lr, train.weight_decay, train.warmup_steps, steps_per_epoch * epochs)
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/r10_v2r", mode="max",
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="min",
                            save_last=True, save_top_k=1)
-    stop = EarlyStopping(monitor="val/r10_v2r", mode="max", patience=train.patience)
+    stop = EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience)
     logger = DVCLiveLogger(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, resume=resume)
     trainer = L.Trainer(
         accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
@@ -147,7 +149,8 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
         "val_clips": len(dm.val_set), "epochs_run": trainer.current_epoch, "global_steps": trainer.global_step,
         "train_seconds": round(seconds, 1),
         "clips_per_second": round(trainer.global_step * batch * world / max(seconds, 1e-9), 1),
-        "best_val_r10_v2r": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+        "best_val_mcmrr": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+        "val_studies": int(trainer.callback_metrics.get("val/n_studies", 0)),
         "best_checkpoint": best, "precision": _precision(train),
     }
     torch.save({"state_dict": module.model.state_dict(), "run": run.to_dict(), "profile": base.profile,
@@ -172,7 +175,7 @@ def summarize_seeds(run_dir: str | Path) -> dict:
     if not summaries:
         raise FileNotFoundError(f"{run_dir}: no seed*/summary.json (did training run?)")
     out = {"run": summaries[0]["run"], "seeds": [s["seed"] for s in summaries], "per_seed": summaries}
-    for key in ("best_val_r10_v2r", "train_seconds", "epochs_run", "clips_per_second"):
+    for key in ("best_val_mcmrr", "train_seconds", "epochs_run", "clips_per_second"):
         vals = np.array([s[key] for s in summaries if s.get(key) is not None], dtype=float)
         if len(vals):
             out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}

@@ -52,8 +52,25 @@ def test_evaluate_trained_tiny_run(tiny_project):
         assert m["n"] == n and 1 <= m["mcmrr_v2r"] <= n and 0 <= m["r10_r2v"] <= 1
         assert r["ranks"]["rank_v2r"].is_between(1, n).all()
     assert (full["ranks"]["n_clips"] >= only4["ranks"]["n_clips"]).all()
+    matched = evaluate_views(model, frames, cache, studies, ["LAX", "SAX", "2CH", "3CH", "4CH"], ["4CH"], seed=1)
+    assert matched["ranks"]["n_clips"].to_list() == only4["ranks"]["n_clips"].to_list()
+    assert matched["per_clip"]["n_clips"] == only4["per_clip"]["n_clips"]
     with pytest.raises(FileNotFoundError, match="no trained model"):
         load_clip_model(tiny_project / "nothing" / "model.pt")
+
+
+def test_match_clip_counts_draws_as_many_clips_per_study_as_the_reference():
+    from echolib.evaluate import match_clip_counts
+
+    rows = pl.DataFrame({"row": range(9), "study_id": ["A"] * 5 + ["B"] * 3 + ["C"],
+                         "pred_view": ["LAX", "SAX", "2CH", "3CH", "4CH", "LAX", "4CH", "4CH", "SAX"]})
+    like = rows.filter(pl.col("pred_view") == "4CH")  # A: 1, B: 2, C: none -> at least one
+    got = match_clip_counts(rows, like, seed=0)
+    assert dict(got.group_by("study_id").len().iter_rows()) == {"A": 1, "B": 2, "C": 1}
+    assert set(got["row"]) <= set(rows["row"]) and got["row"].is_sorted()
+    draws = {tuple(match_clip_counts(rows, like, seed=s).filter(pl.col("study_id") == "A")["row"]) for s in range(20)}
+    assert len(draws) > 1  # a random draw across views, not always the first clip
+    assert match_clip_counts(rows, like, seed=3).equals(match_clip_counts(rows, like, seed=3))
 
 
 def test_retrieval_examples_list_differing_findings():

@@ -13,10 +13,11 @@ from torch import nn
 from .registry import register
 
 SIZES = {
+    # tiny: no dropout (as in CLIP text towers); at ~200 tokens BERT's dropout masks cost as much as the layer
     "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, embed_dim=128,
-                 pool="mean"),
+                 pool="mean", dropout=0.0),
     "paper": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                  embed_dim=512, pool="cls"),
+                  embed_dim=512, pool="cls", dropout=0.1),
 }
 
 
@@ -56,5 +57,6 @@ def bert(size: str = "tiny", vocab_size: int = 8000, max_length: int = 256, pret
     s = {**SIZES[size], **overrides}
     cfg = BertConfig(vocab_size=vocab_size, hidden_size=s["hidden_size"], num_hidden_layers=s["num_hidden_layers"],
                      num_attention_heads=s["num_attention_heads"], intermediate_size=s["intermediate_size"],
+                     hidden_dropout_prob=s["dropout"], attention_probs_dropout_prob=s["dropout"],
                      max_position_embeddings=max(512, max_length))
     return TextEncoder(BertModel(cfg, add_pooling_layer=False), embed_dim or s["embed_dim"], s["pool"])
