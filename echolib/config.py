@@ -246,6 +246,7 @@ class EvaluateConfig(Section):
     section: ClassVar[str] = "evaluate"
     n_bootstrap: int = 1000
     level: float = 0.95
+    beside: str = ""  # another pipeline's metrics/table1.json (e.g. the control profile's), shown beside Table 1
 
 
 @dataclasses.dataclass(frozen=True)

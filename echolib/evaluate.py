@@ -254,6 +254,24 @@ def table1_frame(res: dict) -> pl.DataFrame:
                           "R@10 r→v": format_ci(res["runs"][r]["r10_r2v"], 3)} for r in rows])
 
 
+def differences_frame(res: dict) -> pl.DataFrame:
+    """The paired differences of bootstrap_ci output, one row per pair, values with CIs."""
+    return pl.DataFrame([{"difference": d, **{k: format_ci(v[k], 3 if k.startswith("r") else 1)
+                                              for k in ("mcmrr_v2r", "r10_v2r", "mcmrr_r2v", "r10_r2v")}}
+                         for d, v in res["differences"].items()])
+
+
+def load_table1(table1_json: str | Path) -> dict:
+    """Another pipeline's metrics/table1.json (e.g. the control profile's), to show beside this one."""
+    path = Path(table1_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluate.beside: {path} does not exist (run `dvc repro` in that checkout first)")
+    res = json.loads(path.read_text())
+    if not {"runs", "differences"} <= set(res):
+        raise ValueError(f"evaluate.beside: {path} is not a table1.json written by the compare stage")
+    return res
+
+
 def averaging_frame(retrieval_dir: str | Path) -> pl.DataFrame:
     """Where a study-level gain comes from: per variant, clips per study, video->report MCMRR and R@10 of single
     clips and of the study mean. A run that only averages more clips of the same information shows the same

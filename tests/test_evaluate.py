@@ -35,6 +35,26 @@ def test_identical_runs_have_zero_difference_and_mismatch_is_an_error():
         bootstrap_ci({"A": a, "B": _ranks(1, n=59)})
 
 
+def test_table1_beside_round_trip_and_errors(tmp_path):
+    import json
+
+    from echolib.evaluate import differences_frame, load_table1, table1_frame
+
+    res = bootstrap_ci({"SingleVideo": _ranks(0), "SingleImage": _ranks(1)}, n=50,
+                       pairs=[("SingleImage", "SingleVideo")])
+    (tmp_path / "table1.json").write_text(json.dumps(res))
+    other = load_table1(tmp_path / "table1.json")
+    assert table1_frame(other).equals(table1_frame(res))
+    d = differences_frame(other).row(0, named=True)
+    v = res["differences"]["SingleImage - SingleVideo"]["mcmrr_v2r"]
+    assert d["difference"] == "SingleImage - SingleVideo" and d["mcmrr_v2r"] == f"{v['value']:.1f} [{v['lo']:.1f}, {v['hi']:.1f}]"
+    with pytest.raises(FileNotFoundError, match="evaluate.beside: .*none.json does not exist"):
+        load_table1(tmp_path / "none.json")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a table1.json"):
+        load_table1(tmp_path / "x.json")
+
+
 @pytest.mark.slow
 def test_evaluate_trained_tiny_run(tiny_project):
     from echolib.data import ClipCache
