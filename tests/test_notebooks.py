@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-PARAM = re.compile(r"-p\s+(\w+)\s+(?:\"?\$\{([\w.]+)\}\"?)")
+PARAM = re.compile(r"-p\s+(\w+)\s+(?:[\"']?\$\{([\w.]+)\}[\"']?)")
 
 
 def _body(stage):
@@ -132,5 +132,14 @@ def test_notebooks_execute_on_tiny_profile(project_copy):
                  "retrieval/MultiVideo", "interpret/MultiVideo", "table1"):
         assert (project_copy / "metrics" / f"{name}.json").is_file(), name
     assert (project_copy / "data" / "split" / "studies.parquet").is_file()
+    # evaluate.beside: another pipeline's Table 1 (here this one's own) is shown beside
+    table1 = project_copy / "metrics" / "table1.json"
+    beside = project_copy / "reports" / "notebooks" / "08_compare_beside.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "08_compare.ipynb"), str(beside),
+                        parameters={"n_bootstrap": 50, "beside": str(table1)}, kernel_name="python3",
+                        cwd=str(project_copy), progress_bar=False)
+    cell = next(c for c in nbformat.read(beside, 4).cells if c.cell_type == "code" and "load_table1(beside)" in c.source)
+    shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs)
+    assert f"beside: {table1}" in shown and "MultiVideo-matched" in shown  # its Table 1 rows are displayed
     index = build_index(project_copy / "reports" / "index.html", pages, "t")
     assert 'href="notebooks/00_synthesize.html"' in index.read_text()
