@@ -115,6 +115,11 @@ def max_offset(stored: int, num_frames: int) -> int:
     return max(0, stored - 1 - stride * (num_frames - 1))
 
 
+def frames_tensor(clip: np.ndarray) -> torch.Tensor:
+    """Decoded frames (T, H, W, C) uint8 -> a uint8 tensor (T, C, H, W), the layout `model_input` takes."""
+    return torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2)))
+
+
 def model_input(video: torch.Tensor, gain: torch.Tensor | None = None, bias: torch.Tensor | None = None):
     """uint8 frames (..., T, C, H, W) -> the float input every encoder sees: [0, 1], then the training
     augmentation (per-clip gain and bias) when given, then (x - 0.5) / 0.25. Training, evaluation and retrieval
@@ -145,7 +150,7 @@ class ClipReportDataset(Dataset):
         stored = self.cache.meta["frames"]
         off = int(torch.randint(max_offset(stored, self.num_frames) + 1, ()).item()) if self.train else 0
         clip = self.cache.clips[self.rows[i]][frame_indices(stored, self.num_frames, off)]
-        video = torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2)))
+        video = frames_tensor(clip)
         if self.train:
             gain, bias = 0.85 + 0.3 * torch.rand(()), 0.05 * (torch.rand(()) - 0.5)
         else:

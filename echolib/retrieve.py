@@ -64,7 +64,7 @@ def _ingested_clips(folder: Path, workdir: Path) -> pl.DataFrame:
 
 def _clip_tensor(path: str, n_frames: int, ck: dict, frames: int) -> torch.Tensor:
     """The frames the model saw in training: the cache's frames/stride/size, then the evaluation window."""
-    from .data import frame_indices, model_input
+    from .data import frame_indices, frames_tensor, model_input
 
     size = ck.get("size", 64)
     if "cache_frames" in ck:
@@ -72,7 +72,7 @@ def _clip_tensor(path: str, n_frames: int, ck: dict, frames: int) -> torch.Tenso
         clip = stored[frame_indices(len(stored), frames, 0)]
     else:  # checkpoints written before the cache settings were stored
         clip = read_clip(path, frames, stride=max(1, n_frames // frames), size=size)
-    return model_input(torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2)))).unsqueeze(0)
+    return model_input(frames_tensor(clip)).unsqueeze(0)
 
 
 def retrieve(model_dir: str | Path, study: str | Path, reports: str | Path, k: int = 5,

@@ -2,8 +2,8 @@
 
 Reads params.yaml (base, text, train, runs.NAME), the clip cache (data/cache) and the tokenizer (data/tokenizer
 or text.pretrained_dir); writes data/runs/NAME/seed<S>/ with checkpoints/ (last + best on validation MCMRR,
-the mean of both directions), dvclive/ (loss, lr, logit scale, validation R@10/MCMRR per validation), model.pt (best weights + how to rebuild) and
-summary.json. Started as a subprocess by the train notebook: Lightning DDP cannot run inside a kernel.
+the mean of both directions), dvclive/ (loss, lr, logit scale, validation R@10/MCMRR per validation), model.pt
+(best weights + how to rebuild) and summary.json. Started as a subprocess by the train notebook: Lightning DDP cannot run inside a kernel.
 Multi-GPU: train.accelerator=gpu, train.devices=N (DDP); multi-node: train.num_nodes under torchrun/SLURM.
 """
 
@@ -21,7 +21,7 @@ import torch
 from . import config as C
 from .models import EchoClip, create_image_encoder, create_text_encoder, create_video_encoder, list_encoders
 
-MONITOR = "val/mcmrr"  # model selection and early stopping: validation MCMRR, mean of both directions (lower is better)
+MONITOR = "val/mcmrr"  # model selection and early stopping: validation MCMRR, both directions (lower is better)
 
 
 def encoder_size(run: C.RunConfig, profile: str) -> str:

@@ -73,16 +73,18 @@ VIDEO_FRAMES = {"tiny": 16, "paper": 32}
 
 @register("image", "convnext")
 def convnext(size: str = "tiny", arch: str | None = None, embed_dim: int | None = None) -> ImageEncoder:
+    default_arch, default_dim = _size(size)
+    return ImageEncoder(arch or default_arch, embed_dim or default_dim)
+
+
+def _size(size: str) -> tuple[str, int]:
     if size not in SIZES:
         raise ValueError(f"unknown encoder size {size!r}; choose one of {sorted(SIZES)}")
-    default_arch, default_dim = SIZES[size]
-    return ImageEncoder(arch or default_arch, embed_dim or default_dim)
+    return SIZES[size]
 
 
 @register("video", "convnext_early")
 def convnext_early(size: str = "tiny", arch: str | None = None, embed_dim: int | None = None,
                    num_frames: int | None = None) -> EarlyFusionEncoder:
-    if size not in SIZES:
-        raise ValueError(f"unknown encoder size {size!r}; choose one of {sorted(SIZES)}")
-    default_arch, default_dim = SIZES[size]
+    default_arch, default_dim = _size(size)
     return EarlyFusionEncoder(arch or default_arch, embed_dim or default_dim, num_frames or VIDEO_FRAMES[size])
