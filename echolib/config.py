@@ -247,6 +247,7 @@ class EvaluateConfig(Section):
     n_bootstrap: int = 1000
     level: float = 0.95
     beside: str = ""  # another pipeline's metrics/table1.json (e.g. the control profile's), shown beside Table 1
+    probe_studies: int = 1000  # training studies a linear probe of each run's study embeddings is fitted on (0: none)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,6 +77,29 @@ def match_clip_counts(rows: pl.DataFrame, like: pl.DataFrame, seed: int = 0) -> 
     return shuffled.filter(pl.col("k") < n).drop("k").sort("row")
 
 
+def embed_studies(model, frames: int, cache: ClipCache, rows: pl.DataFrame, studies: list[str]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings of the clips in `rows` and of `studies` (mean of each study's clip embeddings, re-normalised),
+    in the order of `studies`; every study must have a row."""
+    clip_emb = embed_clips(model, cache, rows, frames)
+    study_emb, order = study_embeddings(clip_emb, rows["study_id"].to_list())
+    pos = {s: i for i, s in enumerate(order)}
+    return clip_emb, study_emb[[pos[s] for s in studies]]
+
+
+def probe_train_studies(cache: ClipCache, split: pl.DataFrame, views: list[str], n: int, seed: int = 0
+                        ) -> pl.DataFrame:
+    """The clips of views `views` of up to `n` training studies (a seeded draw) that have such a clip: what a
+    linear probe of the run's study embeddings is fitted on."""
+    train = split.filter(pl.col("split") == "train")["study_id"].to_list()
+    rows = cache.index.filter(pl.col("study_id").is_in(train) & pl.col("pred_view").is_in(views))
+    ids = sorted(rows["study_id"].unique())
+    if len(ids) > n:
+        keep = np.random.default_rng(seed).choice(len(ids), size=n, replace=False)
+        rows = rows.filter(pl.col("study_id").is_in([ids[i] for i in keep]))
+    return rows
+
+
 def evaluate_views(model, frames: int, cache: ClipCache, studies: list[str], views: list[str],
                    match_views: list[str] | None = None, seed: int = 0) -> dict:
     """Study-level ranks on `studies` using only clips of `views`, plus the per-clip variant. With `match_views`,
@@ -88,10 +111,7 @@ def evaluate_views(model, frames: int, cache: ClipCache, studies: list[str], vie
     missing = sorted(set(studies) - set(rows["study_id"].unique()))
     if missing:
         raise ValueError(f"{len(missing)} evaluation studies have no clip of views {views}, e.g. {missing[:3]}")
-    clip_emb = embed_clips(model, cache, rows, frames)
-    study_emb, order = study_embeddings(clip_emb, rows["study_id"].to_list())
-    pos = {s: i for i, s in enumerate(order)}
-    study_emb = study_emb[[pos[s] for s in studies]]
+    clip_emb, study_emb = embed_studies(model, frames, cache, rows, studies)
     pos_eval = {s: i for i, s in enumerate(studies)}
     text = torch.nn.functional.normalize(embed_reports(model, cache, studies), dim=-1)
     v2r, r2v = ranks_from_embeddings(study_emb, text)
@@ -160,13 +180,17 @@ def variants_of(run_name: str, views: list[str]) -> dict[str, tuple[list[str], l
 
 
 def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | Path, out_dir: str | Path,
-                 studies_path: str | Path | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+                 studies_path: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
+                 probe_studies: int = 1000) -> dict:
     """Evaluate every seed of a run (and its 4CH-only variant) on the 4CH test studies.
 
     Ranks go to out_dir/<variant>/<seed>/ranks.parquet (out_dir is the run's own evaluation folder). With
     `studies_path` (ground-truth findings, as the synthetic benchmark has), zero-shot interpretation goes to
-    result["interpret"][variant][seed]."""
-    from .interpret import interpret
+    result["interpret"][variant][seed] and, when `probe_studies` > 0, a linear probe of the study embeddings
+    fitted on up to that many training studies to result["probe"][variant][seed]; the per-study predictions of
+    both go to out_dir/<variant>/<seed>/findings.parquet."""
+    from .interpret import interpret, probe
+    from .synth.findings import FINDINGS
     from .text import load_tokenizer
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -178,7 +202,7 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     seeds = sorted(run_dir.glob("seed*/model.pt"))
     if not seeds:
         raise FileNotFoundError(f"{run_dir}: no seed*/model.pt (did the train stage run?)")
-    result: dict = {"n_studies": len(studies), "variants": {}, "interpret": {}}
+    result: dict = {"n_studies": len(studies), "variants": {}, "interpret": {}, "probe": {}}
     truth = None
     if studies_path is not None:
         truth = pl.DataFrame({"study_id": studies}).join(pl.read_parquet(studies_path), on="study_id", how="left")
@@ -194,8 +218,19 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
             v = result["variants"].setdefault(name, {"views": views, "matched_to": match, "per_seed": {}})
             v["per_seed"][seed_dir] = {"study": r["metrics"], "per_clip": r["per_clip"]}
             if tok is not None and match is None:
-                result["interpret"].setdefault(name, {})[seed_dir] = interpret(
-                    model, tok, r["study_emb"], truth, n_boot, seed)
+                zs = interpret(model, tok, r["study_emb"], truth, n_boot, seed, study_ids=studies)
+                found = [zs.pop("predictions")]
+                result["interpret"].setdefault(name, {})[seed_dir] = zs
+                if probe_studies > 0:
+                    rows = probe_train_studies(cache, split, views, probe_studies, seed)
+                    ids = sorted(rows["study_id"].unique())
+                    train_truth = pl.DataFrame({"study_id": ids}).join(pl.read_parquet(studies_path), on="study_id",
+                                                                        how="left")
+                    _, train_emb = embed_studies(model, frames, cache, rows, ids)
+                    pr = probe(train_emb, train_truth, r["study_emb"], truth, FINDINGS, n_boot, seed, test_ids=studies)
+                    found.append(pr.pop("predictions"))
+                    result["probe"].setdefault(name, {})[seed_dir] = pr
+                pl.concat(found).write_parquet(d / "findings.parquet")
     for v in result["variants"].values():
         per = [s["study"] for s in v["per_seed"].values()]
         v["study"] = {m: float(np.mean([p[m] for p in per])) for m in METRICS}
@@ -211,15 +246,44 @@ TABLE1_PAIRS = (("SingleImage", "SingleVideo"), ("SingleVideo", "MultiVideo"), (
                 ("SingleVideo", "MultiVideo-matched"))
 
 
-def load_ranks(eval_dir: str | Path, seed: str | None = None) -> dict[str, pl.DataFrame]:
-    """ranks.parquet of every evaluated variant, eval_dir/<run>/<variant>/<seed>/ (first seed unless named)."""
+def load_ranks(eval_dir: str | Path, seed: str | None = None, name: str = "ranks.parquet") -> dict[str, pl.DataFrame]:
+    """ranks.parquet (or another per-seed table, e.g. findings.parquet) of every evaluated variant,
+    eval_dir/<run>/<variant>/<seed>/ (first seed unless named)."""
     out = {}
     for d in sorted(p for p in Path(eval_dir).glob("*/*") if p.is_dir()):
-        seeds = sorted(d.glob("seed*/ranks.parquet"))
+        seeds = sorted(d.glob(f"seed*/{name}"))
         pick = [p for p in seeds if seed is None or p.parent.name == seed]
         if pick:
             out[d.name] = pl.read_parquet(pick[0])
     return out
+
+
+#: per-finding comparisons: where motion (video vs image) and other views (MultiVideo vs the 4CH runs) should tell
+FINDING_PAIRS = (("SingleVideo", "SingleImage"), ("MultiVideo", "SingleVideo"), ("MultiVideo-4CH", "SingleVideo"))
+
+
+def finding_differences(eval_dir: str | Path, method: str = "probe", pairs=FINDING_PAIRS, n_boot: int = 200,
+                        seed: int = 0, level: float = 0.95) -> pl.DataFrame:
+    """Per finding and pair of runs (a, b): macro-F1 and accuracy of a minus b with paired bootstrap CIs, from the
+    findings.parquet the evaluate stage writes (`method`: "probe" or "zero_shot"), beside where DATA.md says the
+    finding can be judged (motion needed, views showing it). Empty when no run has findings (real data)."""
+    from .interpret import paired_finding_differences
+    from .synth.findings import FINDINGS, VISIBILITY
+
+    found = {k: v.filter(pl.col("method") == method) for k, v in load_ranks(eval_dir, name="findings.parquet").items()}
+    rows = []
+    for a, b in pairs:
+        if a not in found or b not in found:
+            continue
+        diff = paired_finding_differences(found[a], found[b], {f: list(g) for f, g in FINDINGS.items()}, n_boot,
+                                          seed, level)
+        for f, d in diff.items():
+            vis = VISIBILITY.get(f, {})
+            rows.append({"difference": f"{a} - {b}", "finding": f, "motion": vis.get("motion"),
+                         "views": ",".join(vis.get("views", ())), "macro_f1": d["macro_f1"],
+                         "lo": d["macro_f1_ci"][0], "hi": d["macro_f1_ci"][1], "accuracy": d["accuracy"],
+                         "accuracy_lo": d["accuracy_ci"][0], "accuracy_hi": d["accuracy_ci"][1]})
+    return pl.DataFrame(rows)
 
 
 def retrieval_examples(ranks: dict[str, pl.DataFrame], studies: pl.DataFrame, findings, n: int = 3,

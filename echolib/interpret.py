@@ -43,27 +43,87 @@ def _ci(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(np.nanquantile(values, a)), float(np.nanquantile(values, 1 - a))
 
 
-def interpret(model, tokenizer, study_emb: torch.Tensor, truth: pl.DataFrame, n_boot: int = 1000, seed: int = 0,
-              level: float = 0.95, prompts: dict[str, dict[str, str]] = PROMPTS) -> dict:
-    """Accuracy and macro-F1 per finding (with bootstrap CIs) and EF MAE. `truth` rows align with study_emb."""
-    rng = np.random.default_rng(seed)
-    n = len(truth)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    out = {"n_studies": n, "findings": {}}
+def score_findings(preds: pl.DataFrame, grades: dict[str, list[str]], n_boot: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> dict[str, dict]:
+    """Accuracy and macro-F1 per finding with bootstrap CIs over studies, and the share of the most frequent grade.
+
+    `preds` has one row per (study, finding): study_id, finding, true, pred. Every finding is resampled with the
+    same study indices (seeded), so two runs' scores on the same studies are paired."""
+    out = {}
+    for finding, g in grades.items():
+        p = preds.filter((pl.col("finding") == finding) & pl.col("true").is_not_null())  # unknown: not scored
+        if p.is_empty():
+            continue
+        true, pred = p["true"].to_list(), p["pred"].to_list()
+        n = len(true)
+        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        correct = np.array([a == b for a, b in zip(pred, true, strict=True)], dtype=float)
+        boot_f1 = np.array([macro_f1([true[i] for i in b], [pred[i] for i in b], g) for b in idx[: min(n_boot, 200)]])
+        out[finding] = {
+            "accuracy": float(correct.mean()), "accuracy_ci": _ci(correct[idx].mean(axis=1), level),
+            "macro_f1": macro_f1(true, pred, g), "macro_f1_ci": _ci(boot_f1, level),
+            "majority_accuracy": float(max(true.count(x) for x in g) / n), "n_studies": n,
+        }
+    return out
+
+
+def paired_finding_differences(a: pl.DataFrame, b: pl.DataFrame, grades: dict[str, list[str]],
+                               n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+    """Macro-F1 and accuracy of predictions `a` minus those of `b` per finding, with paired bootstrap CIs (the same
+    resampled studies for both). Both frames as in `score_findings`, on the same studies."""
+    out = {}
+    for finding, g in grades.items():
+        pa = a.filter(pl.col("finding") == finding).sort("study_id")
+        pb = b.filter(pl.col("finding") == finding).sort("study_id")
+        if pa.is_empty() or pb.is_empty():
+            continue
+        if pa["study_id"].to_list() != pb["study_id"].to_list():
+            raise ValueError(f"paired_finding_differences: {finding} was predicted on different studies")
+        true, x, y = pa["true"].to_list(), pa["pred"].to_list(), pb["pred"].to_list()
+        n = len(true)
+        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        acc = np.array([p == t for p, t in zip(x, true, strict=True)], float) - \
+            np.array([p == t for p, t in zip(y, true, strict=True)], float)
+        f1 = np.array([macro_f1([true[i] for i in s], [x[i] for i in s], g) -
+                       macro_f1([true[i] for i in s], [y[i] for i in s], g) for s in idx])
+        out[finding] = {"macro_f1": macro_f1(true, x, g) - macro_f1(true, y, g), "macro_f1_ci": _ci(f1, level),
+                        "accuracy": float(acc.mean()), "accuracy_ci": _ci(acc[idx].mean(axis=1), level)}
+    return out
+
+
+def predictions_frame(study_ids: list[str], truth: pl.DataFrame, preds: dict[str, list[str]], method: str
+                      ) -> pl.DataFrame:
+    """Long table study_id, finding, true, pred, method from per-finding prediction lists aligned with `truth`."""
+    rows = [pl.DataFrame({"study_id": study_ids, "finding": f, "true": truth[f].cast(pl.Utf8), "pred": p,
+                          "method": method}) for f, p in preds.items()]
+    return pl.concat(rows) if rows else pl.DataFrame(schema={"study_id": pl.Utf8, "finding": pl.Utf8,
+                                                             "true": pl.Utf8, "pred": pl.Utf8, "method": pl.Utf8})
+
+
+def zero_shot_predictions(model, tokenizer, study_emb: torch.Tensor, truth: pl.DataFrame,
+                          prompts: dict[str, dict[str, str]] = PROMPTS) -> dict[str, list[str]]:
+    """Per finding (present in `truth`), the grade whose canonical sentence is most similar to each study."""
+    out = {}
     for finding, by_grade in prompts.items():
         if finding not in truth.columns:
             continue
         grades = list(by_grade)
         emb = embed_sentences(model, tokenizer, [by_grade[g] for g in grades])
-        pred = [grades[i] for i in (study_emb.detach() @ emb.T).argmax(dim=1).tolist()]
-        true = truth[finding].to_list()
-        correct = np.array([p == t for p, t in zip(pred, true, strict=True)], dtype=float)
-        boot_f1 = np.array([macro_f1([true[i] for i in b], [pred[i] for i in b], grades) for b in idx[: min(n_boot, 200)]])
-        out["findings"][finding] = {
-            "accuracy": float(correct.mean()), "accuracy_ci": _ci(correct[idx].mean(axis=1), level),
-            "macro_f1": macro_f1(true, pred, grades), "macro_f1_ci": _ci(boot_f1, level),
-            "majority_accuracy": float(max(true.count(g) for g in grades) / n),
-        }
+        out[finding] = [grades[i] for i in (study_emb.detach() @ emb.T).argmax(dim=1).tolist()]
+    return out
+
+
+def interpret(model, tokenizer, study_emb: torch.Tensor, truth: pl.DataFrame, n_boot: int = 1000, seed: int = 0,
+              level: float = 0.95, prompts: dict[str, dict[str, str]] = PROMPTS,
+              study_ids: list[str] | None = None) -> dict:
+    """Zero-shot accuracy and macro-F1 per finding (with bootstrap CIs) and EF MAE. `truth` rows align with
+    study_emb. result["predictions"] is the long table of `predictions_frame` (for paired comparisons)."""
+    n = len(truth)
+    ids = study_ids if study_ids is not None else [str(i) for i in range(n)]
+    preds = predictions_frame(ids, truth, zero_shot_predictions(model, tokenizer, study_emb, truth, prompts),
+                              "zero_shot")
+    out = {"n_studies": n, "findings": score_findings(preds, {f: list(g) for f, g in prompts.items()}, n_boot, seed,
+                                                     level), "predictions": preds}
     known = truth["ef"].is_not_null().to_numpy() if "ef" in truth.columns else np.zeros(n, bool)
     if known.any():  # real sources may carry EF for some studies only
         emb = embed_sentences(model, tokenizer, [ef_prompt(int(v)) for v in EF_VALUES])
@@ -71,8 +131,56 @@ def interpret(model, tokenizer, study_emb: torch.Tensor, truth: pl.DataFrame, n_
         weights = torch.softmax(sims * model.scale().detach().float(), dim=1).numpy()
         est = weights @ EF_VALUES
         ef = truth["ef"].to_numpy()[known].astype(float)
-        err = np.abs(est - ef)
-        boot = rng.integers(0, len(ef), size=(n_boot, len(ef)))
-        out["ef"] = {"mae": float(err.mean()), "mae_ci": _ci(err[boot].mean(axis=1), level),
-                     "mae_predict_mean": float(np.abs(ef.mean() - ef).mean()), "n_studies": int(known.sum())}
+        out["ef"] = ef_errors(est, ef, ef.mean(), n_boot, seed, level)
+    return out
+
+
+def ef_errors(est: np.ndarray, ef: np.ndarray, reference: float, n_boot: int = 1000, seed: int = 0,
+              level: float = 0.95) -> dict:
+    """Mean absolute error of EF estimates (bootstrap CI) beside that of always predicting `reference`."""
+    err = np.abs(np.asarray(est, float) - ef)
+    boot = np.random.default_rng(seed).integers(0, len(ef), size=(n_boot, len(ef)))
+    return {"mae": float(err.mean()), "mae_ci": _ci(err[boot].mean(axis=1), level),
+            "mae_predict_mean": float(np.abs(reference - ef).mean()), "n_studies": len(ef)}
+
+
+def probe(train_emb: torch.Tensor, train_truth: pl.DataFrame, test_emb: torch.Tensor, test_truth: pl.DataFrame,
+          grades: dict[str, tuple[str, ...]], n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+          test_ids: list[str] | None = None) -> dict:
+    """Linear probe: how much of each finding a run's frozen study embeddings carry, whatever the text tower makes
+    of the prompts. Per finding a class-balanced multinomial logistic regression (scikit-learn) is fitted on
+    training studies' embeddings and scored on the test studies like the zero-shot predictions; EF by ridge
+    regression (MAE beside predicting the training mean). Findings with one grade in training are left out and
+    listed under "skipped"."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x_train, x_test = train_emb.detach().float().numpy(), test_emb.detach().float().numpy()
+    if len(x_train) != len(train_truth) or len(x_test) != len(test_truth):
+        raise ValueError(f"probe: {len(x_train)}/{len(x_test)} embeddings for {len(train_truth)}/{len(test_truth)} "
+                         "studies (train/test)")
+    ids = test_ids if test_ids is not None else [str(i) for i in range(len(x_test))]
+    preds, skipped = {}, {}
+    for finding in grades:
+        if finding not in train_truth.columns or finding not in test_truth.columns:
+            continue
+        known = train_truth[finding].is_not_null().to_numpy()
+        y = train_truth[finding].cast(pl.Utf8).to_numpy()[known]
+        if len(set(y)) < 2:
+            skipped[finding] = f"one grade among {len(y)} training studies"
+            continue
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced"))
+        preds[finding] = [str(v) for v in clf.fit(x_train[known], y).predict(x_test)]
+    frame = predictions_frame(ids, test_truth, preds, "probe")
+    out = {"n_train_studies": len(x_train), "n_studies": len(x_test), "skipped": skipped,
+           "findings": score_findings(frame, {f: list(grades[f]) for f in preds}, n_boot, seed, level),
+           "predictions": frame}
+    if "ef" in train_truth.columns and "ef" in test_truth.columns:
+        ok_train, ok_test = train_truth["ef"].is_not_null().to_numpy(), test_truth["ef"].is_not_null().to_numpy()
+        if ok_train.sum() > 1 and ok_test.any():
+            y = train_truth["ef"].to_numpy()[ok_train].astype(float)
+            reg = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x_train[ok_train], y)
+            out["ef"] = ef_errors(reg.predict(x_test[ok_test]), test_truth["ef"].to_numpy()[ok_test].astype(float),
+                                  y.mean(), n_boot, seed, level)
     return out

@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from echolib.evaluate import bootstrap_ci, evaluate_views, load_clip_model
+from echolib.evaluate import bootstrap_ci, evaluate_run, evaluate_views, finding_differences, load_clip_model
 
 
 def _ranks(seed, n=60):
@@ -75,6 +75,22 @@ def test_evaluate_trained_tiny_run(tiny_project):
     matched = evaluate_views(model, frames, cache, studies, ["LAX", "SAX", "2CH", "3CH", "4CH"], ["4CH"], seed=1)
     assert matched["ranks"]["n_clips"].to_list() == only4["ranks"]["n_clips"].to_list()
     assert matched["per_clip"]["n_clips"] == only4["per_clip"]["n_clips"]
+    # the whole run: ranks, zero-shot and the linear probe (fitted on training studies), per-study predictions
+    ids = cache.index["study_id"].unique().sort().to_list()
+    split = pl.DataFrame({"study_id": ids, "split": ["test" if s in studies[::2] else "train" for s in ids],
+                          "eval_4ch": [s in studies[::2] for s in ids]})
+    split.write_parquet(tiny_project / "split.parquet")
+    res = evaluate_run(tiny_project / "evalruns" / "MultiVideo", tiny_project / "data" / "cache",
+                       tiny_project / "split.parquet", tiny_project / "eval" / "MultiVideo",
+                       studies_path=tiny_project / "data" / "raw" / "studies.parquet", n_boot=20, probe_studies=5)
+    pr = res["probe"]["MultiVideo-4CH"]["seed0"]
+    assert pr["n_train_studies"] == 5 and pr["n_studies"] == res["n_studies"] == len(studies[::2])
+    assert "MultiVideo-matched" not in res["probe"]  # matched draws are a retrieval check only
+    found = pl.read_parquet(tiny_project / "eval" / "MultiVideo" / "MultiVideo" / "seed0" / "findings.parquet")
+    assert set(found["method"]) == {"zero_shot", "probe"} and set(found["study_id"]) == set(studies[::2])
+    diffs = finding_differences(tiny_project / "eval", "zero_shot", [("MultiVideo", "MultiVideo-4CH")], n_boot=20)
+    assert set(diffs["difference"]) == {"MultiVideo - MultiVideo-4CH"} and (diffs["lo"] <= diffs["hi"]).all()
+    assert finding_differences(tiny_project / "eval", "probe", [("MultiVideo", "SingleImage")]).is_empty()
     with pytest.raises(FileNotFoundError, match="no trained model"):
         load_clip_model(tiny_project / "nothing" / "model.pt")
 
