@@ -278,7 +278,7 @@ def finding_differences(eval_dir: str | Path, method: str = "probe", pairs=FINDI
         diff = paired_finding_differences(found[a], found[b], {f: list(g) for f, g in FINDINGS.items()}, n_boot,
                                           seed, level)
         for f, d in diff.items():
-            vis = VISIBILITY.get(f, {})
+            vis = VISIBILITY.get("rwma_territory" if f == "rwma_grade" else f, {})  # grade: same row of DATA.md
             rows.append({"difference": f"{a} - {b}", "finding": f, "motion": vis.get("motion"),
                          "views": ",".join(vis.get("views", ())), "macro_f1": d["macro_f1"],
                          "lo": d["macro_f1_ci"][0], "hi": d["macro_f1_ci"][1], "accuracy": d["accuracy"],
