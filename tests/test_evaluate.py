@@ -45,6 +45,9 @@ def test_table1_beside_round_trip_and_errors(tmp_path):
     (tmp_path / "table1.json").write_text(json.dumps(res))
     other = load_table1(tmp_path / "table1.json")
     assert table1_frame(other).equals(table1_frame(res))
+    n, v = res["n_studies"], res["runs"]["SingleVideo"]["mcmrr_v2r"]
+    norm = table1_frame(res, normalised=True).filter(pl.col("model") == "SingleVideo")["MCMRR/N v→r"].item()
+    assert norm == f"{v['value'] / n:.3f} [{v['lo'] / n:.3f}, {v['hi'] / n:.3f}]"
     d = differences_frame(other).row(0, named=True)
     v = res["differences"]["SingleImage - SingleVideo"]["mcmrr_v2r"]
     assert d["difference"] == "SingleImage - SingleVideo" and d["mcmrr_v2r"] == f"{v['value']:.1f} [{v['lo']:.1f}, {v['hi']:.1f}]"
