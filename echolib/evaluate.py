@@ -345,6 +345,11 @@ def load_table1(table1_json: str | Path) -> dict:
     return res
 
 
+def beside_eval_dir(table1_json: str | Path, data_root: str = "data") -> Path:
+    """The evaluation folder of the checkout whose metrics/table1.json is shown beside (its per-study predictions)."""
+    return Path(table1_json).resolve().parents[1] / data_root / "eval"
+
+
 def averaging_frame(retrieval_dir: str | Path) -> pl.DataFrame:
     """Where a study-level gain comes from: per variant, clips per study, video->report MCMRR and R@10 of single
     clips and of the study mean. A run that only averages more clips of the same information shows the same
