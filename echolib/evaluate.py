@@ -203,9 +203,10 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     if not seeds:
         raise FileNotFoundError(f"{run_dir}: no seed*/model.pt (did the train stage run?)")
     result: dict = {"n_studies": len(studies), "variants": {}, "interpret": {}, "probe": {}}
-    truth = None
+    truth = known = None
     if studies_path is not None:
-        truth = pl.DataFrame({"study_id": studies}).join(pl.read_parquet(studies_path), on="study_id", how="left")
+        known = pl.read_parquet(studies_path)
+        truth = pl.DataFrame({"study_id": studies}).join(known, on="study_id", how="left")
     for model_pt in seeds:
         model, frames, ck = load_clip_model(model_pt)
         seed_dir = model_pt.parent.name
@@ -224,8 +225,7 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
                 if probe_studies > 0:
                     rows = probe_train_studies(cache, split, views, probe_studies, seed)
                     ids = sorted(rows["study_id"].unique())
-                    train_truth = pl.DataFrame({"study_id": ids}).join(pl.read_parquet(studies_path), on="study_id",
-                                                                        how="left")
+                    train_truth = pl.DataFrame({"study_id": ids}).join(known, on="study_id", how="left")
                     _, train_emb = embed_studies(model, frames, cache, rows, ids)
                     pr = probe(train_emb, train_truth, r["study_emb"], truth, FINDINGS, n_boot, seed, test_ids=studies)
                     found.append(pr.pop("predictions"))
@@ -278,7 +278,7 @@ def finding_differences(eval_dir: str | Path, method: str = "probe", pairs=FINDI
         diff = paired_finding_differences(found[a], found[b], {f: list(g) for f, g in FINDINGS.items()}, n_boot,
                                           seed, level)
         for f, d in diff.items():
-            vis = VISIBILITY.get("rwma_territory" if f == "rwma_grade" else f, {})  # grade: same row of DATA.md
+            vis = VISIBILITY.get(f, {})
             rows.append({"difference": f"{a} - {b}", "finding": f, "motion": vis.get("motion"),
                          "views": ",".join(vis.get("views", ())), "macro_f1": d["macro_f1"],
                          "lo": d["macro_f1_ci"][0], "hi": d["macro_f1_ci"][1], "accuracy": d["accuracy"],
@@ -348,6 +348,16 @@ def load_table1(table1_json: str | Path) -> dict:
 def beside_eval_dir(table1_json: str | Path, data_root: str = "data") -> Path:
     """The evaluation folder of the checkout whose metrics/table1.json is shown beside (its per-study predictions)."""
     return Path(table1_json).resolve().parents[1] / data_root / "eval"
+
+
+def differences_beside(this: pl.DataFrame, other: pl.DataFrame) -> pl.DataFrame:
+    """Two `finding_differences` tables (this pipeline's and the one beside) as one: per difference and finding,
+    macro-F1 'value [lo, hi]' of each."""
+    def fmt(df: pl.DataFrame, name: str) -> pl.DataFrame:
+        value = pl.format("{} [{}, {}]", *(pl.col(k).round(3) for k in ("macro_f1", "lo", "hi")))
+        return df.select("difference", "finding", "motion", value.alias(name))
+
+    return fmt(this, "this").join(fmt(other, "beside"), on=["difference", "finding", "motion"], how="left")
 
 
 def averaging_frame(retrieval_dir: str | Path) -> pl.DataFrame:

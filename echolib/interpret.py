@@ -4,6 +4,9 @@ Japanese sentence per grade of each finding; EF is estimated EchoCLIP-style from
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import torch
@@ -184,3 +187,23 @@ def probe(train_emb: torch.Tensor, train_truth: pl.DataFrame, test_emb: torch.Te
             out["ef"] = ef_errors(reg.predict(x_test[ok_test]), test_truth["ef"].to_numpy()[ok_test].astype(float),
                                   y.mean(), n_boot, seed, level)
     return out
+
+
+def scores_frame(by_variant: dict) -> pl.DataFrame:
+    """Per-finding scores of each variant's first seed ({variant: {seed: result}}, as evaluate_run returns them
+    under "interpret" or "probe"), one row per (model, finding); empty when there are none (real data)."""
+    rows = []
+    for variant, seeds in by_variant.items():
+        first = next(iter(seeds.values()), None) or {}
+        for f, m in first.get("findings", {}).items():
+            rows.append({"model": variant, "finding": f, "accuracy": m["accuracy"], "accuracy_lo": m["accuracy_ci"][0],
+                         "accuracy_hi": m["accuracy_ci"][1], "macro_f1": m["macro_f1"], "macro_f1_lo": m["macro_f1_ci"][0],
+                         "macro_f1_hi": m["macro_f1_ci"][1], "majority": m["majority_accuracy"]})
+    return pl.DataFrame(rows)
+
+
+def load_scores(interpret_dir: str | Path, method: str) -> pl.DataFrame:
+    """`scores_frame` of every run's metrics/interpret/RUN.json (`method`: "zero_shot" or "probe")."""
+    frames = [scores_frame(json.loads(p.read_text()).get(method, {})) for p in sorted(Path(interpret_dir).glob("*.json"))]
+    frames = [f for f in frames if not f.is_empty()]
+    return pl.concat(frames) if frames else pl.DataFrame()

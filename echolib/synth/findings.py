@@ -44,6 +44,7 @@ FINDINGS: dict[str, tuple[str, ...]] = {
 VISIBILITY: dict[str, dict] = {
     "ef_grade": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": True, "doppler": False},
     "rwma_territory": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": True, "doppler": False},
+    "rwma_grade": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": True, "doppler": False},  # same row
     "lv_dilation": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": False, "doppler": False},
     "lvh": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": False, "doppler": False},
     "la_enlargement": {"views": ("LAX", "2CH", "3CH", "4CH"), "motion": False, "doppler": False},
