@@ -14,22 +14,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from echolib.synth import PROFILES, generate
+from echolib import config
+from echolib.synth import generate
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    ap.add_argument("--profile", default="default", choices=config.PROFILES)
     ap.add_argument("--n-patients", type=int, default=40)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        tables = generate(d, a.profile, seed=0, n_patients=a.n_patients, workers=a.workers, progress=False)
+        full = config.preset(a.profile, "synth")
+        synth = config.SynthConfig.from_dict({**full.to_dict(), "n_patients": a.n_patients})
+        tables = generate(d, synth, seed=0, workers=a.workers, progress=False)
         dt = time.perf_counter() - t0
     v = tables["videos"]
-    prof = PROFILES[a.profile]
+    prof = full
     result = {
         "profile": a.profile, "n_patients": a.n_patients, "workers": a.workers or os.cpu_count(),
         "clips": v.height, "seconds": round(dt, 2), "clips_per_s": round(v.height / dt, 2),

@@ -1,25 +1,40 @@
-"""Typed configuration: one dataclass per params.yaml section.
+"""Typed parameters: params.yaml is the single source of truth; this module reads, checks and presents it.
 
-`load_section(params, "synth")` (or `SynthConfig.from_dict(d)`) turns a mapping into a typed, frozen object and
-rejects unknown keys and values of the wrong type with a message that names the section and the key.
+Every params.yaml section has a frozen dataclass whose fields are its keys, with no defaults: a missing key is an
+error naming the section and the key, so nothing a run uses can come from a default that disagrees with
+params.yaml. `validate(params)` checks the whole file up front (unknown keys, types, ranges, known names, settings
+that must agree across sections) and raises one `ConfigError` line naming the key and what is allowed.
+
+Profiles (`tiny`, `default`, `control`, `paper`) are presets: named sets of values for the keys a profile
+changes, kept here and nowhere else. params.yaml as committed holds the `default` preset (a test checks).
+
+    python -m echolib.config check [PARAMS]        validate params.yaml alone
+    python -m echolib.config show PROFILE          the effective parameters of a profile (YAML)
+    python -m echolib.config overrides PROFILE     `-S key=value` arguments for `dvc exp run`
 """
 
 from __future__ import annotations
 
+import codecs
+import copy
 import dataclasses
-import json
+import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
 
+from . import encoders
+
 PROFILES = ("tiny", "default", "control", "paper")
+SOURCES = ("synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo")
+View = Literal["LAX", "SAX", "2CH", "3CH", "4CH"]
 
 
 class ConfigError(ValueError):
-    """A params section is malformed: unknown key, missing key or wrong type."""
+    """params.yaml is malformed: unknown, missing or mistyped key, value out of range, or settings that disagree."""
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -41,52 +56,74 @@ def _type_ok(value: Any, tp: Any) -> bool:
     if origin is dict:
         k, v = typing.get_args(tp) or (Any, Any)
         return isinstance(value, dict) and all(_type_ok(a, k) and _type_ok(b, v) for a, b in value.items())
-    if origin is typing.Literal:
+    if origin is Literal:
         return value in typing.get_args(tp)
     return isinstance(value, tp)
 
 
 def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is typing.Literal:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check(lo=None, hi=None, *, lo_open: bool = False, nonempty: bool = False) -> dict:
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "nonempty": nonempty}
+
+
+def _f(**check) -> Any:
+    """A required field with an optional range check (see `_check`)."""
+    return dataclasses.field(metadata=_check(**check) if check else {})
 
 
 @dataclasses.dataclass(frozen=True)
 class Section:
-    """Base class: subclasses are frozen dataclasses whose fields are the section's keys."""
+    """Base class: subclasses are frozen dataclasses whose fields are the section's keys (all required)."""
 
     section: ClassVar[str] = ""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Section:
-        data = dict(data or {})
-        hints = typing.get_type_hints(cls)
+    def check_value(cls, name: str, value: Any, where: str | None = None) -> None:
+        """Type and range of one key; raises ConfigError naming `where.name`."""
+        where = where or cls.section
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(
-                f"params section '{cls.section}': unknown key(s) {unknown}; allowed: {sorted(fields)}"
-            )
+        if name not in fields:
+            raise ConfigError(f"params: unknown key '{where}.{name}'; allowed: {sorted(fields)}")
+        tp = typing.get_type_hints(cls)[name]
+        if not _type_ok(value, tp):
+            raise ConfigError(f"params: '{where}.{name}' must be {_type_name(tp)}, got {value!r} "
+                              f"({type(value).__name__})")
+        m = fields[name].metadata
+        if m.get("nonempty") and not value:
+            raise ConfigError(f"params: '{where}.{name}' must not be empty")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = m.get("lo"), m.get("hi")
+            if lo is not None and (value <= lo if m.get("lo_open") else value < lo):
+                raise ConfigError(f"params: '{where}.{name}' must be {'>' if m.get('lo_open') else '>='} {lo}, "
+                                  f"got {value!r}")
+            if hi is not None and value > hi:
+                raise ConfigError(f"params: '{where}.{name}' must be <= {hi}, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, where: str | None = None) -> Section:
+        where = where or cls.section
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"params: section '{where}' must be a mapping of keys to values, got {data!r}")
+        data = dict(data or {})
         for name, value in data.items():
-            tp = hints[name]
-            if not _type_ok(value, tp):
-                raise ConfigError(
-                    f"params section '{cls.section}': key '{name}' must be {_type_name(tp)}, "
-                    f"got {value!r} ({type(value).__name__})"
-                )
-        missing = [
-            n for n, f in fields.items()
-            if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
+            cls.check_value(name, value, where)
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
         if missing:
-            raise ConfigError(f"params section '{cls.section}': missing key(s) {missing}")
+            raise ConfigError(f"params: section '{where}' lacks key(s) {missing}")
         obj = cls(**data)
-        obj.validate()
+        obj.validate(where)
         return obj
 
-    def validate(self) -> None:
-        """Cross-field checks; subclasses raise ConfigError naming the key."""
+    def validate(self, where: str) -> None:
+        """Checks across keys of the section; subclasses raise ConfigError naming the key."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,26 +132,30 @@ class Section:
 @dataclasses.dataclass(frozen=True)
 class BaseConfig(Section):
     section: ClassVar[str] = "base"
-    seed: int = 0
-    profile: typing.Literal["tiny", "default", "control", "paper"] = "default"
-    source: typing.Literal["synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo"] = "synthetic"
-    data_root: str = "data"
-    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
-    workers: int = 0  # 0 = all cores
+    seed: int = _f(lo=0)
+    seeds: list[int] = _f(nonempty=True)
+    profile: Literal["tiny", "default", "control", "paper"] = _f()
+    source: Literal["synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo"] = _f()
+    data_root: str = _f(nonempty=True)
+    workers: int = _f(lo=0)  # 0 = all cores
+
+    def validate(self, where: str) -> None:
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError(f"params: '{where}.seeds' must be distinct non-negative integers, got {self.seeds}")
 
 
 @dataclasses.dataclass(frozen=True)
 class SynthConfig(Section):
     section: ClassVar[str] = "synth"
-    n_patients: int | None = None  # None = the profile's size
-    size: int | None = None
-    n_frames: int | None = None
+    n_patients: int = _f(lo=1)
+    size: int = _f(lo=32, hi=1024)  # frame size in pixels
+    n_frames: int = _f(lo=2)
+    control: bool = _f()  # the negative control: every finding static and visible in every view
+    quality: int = _f(lo=2, hi=31)  # MPEG-4 quantiser of the written clips (2 best)
 
-    def validate(self) -> None:
-        for key in ("n_patients", "size", "n_frames"):
-            v = getattr(self, key)
-            if v is not None and v <= 0:
-                raise ConfigError(f"params section 'synth': key '{key}' must be positive, got {v}")
+    def validate(self, where: str) -> None:
+        if self.size % 2:
+            raise ConfigError(f"params: '{where}.size' must be even (the videos are yuv420p), got {self.size}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,52 +163,48 @@ class IngestConfig(Section):
     """Real-data source for the `ingest` stage (used when base.source is not `synthetic`)."""
 
     section: ClassVar[str] = "ingest"
-    src: str = ""                   # archive folder (dicom, echonet-dynamic, mimic-iv-echo) or CSV (paper-csv)
-    reports: str = ""               # optional CSV with columns study_key, report_text
-    salt_file: str = ".echolib-salt"  # de-identification salt: created on first use, git-ignored, never shared
-    encoding: str = "utf-8"         # of the CSVs (cp932 for many Japanese hospital exports)
+    src: str = _f()  # archive folder (dicom, echonet-dynamic, mimic-iv-echo) or CSV (paper-csv)
+    reports: str = _f()  # optional CSV with columns study_key, report_text
+    salt_file: str = _f(nonempty=True)  # de-identification salt: created on first use, git-ignored, never shared
+    encoding: str = _f(nonempty=True)  # of the CSVs (cp932 for many Japanese hospital exports)
+
+    def validate(self, where: str) -> None:
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(f"params: '{where}.encoding' {self.encoding!r} is not a known text encoding "
+                              "(e.g. utf-8, cp932, shift_jis)") from None
 
     def require_src(self) -> None:
         if not self.src:
-            raise ConfigError("params section 'ingest': key 'src' is empty; name the archive folder or CSV to ingest")
+            raise ConfigError("params: 'ingest.src' is empty; name the archive folder or CSV to ingest")
 
 
 @dataclasses.dataclass(frozen=True)
 class ViewsConfig(Section):
     section: ClassVar[str] = "views"
-    model: str = "resnet10t"  # any timm architecture name
-    frames: int = 3
-    size: int = 64
-    epochs: int = 4
-    batch_size: int = 64
-    lr: float = 1e-3
-    max_train_clips: int = 6000
-    threshold: float = 0.9
-    keep: str = "LAX,SAX,2CH,3CH,4CH"  # comma-separated (DVC passes scalars to notebooks)
-    source: typing.Literal["classifier", "label"] = "classifier"
-
-    def validate(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"params section 'views': key 'threshold' must lie in [0, 1], got {self.threshold}")
-        bad = [v for v in self.keep_views if v not in ("LAX", "SAX", "2CH", "3CH", "4CH")]
-        if bad or not self.keep_views:
-            raise ConfigError(f"params section 'views': key 'keep' has unknown view(s) {bad}; use LAX,SAX,2CH,3CH,4CH")
-
-    @property
-    def keep_views(self) -> list[str]:
-        return [v.strip() for v in self.keep.split(",") if v.strip()]
+    model: str = _f(nonempty=True)  # any timm architecture name
+    frames: int = _f(lo=1)
+    size: int = _f(lo=16)
+    epochs: int = _f(lo=1)
+    batch_size: int = _f(lo=2)
+    lr: float = _f(lo=0, lo_open=True)
+    max_train_clips: int = _f(lo=1)
+    threshold: float = _f(lo=0, hi=1)
+    keep: list[View] = _f(nonempty=True)
+    source: Literal["classifier", "label"] = _f()
 
 
 @dataclasses.dataclass(frozen=True)
 class SplitConfig(Section):
     section: ClassVar[str] = "split"
-    train: float = 0.875
-    valid: float = 0.025
-    test: float = 0.1
+    train: float = _f(lo=0, lo_open=True, hi=1)
+    valid: float = _f(lo=0, lo_open=True, hi=1)
+    test: float = _f(lo=0, lo_open=True, hi=1)
 
-    def validate(self) -> None:
-        if min(self.ratios) < 0 or abs(sum(self.ratios) - 1) > 1e-6:
-            raise ConfigError(f"params section 'split': train + valid + test must be 1, got {self.ratios}")
+    def validate(self, where: str) -> None:
+        if abs(sum(self.ratios) - 1) > 1e-6:
+            raise ConfigError(f"params: '{where}.train' + 'valid' + 'test' must sum to 1, got {self.ratios}")
 
     @property
     def ratios(self) -> tuple[float, float, float]:
@@ -177,118 +214,158 @@ class SplitConfig(Section):
 @dataclasses.dataclass(frozen=True)
 class TextConfig(Section):
     section: ClassVar[str] = "text"
-    vocab_size: int = 8000
-    max_length: int = 256
-    pretrained_dir: str = ""  # local copy of tohoku-nlp/bert-base-japanese-v3 (tokenizer + weights); "" = train own
-    layers: int = 0  # transformer layers of a text encoder trained from scratch; 0 = the encoder size's default
+    vocab_size: int = _f(lo=100)
+    max_length: int = _f(lo=8, hi=512)
+    pretrained_dir: str = _f()  # local copy of tohoku-nlp/bert-base-japanese-v3 (tokenizer + weights); "" = train own
+    layers: int = _f(lo=1)  # transformer layers of a text encoder trained from scratch
 
 
 @dataclasses.dataclass(frozen=True)
 class CacheConfig(Section):
     section: ClassVar[str] = "cache"
-    frames: int = 32  # frames stored per clip (training samples model frames from these at a random offset)
-    stride: int = 1  # decode stride
-    size: int = 64
+    frames: int = _f(lo=1)  # frames stored per clip (training samples the encoder's frames from these)
+    stride: int = _f(lo=1)  # decode stride
+    size: int = _f(lo=16)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(Section):
     section: ClassVar[str] = "train"
-    accelerator: typing.Literal["cpu", "gpu", "auto"] = "cpu"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp | ddp_spawn ...
-    precision: str = "auto"  # auto = bf16-mixed on GPU, 32-true on CPU
-    batch_size: int = 32
-    max_epochs: int = 8
-    patience: int = 3  # validations without improvement before stopping
-    val_check_clips: int = 0  # validate every this many training clips (0 = once per epoch); equal across runs
-    min_clips: int = 0  # train on at least this many clips before early stopping may end a run
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    num_workers: int = 2
-    loss: typing.Literal["clip", "siglip"] = "clip"
-    torch_threads: int = 0  # 0 = torch default
+    accelerator: Literal["cpu", "gpu", "auto"] = _f()
+    devices: int = _f(lo=1)
+    num_nodes: int = _f(lo=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = _f()
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = _f()  # auto = bf16-mixed on GPU, else 32
+    batch_size: int = _f(lo=2)  # a contrastive batch needs negatives
+    max_epochs: int = _f(lo=1)
+    patience: int = _f(lo=1)  # validations without improvement before stopping
+    val_check_clips: int = _f(lo=0)  # validate every this many training clips (0 = once per epoch)
+    min_clips: int = _f(lo=0)  # train on at least this many clips before early stopping may end a run
+    warmup_steps: int = _f(lo=0)
+    weight_decay: float = _f(lo=0)
+    grad_clip: float = _f(lo=0)
+    num_workers: int = _f(lo=0)
+    loss: Literal["clip", "siglip"] = _f()
+    torch_threads: int = _f(lo=0)  # 0 = torch default
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig(Section):
     section: ClassVar[str] = "runs.<name>"
-    encoder: str = "vivit"  # a registered video encoder (vivit, videomae, convnext_early) or image encoder (convnext)
-    views: str = "LAX,SAX,2CH,3CH,4CH"
-    lr: float = 5e-4
-    size: str = "auto"  # encoder size: tiny | paper | auto (paper for the paper profile, else tiny)
-    batch_size: int = 0  # 0 = train.batch_size
-    max_epochs: int = 0  # 0 = train.max_epochs
-    weights: str = ""  # optional local weights for the video/image backbone
+    encoder: str = _f(nonempty=True)  # a registered video encoder (vivit, videomae, convnext_early) or image (convnext)
+    views: list[View] = _f(nonempty=True)
+    lr: float = _f(lo=0, lo_open=True)
+    size: Literal["tiny", "paper"] = _f()  # encoder sizes (models.*.SIZES)
+    batch_size: int = _f(lo=0)  # 0 = train.batch_size
+    max_epochs: int = _f(lo=0)  # 0 = train.max_epochs
+    weights: str = _f()  # optional local weights for the video/image backbone
 
-    @property
-    def view_list(self) -> list[str]:
-        return [v.strip() for v in self.views.split(",") if v.strip()]
-
-
-def load_runs(params: dict[str, Any]) -> dict[str, RunConfig]:
-    runs = params.get("runs") or {}
-    if not isinstance(runs, dict) or not runs:
-        raise ConfigError("params section 'runs': must map run names to their settings")
-    out = {}
-    for name, d in runs.items():
-        try:
-            out[name] = RunConfig.from_dict(d)
-        except ConfigError as e:
-            raise ConfigError(str(e).replace("runs.<name>", f"runs.{name}")) from None
-    return out
+    def validate(self, where: str) -> None:
+        known = encoders.names("video", "image")
+        if self.encoder not in known:
+            raise ConfigError(f"params: '{where}.encoder' {self.encoder!r} is not a known encoder; choose one "
+                              f"of {known}")
+        if self.batch_size == 1:
+            raise ConfigError(f"params: '{where}.batch_size' must be 0 (train.batch_size) or >= 2, got 1")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig(Section):
     section: ClassVar[str] = "evaluate"
-    n_bootstrap: int = 1000
-    level: float = 0.95
-    beside: str = ""  # another pipeline's metrics/table1.json (e.g. the control profile's), shown beside Table 1
-    probe_studies: int = 1000  # training studies a linear probe of each run's study embeddings is fitted on (0: none)
+    n_bootstrap: int = _f(lo=1)
+    level: float = _f(lo=0.5, hi=0.999)
+    beside: str = _f()  # another pipeline's metrics/table1.json (e.g. the control profile's), shown beside Table 1
+    probe_studies: int = _f(lo=0)  # training studies a linear probe of each run's embeddings is fitted on (0: none)
 
 
 @dataclasses.dataclass(frozen=True)
 class ReportConfig(Section):
     section: ClassVar[str] = "report"
-    title: str = "Video CLIP for multi-view echocardiography: reproduction report"
+    title: str = _f(nonempty=True)
 
 
 SECTIONS: dict[str, type[Section]] = {
-    c.section: c
-    for c in (BaseConfig, SynthConfig, IngestConfig, ViewsConfig, SplitConfig, TextConfig, CacheConfig, TrainConfig, EvaluateConfig,
-              ReportConfig)
+    c.section: c for c in (BaseConfig, SynthConfig, IngestConfig, ViewsConfig, SplitConfig, TextConfig, CacheConfig,
+                           TrainConfig, EvaluateConfig, ReportConfig)
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """The whole of params.yaml, checked: one typed object per section, and the runs by name."""
+
+    base: BaseConfig
+    synth: SynthConfig
+    ingest: IngestConfig
+    views: ViewsConfig
+    split: SplitConfig
+    text: TextConfig
+    cache: CacheConfig
+    train: TrainConfig
+    runs: dict[str, RunConfig]
+    evaluate: EvaluateConfig
+    report: ReportConfig
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no params.yaml here")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of sections")
+    return data
 
 
-def load_section(params: dict[str, Any], name: str) -> Section:
-    """Typed object for params[name]; unknown section names are errors too."""
-    if name not in SECTIONS:
-        raise ConfigError(f"unknown params section '{name}'; known: {sorted(SECTIONS)}")
-    return SECTIONS[name].from_dict(params.get(name))
+def load_runs(params: dict[str, Any]) -> dict[str, RunConfig]:
+    runs = params.get("runs")
+    if not isinstance(runs, dict) or not runs:
+        raise ConfigError("params: section 'runs' must map run names to their settings")
+    for name in runs:
+        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"params: run name {name!r} must be letters, digits, '-' or '_'")
+    return {name: RunConfig.from_dict(d, f"runs.{name}") for name, d in runs.items()}
 
 
-def load_all(path: str | Path = "params.yaml") -> dict[str, Section]:
-    params = load_params(path)
+def validate(params: dict[str, Any]) -> Params:
+    """Check the whole of params.yaml; the first problem is raised as one ConfigError line."""
     unknown = sorted(set(params) - set(SECTIONS) - {"runs"})
     if unknown:
-        raise ConfigError(f"{path}: unknown params section(s) {unknown}; known: {sorted(SECTIONS)}")
-    out: dict[str, Any] = {name: load_section(params, name) for name in SECTIONS}
-    out["runs"] = load_runs(params)
-    return out
+        raise ConfigError(f"params: unknown section(s) {unknown}; known: {sorted([*SECTIONS, 'runs'])}")
+    sections = {name: cls.from_dict(params.get(name), name) for name, cls in SECTIONS.items()}
+    p = Params(**sections, runs=load_runs(params))
+    _check_across(p)
+    return p
+
+
+def _check_across(p: Params) -> None:
+    """Settings of different sections that must agree."""
+    for name, run in p.runs.items():
+        need = encoders.frames(run.encoder, run.size)
+        if need > p.cache.frames:
+            raise ConfigError(f"params: 'runs.{name}' ({run.encoder}, size {run.size}) takes {need} frames but "
+                              f"'cache.frames' stores {p.cache.frames}: raise cache.frames or change the encoder")
+        missing = sorted(set(run.views) - set(p.views.keep))
+        if missing:
+            raise ConfigError(f"params: 'runs.{name}.views' uses {missing}, which 'views.keep' drops "
+                              f"(keep: {p.views.keep})")
+    if p.cache.frames * p.cache.stride > p.synth.n_frames and p.base.source == "synthetic":
+        raise ConfigError(f"params: 'cache.frames' x 'cache.stride' = {p.cache.frames * p.cache.stride} exceeds the "
+                          f"{p.synth.n_frames} frames of a synthetic clip ('synth.n_frames')")
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    return validate(load_params(path))
 
 
 def project_root(start: str | Path | None = None) -> Path:
-    """The folder holding dvc.yaml, searched upward from `start` (default: the working directory).
+    """The folder holding dvc.yaml and echolib/, searched upward from `start` (default: the working directory).
 
-    Notebooks run with their own folder or the repository root as working directory (JupyterLab vs papermill);
+    Notebooks run with their own folder or the repository root as working directory (JupyterLab vs the runner);
     both resolve paths from here, never by changing directory.
     """
     here = Path(start or Path.cwd()).resolve()
@@ -298,83 +375,130 @@ def project_root(start: str | Path | None = None) -> Path:
     raise FileNotFoundError(f"no echolib project (dvc.yaml + echolib/) found above {here}")
 
 
-#: settings a profile changes besides base.profile (the synthetic sizes follow the profile automatically)
-PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
-    # a smoke test in minutes: a classifier trained on ~170 clips needs more epochs and cannot be held to 0.9
-    "tiny": {"train.max_epochs": 2, "train.batch_size": 8, "cache.frames": 16, "cache.stride": 1,
-             "views.epochs": 20, "views.threshold": 0.5, "split.train": 0.6, "split.valid": 0.2, "split.test": 0.2},
-    "default": {},
-    "control": {},
-    # the paper: lr 1e-5, 2,000 warm-up steps, batch 64 (video) / 2,304 (image), 256 tokens, 512-d, 224 px
-    "paper": {"cache.size": 224, "cache.frames": 32, "cache.stride": 2, "views.size": 224,
-              "train.warmup_steps": 2000, "train.batch_size": 64, "train.accelerator": "gpu", "train.strategy": "ddp",
-              "runs.MultiVideo.lr": 1e-5, "runs.SingleVideo.lr": 1e-5, "runs.SingleImage.lr": 1e-5,
-              "runs.SingleImage.batch_size": 2304, "text.max_length": 256, "text.layers": 0,
-              "runs.MultiVideo.encoder": "vivit", "runs.SingleVideo.encoder": "vivit"},
-}
-
-
-def profile_overrides(profile: str) -> list[str]:
-    """`-S key=value` arguments for `dvc exp run` that switch every stage to `profile`."""
-    if profile not in PROFILE_OVERRIDES:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILE_OVERRIDES)}")
-    items = {"base.profile": profile, **PROFILE_OVERRIDES[profile]}
-
-    def fmt(v):  # YAML 1.1 reads 1e-05 as a string: keep a decimal point in exponents
-        return f"{v:.1e}" if isinstance(v, float) and abs(v) < 1e-3 else v
-
-    return [a for k, v in items.items() for a in ("-S", f"{k}={fmt(v)}")]
-
-
 def raw_dir(data_root: str | Path, source: str) -> Path:
     """Where the pipeline's input tables live: the synthesize stage's output or the ingest stage's."""
     return Path(data_root) / ("raw" if source == "synthetic" else "ingested")
 
 
-def skip_unselected(stage_source: str, source: str, out_dir: str | Path, notebook: str | Path,
-                    metrics: str | Path) -> bool:
-    """For the synthesize/ingest pair: when `source` does not select this stage, write placeholder outputs
-    (empty data folder, a one-cell notebook and its HTML, metrics saying so) and return True."""
-    import nbformat
+# --- profiles ---------------------------------------------------------------------------------------------------
 
-    selected = (source == "synthetic") == (stage_source == "synthetic")
-    if selected:
-        return False
-    note = (f"Not selected: `base.source` is `{source}`, so the "
-            f"{'ingest' if source != 'synthetic' else 'synthesize'} stage provides the data.")
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "NOT_SELECTED").write_text(note + "\n")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {Path(notebook).stem}\n\n{note}")])
-    nb.metadata["kernelspec"] = {"name": "echolib", "display_name": "echolib", "language": "python"}
-    Path(notebook).parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, notebook)
-    Path(metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(metrics).write_text(json.dumps({"selected": False, "source": source}) + "\n")
-    return True
+#: The keys a profile sets, with the `default` profile's values (params.yaml as committed holds these; a test
+#: checks). `runs.*.KEY` applies to every run in params.yaml.
+_DEFAULT: dict[str, Any] = {
+    "synth.n_patients": 1700, "synth.size": 64, "synth.n_frames": 32, "synth.control": False, "synth.quality": 3,
+    "views.size": 64, "views.epochs": 4, "views.threshold": 0.9,
+    "split.train": 0.875, "split.valid": 0.025, "split.test": 0.1,
+    "cache.size": 64, "cache.frames": 16, "cache.stride": 2,
+    "text.layers": 1,
+    "train.accelerator": "cpu", "train.strategy": "auto", "train.batch_size": 32, "train.max_epochs": 6,
+    "train.warmup_steps": 100,
+    "runs.*.size": "tiny", "runs.*.lr": 5e-4,
+    "runs.MultiVideo.encoder": "convnext_early", "runs.SingleVideo.encoder": "convnext_early",
+    "runs.SingleImage.batch_size": 0,
+}
+#: what each profile changes relative to `default`
+_PROFILE_CHANGES: dict[str, dict[str, Any]] = {
+    "default": {},
+    # a smoke test in minutes: a classifier trained on ~170 clips needs more epochs and cannot be held to 0.9
+    "tiny": {"synth.n_patients": 24, "synth.n_frames": 16, "train.max_epochs": 2, "train.batch_size": 8,
+             "cache.frames": 16, "cache.stride": 1, "views.epochs": 20, "views.threshold": 0.5,
+             "split.train": 0.6, "split.valid": 0.2, "split.test": 0.2},
+    # the negative control: the default's sizes, every finding static and visible in every view
+    "control": {"synth.control": True},
+    # the paper: 224 px, 32-frame ViViT-B / ConvNeXt-B / BERT-base, lr 1e-5, 2,000 warm-up steps, batch 64
+    # (2,304 for the image model), GPUs with DDP
+    "paper": {"synth.n_patients": 20000, "synth.size": 224, "synth.n_frames": 64, "synth.quality": 2,
+              "views.size": 224, "cache.size": 224, "cache.frames": 32, "cache.stride": 2, "text.layers": 12,
+              "train.accelerator": "gpu", "train.strategy": "ddp", "train.batch_size": 64,
+              "train.warmup_steps": 2000, "runs.*.size": "paper", "runs.*.lr": 1e-5,
+              "runs.MultiVideo.encoder": "vivit", "runs.SingleVideo.encoder": "vivit",
+              "runs.SingleImage.batch_size": 2304},
+}
+
+
+def profile_values(profile: str, runs: list[str]) -> dict[str, Any]:
+    """Dotted key -> value for everything `profile` sets, with `runs.*` expanded over `runs`."""
+    if profile not in _PROFILE_CHANGES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {list(_PROFILE_CHANGES)}")
+    out: dict[str, Any] = {"base.profile": profile}
+    for key, value in {**_DEFAULT, **_PROFILE_CHANGES[profile]}.items():
+        if key.startswith("runs.*."):
+            out.update({f"runs.{r}.{key[7:]}": value for r in runs})
+        elif not key.startswith("runs.") or key.split(".")[1] in runs:
+            out[key] = value
+    return out
+
+
+def apply_profile(params: dict[str, Any], profile: str) -> dict[str, Any]:
+    """A copy of `params` with every value `profile` sets."""
+    out = copy.deepcopy(params)
+    for key, value in profile_values(profile, list(out.get("runs") or {})).items():
+        node = out
+        *path, last = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def preset(profile: str, section: str) -> Section:
+    """A section wholly set by a profile (e.g. `synth`), typed: for tools that take a profile name."""
+    prefix = section + "."
+    values = {k[len(prefix):]: v for k, v in profile_values(profile, []).items() if k.startswith(prefix)}
+    return SECTIONS[section].from_dict(values, section)
+
+
+def profile_overrides(profile: str, params: dict[str, Any] | None = None) -> list[str]:
+    """`-S key=value` arguments for `dvc exp run` that switch every stage to `profile`."""
+    runs = list((params or load_params()).get("runs") or {})
+
+    def fmt(v):  # YAML 1.1 reads 1e-05 as a string: keep a decimal point in exponents
+        if isinstance(v, bool):
+            return str(v).lower()
+        return f"{v:.1e}" if isinstance(v, float) and abs(v) < 1e-3 else v
+
+    return [a for k, v in profile_values(profile, runs).items() for a in ("-S", f"{k}={fmt(v)}")]
+
+
+def get(params: dict[str, Any], key: str) -> Any:
+    """The value of a dotted key ('views.threshold', 'runs.MultiVideo'); ConfigError naming it when absent."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"params: '{key}' is not in params.yaml")
+        node = node[part]
+    return node
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m echolib.config")
+    ap = argparse.ArgumentParser(prog="python -m echolib.config", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    o = sub.add_parser("overrides", help="print `-S key=value` arguments that switch every stage to a profile")
-    o.add_argument("profile")
-    s = sub.add_parser("skip-unselected", help="exit 0 after writing placeholders if base.source does not select "
-                                               "this stage, 1 if the stage must run")
-    for name in ("stage_source", "source", "out_dir", "notebook", "metrics"):
-        s.add_argument(name)
+    c = sub.add_parser("check", help="validate params.yaml (unknown keys, types, ranges, names, agreement)")
+    c.add_argument("params", nargs="?", default="params.yaml")
+    for name, help_ in (("show", "print the effective parameters of a profile"),
+                        ("overrides", "print `-S key=value` arguments that switch every stage to a profile")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("profile")
+        s.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    if a.cmd == "overrides":
-        print(" ".join(profile_overrides(a.profile)))
-        return 0
-    skipped = skip_unselected(a.stage_source, a.source, a.out_dir, a.notebook, a.metrics)
-    if skipped:
-        print(f"stage for source {a.stage_source!r} not selected (base.source = {a.source!r}): placeholders written")
-    return 0 if skipped else 1
+    try:
+        if a.cmd == "check":
+            p = load(a.params)
+            print(f"{a.params}: ok (profile {p.base.profile}, source {p.base.source}, runs {list(p.runs)})")
+        elif a.cmd == "show":
+            eff = apply_profile(load_params(a.params), a.profile)
+            validate(eff)
+            print(yaml.safe_dump(eff, allow_unicode=True, sort_keys=False), end="")
+        else:
+            print(" ".join(profile_overrides(a.profile, load_params(a.params))))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

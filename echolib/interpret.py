@@ -11,8 +11,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from .synth.reports import PROMPTS
 from .text import encode
+from .vocab import PROMPTS
 
 EF_VALUES = np.arange(10, 81)
 
@@ -207,3 +207,10 @@ def load_scores(interpret_dir: str | Path, method: str) -> pl.DataFrame:
     frames = [scores_frame(json.loads(p.read_text()).get(method, {})) for p in sorted(Path(interpret_dir).glob("*.json"))]
     frames = [f for f in frames if not f.is_empty()]
     return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def score_table(by_variant: dict) -> pl.DataFrame:
+    """`scores_frame` rounded for a page: variant, finding, accuracy, macro-F1, majority-grade share."""
+    t = scores_frame(by_variant)
+    return t if t.is_empty() else t.select(pl.col("model").alias("variant"), "finding", pl.col("accuracy").round(3),
+                                           pl.col("macro_f1").round(3).alias("macro_F1"), pl.col("majority").round(3))

@@ -6,9 +6,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from .data import ClipCache, ClipReportDataset, model_input
+from .cache import ClipCache, ClipReportDataset, model_input
 from .loss import SigLipLoss, create_loss
-from .retrieval import rank_metrics_from_embeddings, study_embeddings
+from .ranking import rank_metrics_from_embeddings, study_embeddings
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

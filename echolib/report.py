@@ -11,6 +11,7 @@ import argparse
 import datetime as _dt
 import html
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,15 +62,17 @@ def _title_of(page: Path) -> str:
     return html.unescape(m.group(1)).strip() if m else page.stem
 
 
-def build_index(out: str | Path, pages: list[str | Path], title: str, metrics: list[str | Path] = ()) -> Path:
-    """Landing page linking each stage's HTML (relative links) and listing the metric files' contents."""
+def build_index(out: str | Path, pages: list[str | Path], title: str, metrics: list[str | Path] = (),
+                pending: tuple[str | Path, ...] = ()) -> Path:
+    """Landing page linking each stage's HTML (relative links) and listing the metric files' contents.
+    `pending` pages are linked although they are written after the index (the report's own page)."""
     out = Path(out)
     rows = []
     for p in pages:
         p = Path(p)
-        if not p.is_file():
+        if not p.is_file() and p not in map(Path, pending):
             raise FileNotFoundError(f"report index: stage page {p} does not exist (did its stage run?)")
-        rel = Path(p).resolve().relative_to(out.parent.resolve())
+        rel = Path(os.path.relpath(Path(p).resolve(), out.parent.resolve()))
         rows.append(f'<li><a href="{html.escape(rel.as_posix())}">{html.escape(p.stem)}</a></li>')
     blocks = []
     for m in metrics:
@@ -111,8 +114,16 @@ def main(argv: list[str] | None = None) -> None:
         print(build_index(a.out, a.pages, a.title, a.metrics))
 
 
-if __name__ == "__main__":
-    main()
+
+def run_report(ctx) -> Path:
+    """Stage `report`: reports/index.html linking the summary page and every stage page (reports/stages/), with
+    the metrics files (report.title)."""
+    root = ctx.root
+    own = root / ctx.spec.page.with_suffix(".html")
+    pages = [own, *sorted((root / "reports" / "stages").glob("*.html"))]
+    metrics = [p for pattern in ("*.json", "train/*.json", "retrieval/*.json")
+               for p in sorted((root / "metrics").glob(pattern))]
+    return build_index(ctx.out_root / "reports" / "index.html", pages, ctx.report.title, metrics, pending=(own,))
 
 
 def dvclive_curves(dvclive_dir: str | Path) -> pl.DataFrame:
@@ -130,3 +141,42 @@ def dvclive_curves(dvclive_dir: str | Path) -> pl.DataFrame:
     if not parts:
         raise FileNotFoundError(f"{dvclive_dir}: no dvclive metrics found")
     return pl.concat(parts)
+
+
+def training_curves(run_dir: str | Path):
+    """Loss, learning rate, logit scale and validation scores of every seed of a run (dvclive), one panel each."""
+    import altair as alt
+    import polars as pl
+
+    seeds = sorted(Path(run_dir).glob("seed*"))
+    curves = pl.concat([dvclive_curves(d / "dvclive").with_columns(seed=pl.lit(d.name)) for d in seeds])
+    show = curves.filter(pl.col("metric").is_in(["train/loss", "train/lr", "train/logit_scale", "val/loss",
+                                                  "val/r10_v2r", "val/mcmrr"]))
+    return alt.Chart(show.to_pandas()).mark_line(point=False).encode(
+        x="step:Q", y=alt.Y("value:Q", scale=alt.Scale(zero=False)), color="seed:N",
+        facet=alt.Facet("metric:N", columns=3)).properties(width=220, height=140).resolve_scale(y="independent")
+
+
+def load_metrics(metrics_dir: str | Path) -> dict[str, dict]:
+    """Every metrics/*.json by name (synth, views, split, table1, ...)."""
+    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(metrics_dir).glob("*.json"))}
+
+
+def summary_frame(metrics: dict[str, dict]):
+    """Data and view filtering in one table, from the synth, views and filter metrics."""
+    import polars as pl
+
+    synth, views, filt = metrics.get("synth", {}), metrics.get("views", {}), metrics.get("filter", {})
+    return pl.DataFrame({
+        "quantity": ["patients", "studies", "clips", "OTHER or poor-quality share", "view classifier accuracy",
+                     "calibration error (ECE) after temperature scaling", "clips kept at the threshold",
+                     "studies left without any clip"],
+        "value": [str(synth.get("patients", "–")), str(synth.get("studies", "–")), str(synth.get("videos", "–")),
+                  str(synth.get("other_or_poor_share", "–")), f"{views.get('accuracy', float('nan')):.3f}",
+                  f"{views.get('ece_after', float('nan')):.3f}", f"{filt.get('kept', '–')} of {filt.get('clips', '–')}",
+                  str(filt.get("studies_without_kept_clip", "–"))],
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -64,7 +64,7 @@ def _ingested_clips(folder: Path, workdir: Path) -> pl.DataFrame:
 
 def _clip_tensor(path: str, n_frames: int, ck: dict, frames: int) -> torch.Tensor:
     """The frames the model saw in training: the cache's frames/stride/size, then the evaluation window."""
-    from .data import frame_indices, frames_tensor, model_input
+    from .cache import frame_indices, frames_tensor, model_input
 
     size = ck.get("size", 64)
     if "cache_frames" in ck:
@@ -83,14 +83,15 @@ def retrieve(model_dir: str | Path, study: str | Path, reports: str | Path, k: i
 
 
 def _retrieve(model_dir, clips: pl.DataFrame, study, reports, k: int, views_dir, threshold: float) -> pl.DataFrame:
-    from .evaluate import load_clip_model
     from .interpret import embed_sentences
+    from .models import load_clip_model
+    from .models.factory import run_views
     from .text import load_tokenizer
     from .views import apply_filter, predict
 
     pred = apply_filter(predict(views_dir, "/", clips, workers=1, progress=False), threshold)
     model, frames, ck = load_clip_model(Path(model_dir) / "model.pt")
-    views = [v.strip() for v in ck["run"]["views"].split(",")]
+    views = run_views(ck)
     kept = clips.join(pred, on="video_id").filter(pl.col("kept") & pl.col("pred_view").is_in(views))
     if kept.height == 0:
         seen = pred.select("pred_view", "view_prob", "drop_reason").to_dicts()

@@ -81,3 +81,26 @@ def table2(assigned: pl.DataFrame, videos: pl.DataFrame, views=("LAX", "SAX", "2
     out["test_4ch"] = {"studies": int(used["eval_4ch"].sum()),
                        "patients": used.filter(pl.col("eval_4ch"))["patient_id"].n_unique()}
     return out
+
+
+def table2_frame(t2: dict) -> pl.DataFrame:
+    """`table2` (or metrics/split.json) as the paper's Table 2: one row per split, patients, studies, clips per view."""
+    return pl.DataFrame([{"split": s, "patients": t2[s]["patients"], "studies": t2[s]["studies"], **t2[s]["clips"]}
+                         for s in SPLITS if s in t2])
+
+
+def run_split(ctx) -> dict:
+    """Stage `split`: patient-level split of the studies (params `split`, base.seed) with the kept clips of
+    data/filtered; writes data/split/studies.parquet; returns Table 2 and the exclusions (metrics/split.json)."""
+    studies = pl.read_parquet(ctx.raw / "studies.parquet")
+    videos = pl.read_parquet(ctx.data / "filtered" / "videos.parquet")
+    assigned = assign_studies(studies, videos, ctx.split.ratios, ctx.base.seed)
+    if assigned.height != studies.height:
+        raise ValueError(f"split: {studies.height} studies in, {assigned.height} assigned")
+    out = ctx.out("split")
+    out.mkdir(parents=True, exist_ok=True)
+    assigned.write_parquet(out / "studies.parquet")
+    excluded = assigned.filter(pl.col("excluded") != "")
+    return {**table2(assigned, videos), "patients_in_two_splits": patients_in_two_splits(assigned),
+            "excluded_studies": dict(excluded.group_by("excluded").len().iter_rows()),
+            "ratios": list(ctx.split.ratios)}

@@ -1,14 +1,13 @@
 """Report text: normalisation and the Japanese tokenizer (MeCab word splitting + WordPiece).
 
 `train_tokenizer(reports, out_dir)` learns a WordPiece vocabulary on MeCab (fugashi + unidic-lite) words of the
-*training* reports and saves a transformers `BertJapaneseTokenizer` directory that round-trips through
-`AutoTokenizer.from_pretrained(out_dir)`. Every character seen in training enters the vocabulary, so unseen
+*training* reports (the most frequent words and every character) and saves a transformers
+`BertJapaneseTokenizer` directory that round-trips through `AutoTokenizer.from_pretrained(out_dir)`. Every character seen in training enters the vocabulary, so unseen
 characters, not unseen words, are what produces [UNK]. `load_tokenizer(dir)` never reaches a hub.
 """
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from pathlib import Path
 
@@ -29,25 +28,25 @@ def mecab_words(texts, tagger=None) -> list[list[str]]:
 
 
 def train_tokenizer(reports: list[str], out_dir: str | Path, vocab_size: int = 8000, max_length: int = 256):
-    """Train WordPiece on MeCab words of `reports` and save a BertJapaneseTokenizer directory."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """Learn a WordPiece vocabulary on MeCab words of `reports` and save a BertJapaneseTokenizer directory.
+
+    The vocabulary holds the special tokens, every character seen (alone and as a `##` continuation, so no
+    training character becomes [UNK]) and the most frequent whole words up to `vocab_size` (ties broken by the
+    word), in a fixed order: the same reports give the same file. (Hugging Face's WordPiece trainer breaks ties
+    between equally frequent merges in hash order, which differs from process to process, so it gave different
+    vocabularies for the same reports.) Words outside the vocabulary split into characters."""
+    import collections
+
     from transformers import BertJapaneseTokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    words = mecab_words(reports)
-    alphabet = sorted({ch for ws in words for w in ws for ch in w})
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=alphabet,
-                                        limit_alphabet=len(alphabet) + 10, continuing_subword_prefix="##")
-    tok.train_from_iterator((" ".join(ws) for ws in words), trainer=trainer)
-    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-    tokens = [t for t, _ in vocab]
-    for ch in alphabet:  # every training character, alone and as a continuation piece
-        for piece in (ch, "##" + ch):
-            if piece not in tok.get_vocab():
-                tokens.append(piece)
+    words = collections.Counter(w for ws in mecab_words(reports) for w in ws)
+    chars = sorted({ch for w in words for ch in w})
+    pieces = {piece for ch in chars for piece in (ch, "##" + ch)}
+    budget = max(0, vocab_size - len(SPECIAL) - len(pieces))
+    frequent = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])) if w not in pieces][:budget]
+    tokens = SPECIAL + sorted(pieces | set(frequent))
     (out / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
     bert = BertJapaneseTokenizer(
         vocab_file=str(out / "vocab.txt"), do_lower_case=False, word_tokenizer_type="mecab",
@@ -89,5 +88,31 @@ def token_lengths(tokenizer, texts: list[str]) -> list[int]:
     return [len(x) for x in tokenizer([normalize(t) for t in texts], add_special_tokens=True)["input_ids"]]
 
 
-def save_stats(path: str | Path, stats: dict) -> None:
-    Path(path).write_text(json.dumps(stats, indent=2, ensure_ascii=False))
+def split_reports(raw: str | Path, split_path: str | Path):
+    """The studies table joined with its split (study_id, report, split, ...)."""
+    import polars as pl
+
+    return pl.read_parquet(Path(raw) / "studies.parquet").join(
+        pl.read_parquet(split_path).select("study_id", "split"), on="study_id")
+
+
+def run_tokenizer(ctx) -> dict:
+    """Stage `tokenizer`: WordPiece on MeCab words of the training reports (params `text`), or a local pretrained
+    tokenizer (text.pretrained_dir) copied, into data/tokenizer; returns metrics/tokenizer.json."""
+    import polars as pl
+
+    cfg, out = ctx.text, ctx.out("tokenizer")
+    studies = split_reports(ctx.raw, ctx.data / "split" / "studies.parquet")
+    train = studies.filter(pl.col("split") == "train")["report"].to_list()
+    valid = studies.filter(pl.col("split") == "valid")["report"].to_list()
+    if cfg.pretrained_dir:
+        out.mkdir(parents=True, exist_ok=True)
+        load_tokenizer(ctx.root / cfg.pretrained_dir).save_pretrained(str(out))
+    else:
+        train_tokenizer(train, out, cfg.vocab_size, cfg.max_length)
+    tok = load_tokenizer(out)
+    lengths = token_lengths(tok, studies["report"].to_list())
+    return {"vocab_size": len(tok), "unk_rate_train": unk_rate(tok, train),
+            "unk_rate_valid": unk_rate(tok, valid) if valid else None,
+            "truncated": int(sum(n > cfg.max_length for n in lengths)), "max_length": cfg.max_length,
+            "longest": int(max(lengths)), "source": cfg.pretrained_dir or "trained on the training split"}

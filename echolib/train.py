@@ -19,33 +19,9 @@ from pathlib import Path
 import torch
 
 from . import config as C
-from .models import EchoClip, create_image_encoder, create_text_encoder, create_video_encoder, list_encoders
+from .models import EchoClip, build_model
 
 MONITOR = "val/mcmrr"  # model selection and early stopping: validation MCMRR, both directions (lower is better)
-
-
-def encoder_size(run: C.RunConfig, profile: str) -> str:
-    return run.size if run.size != "auto" else ("paper" if profile == "paper" else "tiny")
-
-
-def build_model(run: C.RunConfig, train: C.TrainConfig, text: C.TextConfig, profile: str, vocab_size: int,
-                stored_frames: int) -> tuple[EchoClip, int]:
-    """EchoClip for a run and the number of frames its video input has."""
-    size = encoder_size(run, profile)
-    weights = run.weights or None
-    if run.encoder in list_encoders()["image"]:
-        enc = create_image_encoder(run.encoder, size=size, weights=weights)
-        frames = min(stored_frames, 32)
-    else:
-        enc = create_video_encoder(run.encoder, size=size, weights=weights)
-        frames = enc.num_frames
-        if frames > stored_frames:
-            raise ValueError(f"run encoder {run.encoder} ({size}) needs {frames} frames but the clip cache stores "
-                             f"{stored_frames}: raise cache.frames")
-    depth = {"num_hidden_layers": text.layers} if text.layers and not text.pretrained_dir else {}
-    txt = create_text_encoder("bert", size=size, vocab_size=vocab_size, max_length=text.max_length,
-                              pretrained_dir=text.pretrained_dir or None, embed_dim=enc.proj.out_features, **depth)
-    return EchoClip(enc, txt, siglip=train.loss == "siglip"), frames
 
 
 def _val_interval(val_check_clips: int, global_batch: int, steps_per_epoch: int) -> int | float:
@@ -84,18 +60,19 @@ def setup_run(name: str, params_path: str | Path = "params.yaml") -> RunSetup:
     from .lit import ClipDataModule
     from .text import load_tokenizer
 
-    params = C.load_params(params_path)
-    base, train, text = (C.load_section(params, s) for s in ("base", "train", "text"))
-    runs = C.load_runs(params)
-    if name not in runs:
-        raise C.ConfigError(f"run {name!r} is not in params.yaml runs: {sorted(runs)}")
-    run = runs[name]
+    p = C.load(params_path)
+    base, train, text = p.base, p.train, p.text
+    if name not in p.runs:
+        raise C.ConfigError(f"run {name!r} is not in params.yaml runs: {sorted(p.runs)}")
+    run = p.runs[name]
     data = C.project_root(Path(params_path).resolve().parent) / base.data_root
     tokenizer = load_tokenizer(text.pretrained_dir or data / "tokenizer")
     cache_meta = json.loads((data / "cache" / "meta.json").read_text())
-    model, frames = build_model(run, train, text, base.profile, len(tokenizer), cache_meta["frames"])
+    model, frames = build_model(run, vocab_size=len(tokenizer), stored_frames=cache_meta["frames"],
+                                max_length=text.max_length, text_layers=text.layers,
+                                pretrained_dir=text.pretrained_dir, loss=train.loss)
     batch = run.batch_size or train.batch_size
-    dm = ClipDataModule(str(data / "cache"), run.view_list, frames, batch, train.num_workers)
+    dm = ClipDataModule(str(data / "cache"), list(run.views), frames, batch, train.num_workers)
     dm.setup()
     return RunSetup(base, train, text, run, data, tokenizer, model, frames, dm, batch, cache_meta)
 
@@ -108,7 +85,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
 
     from .lit import EchoClipModule
 
-    if train_threads := C.load_section(C.load_params(params_path), "train").torch_threads:
+    if train_threads := C.load(params_path).train.torch_threads:
         torch.set_num_threads(train_threads)
     L.seed_everything(seed, workers=True)
     r = setup_run(name, params_path)
@@ -144,8 +121,8 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
     summary = {
-        "run": name, "seed": seed, "encoder": run.encoder, "size": encoder_size(run, base.profile), "frames": frames,
-        "views": run.view_list, "lr": run.lr, "batch_size": batch, "train_clips": len(dm.train_set),
+        "run": name, "seed": seed, "encoder": run.encoder, "size": run.size, "frames": frames,
+        "views": list(run.views), "lr": run.lr, "batch_size": batch, "train_clips": len(dm.train_set),
         "val_clips": len(dm.val_set), "epochs_run": trainer.current_epoch, "global_steps": trainer.global_step,
         "train_seconds": round(seconds, 1),
         "clips_per_second": round(trainer.global_step * batch * world / max(seconds, 1e-9), 1),
@@ -190,13 +167,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--resume", action="store_true", help="continue from checkpoints/last.ckpt")
     ap.add_argument("--fast-dev-run", action="store_true")
+    ap.add_argument("--out-root", default=None, help="folder for RUN/seedS (default: <data_root>/runs)")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    seeds = [a.seed] if a.seed is not None else C.load_section(C.load_params(a.params), "base").seeds
+    seeds = [a.seed] if a.seed is not None else C.load(a.params).base.seeds
     for seed in seeds:
-        s = train_run(a.run, seed, a.params, a.resume, a.fast_dev_run)
+        s = train_run(a.run, seed, a.params, a.resume, a.fast_dev_run, a.out_root)
         if s:
             print(json.dumps(s), flush=True)
+
+
+def run_train(ctx) -> dict:
+    """Stage `train@RUN`: `python -m echolib.train --run RUN` in a subprocess (Lightning's DDP cannot start in a
+    kernel), every seed of base.seeds, into data/runs/RUN; returns the mean and spread over seeds."""
+    from .proc import run_module
+
+    out_root = ctx.out("runs")
+    run_module("echolib.train", "--run", ctx.key, "--params", ctx.params_file, "--out-root", out_root, cwd=ctx.root)
+    summary = summarize_seeds(out_root / ctx.key)
+    if any(s["best_val_mcmrr"] is None for s in summary["per_seed"]):
+        raise RuntimeError(f"train@{ctx.key}: a seed has no validation score")
+    return summary
 
 
 if __name__ == "__main__":

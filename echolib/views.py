@@ -23,8 +23,8 @@ import polars as pl
 
 from .io.video import VideoDecodeError, read_clip
 from .splits import split_patients
+from .vocab import CLASSES
 
-CLASSES = ("LAX", "SAX", "2CH", "3CH", "4CH", "OTHER")
 DROP_OTHER, DROP_LOW, DROP_NOT_KEPT, DROP_UNREADABLE = "predicted OTHER", "low confidence", "view not kept", \
     "unreadable"
 
@@ -168,9 +168,8 @@ def _augment(x, gen):
     return (torch.roll(x, shifts=(dy, dx), dims=(2, 3)) * gain).clamp_(0, 1)
 
 
-def train(data: str | Path, out: str | Path, model_name: str = "mobilenetv3_small_100", frames: int = 3,
-          size: int = 64, epochs: int = 3, batch_size: int = 64, lr: float = 2e-3, max_train_clips: int = 6000,
-          seed: int = 0, workers: int = 0, progress: bool = True) -> dict:
+def train(data: str | Path, out: str | Path, model_name: str, frames: int, size: int, epochs: int, batch_size: int,
+          lr: float, max_train_clips: int, seed: int = 0, workers: int = 0, progress: bool = True) -> dict:
     """Fit the classifier on one patient group, calibrate on a second, evaluate on a third; save to `out`."""
     import torch
 
@@ -289,12 +288,16 @@ def apply_filter(pred: pl.DataFrame, threshold: float = 0.9, keep=CLASSES[:5]) -
 
 
 def from_labels(videos: pl.DataFrame, source_path: str = "videos.parquet") -> pl.DataFrame:
-    """Use a view label and probability the source already carries (the paper's CSV) instead of the classifier."""
-    missing = [c for c in ("view_label", "view_prob") if c not in videos.columns]
-    if missing:
+    """The view a source carries instead of the classifier's: the paper CSV's view_label/view_prob, or the
+    synthetic benchmark's true `view` (probability 1)."""
+    if {"view_label", "view_prob"} <= set(videos.columns):
+        label, prob = pl.col("view_label"), pl.col("view_prob").cast(pl.Float64)
+    elif "view" in videos.columns and "view_label" not in videos.columns:
+        label, prob = pl.col("view"), pl.lit(1.0, dtype=pl.Float64)
+    else:
+        missing = [c for c in ("view_label", "view_prob") if c not in videos.columns]
         raise ValueError(f"{source_path}: views.source is 'label' but column(s) {missing} are missing")
-    return videos.select("video_id", pl.col("view_label").alias("pred_view"), pl.col("view_prob").cast(pl.Float64),
-                         decode_error=pl.lit(""))
+    return videos.select("video_id", label.alias("pred_view"), prob.alias("view_prob"), decode_error=pl.lit(""))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -303,19 +306,15 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("train", help="train + calibrate + evaluate the view classifier")
     t.add_argument("--data", required=True)
     t.add_argument("--out", required=True)
-    t.add_argument("--model", default="mobilenetv3_small_100")
-    for name, typ, default in (("frames", int, 3), ("size", int, 64), ("epochs", int, 3), ("batch-size", int, 64),
-                               ("lr", float, 2e-3), ("max-train-clips", int, 6000), ("seed", int, 0),
-                               ("workers", int, 0)):
-        t.add_argument(f"--{name}", type=typ, default=default)
+    t.add_argument("--model", required=True, help="a timm architecture")
+    for name, typ in (("frames", int), ("size", int), ("epochs", int), ("batch-size", int), ("lr", float),
+                      ("max-train-clips", int), ("seed", int), ("workers", int)):
+        t.add_argument(f"--{name}", type=typ, required=True)
     a = ap.parse_args(argv)
     m = train(a.data, a.out, a.model, a.frames, a.size, a.epochs, a.batch_size, a.lr, a.max_train_clips, a.seed,
               a.workers)
     print(json.dumps({k: m[k] for k in ("accuracy", "temperature", "ece_before", "ece_after", "train_seconds")}))
 
-
-if __name__ == "__main__":
-    main()
 
 
 def filter_summary(filtered: pl.DataFrame, threshold: float, source: str) -> dict:
@@ -333,3 +332,67 @@ def filter_summary(filtered: pl.DataFrame, threshold: float, source: str) -> dic
         out["kept_view_accuracy"] = float((k["view"] == k["pred_view"]).mean()) if k.height else None
         out["other_kept"] = int((k["view"] == "OTHER").sum())
     return out
+
+
+#: what metrics/views.json keeps of the classifier's metrics
+VIEW_METRICS = ("model", "accuracy", "temperature", "ece_before", "ece_after", "fit_clips", "evaluation_clips",
+                "train_seconds")
+
+
+def run_view_classifier(ctx) -> dict:
+    """Stage `view_classifier`: train, calibrate and evaluate the classifier (params `views`) in a subprocess,
+    into data/views; returns the metrics kept in metrics/views.json."""
+    from .proc import run_module
+
+    cfg, out = ctx.views, ctx.out("views")
+    run_module("echolib.views", "train", "--data", ctx.raw, "--out", out, "--model", cfg.model, "--frames", cfg.frames,
+               "--size", cfg.size, "--epochs", cfg.epochs, "--batch-size", cfg.batch_size, "--lr", cfg.lr,
+               "--max-train-clips", cfg.max_train_clips, "--seed", ctx.base.seed, "--workers", ctx.base.workers)
+    m = json.loads((out / "metrics.json").read_text())
+    return {k: m[k] for k in VIEW_METRICS}
+
+
+def run_filter_views(ctx) -> dict:
+    """Stage `filter_views`: every clip's calibrated view and probability (or the source's own label), kept when
+    its view is in `views.keep` at probability >= `views.threshold`; writes data/filtered/videos.parquet."""
+    cfg = ctx.views
+    videos = pl.read_parquet(ctx.raw / "videos.parquet")
+    if cfg.source == "classifier":
+        pred = predict(ctx.data / "views", ctx.raw, videos, workers=ctx.base.workers)
+    else:
+        pred = from_labels(videos, str(ctx.raw / "videos.parquet"))
+    filtered = apply_filter(pred, cfg.threshold, cfg.keep)
+    cols = ["video_id", "study_id", "path", "n_frames", "fps"] + (["view"] if "view" in videos.columns else [])
+    filtered = videos.select(cols).join(filtered, on="video_id")
+    if filtered["video_id"].n_unique() != videos.height:
+        raise ValueError(f"view filter: {videos.height} clips in, {filtered.height} decisions out")
+    out = ctx.out("filtered")
+    out.mkdir(parents=True, exist_ok=True)
+    filtered.write_parquet(out / "videos.parquet")
+    print(f"kept {filtered['kept'].sum()} of {filtered.height} clips")
+    return filter_summary(filtered, cfg.threshold, cfg.source)
+
+
+def classifier_charts(model_dir: str | Path) -> dict:
+    """The view classifier's confusion matrix (evaluation patients) and reliability plot (before/after
+    temperature scaling), from what `train` saved in `model_dir`."""
+    import altair as alt
+
+    model_dir = Path(model_dir)
+    ev = pl.read_parquet(model_dir / "eval_predictions.parquet")
+    cm = confusion(label_indices(ev["view"]), label_indices(ev["predicted"]))
+    base = alt.Chart(cm.to_pandas()).encode(x=alt.X("predicted:N", sort=list(CLASSES)),
+                                            y=alt.Y("true:N", sort=list(CLASSES)))
+    matrix = (base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(type="symlog")))
+              + base.mark_text().encode(text="count:Q")).properties(width=260, height=260)
+    rel = pl.read_parquet(model_dir / "reliability.parquet")
+    diag = alt.Chart(pl.DataFrame({"x": [0.0, 1.0]}).to_pandas()).mark_line(color="gray", strokeDash=[4, 4]) \
+        .encode(x="x:Q", y="x:Q")
+    pts = alt.Chart(rel.to_pandas()).mark_line(point=True).encode(
+        x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1])), y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1])),
+        color="calibration:N", tooltip=["confidence", "accuracy", "count"])
+    return {"confusion": matrix, "reliability": (diag + pts).properties(width=300, height=300)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic benchmark generated once per test session."""
+"""Shared fixtures: a tiny synthetic benchmark generated once per test session, and a tiny project whose data
+stages ran through the same entry functions the pipeline's notebooks call."""
 
 from __future__ import annotations
 
@@ -6,53 +7,69 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def tiny_params(**sections) -> dict:
+    """params.yaml with the tiny profile's values, fast training settings, and `sections` updated on top."""
+    from echolib import config
+
+    params = config.apply_profile(config.load_params(ROOT / "params.yaml"), "tiny")
+    params["base"].update(seeds=[0], workers=2)
+    params["synth"].update(n_patients=8)
+    params["train"].update(batch_size=4, max_epochs=1, num_workers=0, warmup_steps=2)
+    for run in params["runs"].values():
+        run["max_epochs"] = 0  # train.max_epochs
+    params["text"].update(vocab_size=1000)
+    for name, values in sections.items():
+        params[name].update(values)
+    return params
+
+
+def make_project(d: Path, params: dict) -> Path:
+    """A project folder: params.yaml, dvc.yaml, notebooks and a link to echolib."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    for name in ("dvc.yaml", "notebooks"):
+        (d / name).symlink_to(ROOT / name)
+    (d / "echolib").symlink_to(ROOT / "echolib")
+    return d
+
+
+def run_stage_entry(root: Path, stage: str, fn, key: str | None = None):
+    """A stage's entry function with the stage's context (the listed params of root/params.yaml)."""
+    from echolib.stage import context
+
+    ctx = context(stage, "pipeline", key=key, root=root)
+    return fn(ctx)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
+    from echolib import config
     from echolib.synth import generate
 
     out = tmp_path_factory.mktemp("synth") / "tiny"
-    generate(out, profile="tiny", seed=0, n_patients=8, workers=2, progress=False)
+    synth = config.SynthConfig.from_dict({**config.preset("tiny", "synth").to_dict(), "n_patients": 8})
+    generate(out, synth, seed=0, workers=2, progress=False)
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory, tiny_data) -> Path:
-    """A project folder with params.yaml (tiny sizes), filtered clips (true views), split, tokenizer and cache."""
-    import shutil
+    """A tiny project whose filter (true views), split, tokenizer and cache stages ran (data/raw: `tiny_data`)."""
+    from echolib.cache import run_cache
+    from echolib.splits import run_split
+    from echolib.text import run_tokenizer
+    from echolib.views import run_filter_views
 
-    import polars as pl
-    import yaml
-
-    from echolib.data import build_cache
-    from echolib.splits import assign_studies
-    from echolib.text import load_tokenizer, train_tokenizer
-
-    d = tmp_path_factory.mktemp("proj")
-    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
-    (d / "echolib").symlink_to(ROOT / "echolib")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["base"].update(profile="tiny", seeds=[0])
-    params["train"].update(batch_size=4, max_epochs=1, num_workers=0, warmup_steps=2)
-    for run in params["runs"].values():
-        run["max_epochs"] = 0  # train.max_epochs
-    params["cache"].update(frames=16, stride=1)
-    params["text"].update(vocab_size=1000)
-    (d / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    data = d / "data"
-    raw = data / "raw"
-    data.mkdir()
-    raw.symlink_to(tiny_data)
-    videos = pl.read_parquet(raw / "videos.parquet").with_columns(
-        pred_view=pl.col("view"), kept=pl.col("view") != "OTHER")
-    studies = pl.read_parquet(raw / "studies.parquet")
-    assigned = assign_studies(studies, videos, (0.6, 0.2, 0.2), seed=0)
-    studies = studies.join(assigned.select("study_id", "split"), on="study_id")
-    train_tokenizer(studies.filter(pl.col("split") == "train")["report"].to_list(), data / "tokenizer", 1000)
-    build_cache(raw, videos.filter(pl.col("kept")), studies, load_tokenizer(data / "tokenizer"), data / "cache",
-                frames=16, size=64, workers=2, progress=False)
+    d = make_project(tmp_path_factory.mktemp("proj"), tiny_params(views={"source": "label"}))
+    (d / "data").mkdir()
+    (d / "data" / "raw").symlink_to(tiny_data)
+    for stage, fn in (("filter_views", run_filter_views), ("split", run_split), ("tokenizer", run_tokenizer),
+                      ("cache", run_cache)):
+        run_stage_entry(d, stage, fn)
     return d

@@ -1,77 +1,129 @@
+"""params.yaml: one source of truth, checked as a whole; profiles as presets; the stage runner's parameter views."""
+
+import copy
+
 import pytest
+import yaml
 
 from echolib import config
 from tests.conftest import ROOT
 
 
-def test_params_yaml_loads_into_typed_sections():
-    sections = config.load_all(ROOT / "params.yaml")
-    assert sections["base"].profile in config.PROFILES
-    assert isinstance(sections["base"].seed, int)
+@pytest.fixture
+def params():
+    return config.load_params(ROOT / "params.yaml")
 
 
-def test_unknown_key_is_named():
-    with pytest.raises(config.ConfigError, match=r"'synth'.*unknown key\(s\) \['n_patient'\]"):
-        config.SynthConfig.from_dict({"n_patient": 3})
+def test_params_yaml_is_valid_and_typed(params):
+    p = config.validate(params)
+    assert p.base.profile in config.PROFILES and isinstance(p.base.seed, int)
+    assert list(p.views.keep) == ["LAX", "SAX", "2CH", "3CH", "4CH"] and list(p.runs) == [
+        "MultiVideo", "SingleVideo", "SingleImage"]
 
 
-def test_mistyped_key_is_named():
-    with pytest.raises(config.ConfigError, match=r"key 'seed' must be int, got '1'"):
-        config.BaseConfig.from_dict({"seed": "1"})
-    with pytest.raises(config.ConfigError, match=r"key 'profile' must be one of"):
-        config.BaseConfig.from_dict({"profile": "huge"})
-    with pytest.raises(config.ConfigError, match=r"key 'seed' must be int, got True"):
-        config.BaseConfig.from_dict({"seed": True})
+def test_committed_params_hold_the_default_profile(params):
+    """params.yaml as committed is the `default` preset: the presets cannot drift from it."""
+    assert config.apply_profile(params, "default") == params
 
 
-def test_value_checks_and_optional():
-    assert config.SynthConfig.from_dict({"n_patients": None}).n_patients is None
-    with pytest.raises(config.ConfigError, match="'n_frames' must be positive"):
-        config.SynthConfig.from_dict({"n_frames": 0})
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_every_profile_is_valid_and_names_real_keys(params, profile):
+    eff = config.apply_profile(params, profile)
+    config.validate(eff)
+    flat = config.profile_values(profile, list(params["runs"]))
+    for key in flat:  # a preset may only set keys params.yaml has
+        config.get(params, key)
+    assert eff["base"]["profile"] == profile
+    args = config.profile_overrides(profile, params)
+    assert args[:2] == ["-S", f"base.profile={profile}"] and len(args) == 2 * len(flat)
 
 
-def test_unknown_section(tmp_path):
-    p = tmp_path / "params.yaml"
-    p.write_text("base: {seed: 1}\ntrian: {lr: 1}\n")
-    with pytest.raises(config.ConfigError, match=r"unknown params section\(s\) \['trian'\]"):
-        config.load_all(p)
+def test_show_prints_the_effective_parameters(capsys):
+    assert config.main(["show", "tiny", "--params", str(ROOT / "params.yaml")]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["synth"]["n_patients"] == 24 and shown["views"]["threshold"] == 0.5
+    assert shown["runs"]["MultiVideo"]["views"] == ["LAX", "SAX", "2CH", "3CH", "4CH"]
+
+
+def test_a_fourth_run_gets_the_profile_too(params):
+    params["runs"]["MultiVideo4"] = copy.deepcopy(params["runs"]["MultiVideo"])
+    eff = config.apply_profile(params, "paper")
+    assert eff["runs"]["MultiVideo4"]["size"] == "paper" and eff["runs"]["MultiVideo4"]["lr"] == 1e-5
+
+
+def _set(params, key, value):
+    node = params
+    *path, last = key.split(".")
+    for part in path:
+        node = node[part]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return params
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("synth.n_frame", 3, r"unknown key 'synth.n_frame'; allowed: \["),
+    ("base.seed", "1", r"'base.seed' must be int, got '1'"),
+    ("base.seed", True, r"'base.seed' must be int, got True"),
+    ("base.profile", "huge", r"'base.profile' must be one of 'tiny', 'default', 'control', 'paper', got 'huge'"),
+    ("base.source", "dicomm", r"'base.source' must be one of 'synthetic', 'dicom'"),
+    ("train.max_epochs", -1, r"'train.max_epochs' must be >= 1, got -1"),
+    ("views.epochs", -3, r"'views.epochs' must be >= 1, got -3"),
+    ("train.batch_size", 0, r"'train.batch_size' must be >= 2, got 0"),
+    ("views.keep", ["5CH"], r"'views.keep' must be a list of one of 'LAX'"),
+    ("runs.SingleVideo.encoder", "convnxt", r"'runs.SingleVideo.encoder' 'convnxt' is not a known encoder"),
+    ("base.seeds", [], r"'base.seeds' must not be empty"),
+    ("evaluate.n_bootstrap", -1, r"'evaluate.n_bootstrap' must be >= 1, got -1"),
+    ("evaluate.level", 2, r"'evaluate.level' must be <= 0.999, got 2"),
+    ("synth.size", 7, r"'synth.size' must be >= 32, got 7"),
+    ("split.test", 0.3, r"'split.train' \+ 'valid' \+ 'test' must sum to 1"),
+    ("cache.frames", 8, r"'runs.MultiVideo' \(convnext_early, size tiny\) takes 16 frames but 'cache.frames'"),
+    ("runs.SingleVideo.views", ["2CH"], r"'runs.SingleVideo.views' uses \['2CH'\], which 'views.keep' drops"),
+    ("ingest.encoding", "cp-nonsense", r"'ingest.encoding' 'cp-nonsense' is not a known text encoding"),
+    ("train.lr", 0.1, r"unknown key 'train.lr'"),
+    ("views.threshold", DELETE, r"section 'views' lacks key\(s\) \['threshold'\]"),
+])
+def test_bad_parameter_is_one_line_naming_the_key(params, key, value, message):
+    if key == "views.keep":  # then the runs' views are dropped too; keep them consistent with the bad value
+        params["runs"] = {"SingleVideo": params["runs"]["SingleVideo"]}
+    if key == "runs.SingleVideo.views":
+        params["views"]["keep"] = ["4CH"]
+        params["runs"] = {"SingleVideo": params["runs"]["SingleVideo"]}
+    with pytest.raises(config.ConfigError, match=message) as e:
+        config.validate(_set(params, key, value))
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_section_and_bad_yaml(tmp_path, params, capsys):
+    params["trian"] = {"lr": 1}
+    with pytest.raises(config.ConfigError, match=r"unknown section\(s\) \['trian'\]"):
+        config.validate(params)
+    bad = tmp_path / "params.yaml"
+    bad.write_text("base: [unclosed\n")
+    assert config.main(["check", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_check_cli(capsys):
+    assert config.main(["check", str(ROOT / "params.yaml")]) == 0
+    assert "ok (profile default" in capsys.readouterr().out
 
 
 def test_project_root_found_from_subfolder():
     assert config.project_root(ROOT / "notebooks") == ROOT
 
 
-def test_profile_overrides_name_real_params():
-    import yaml
+def test_encoder_catalogue_matches_the_registry():
+    from echolib import encoders
+    from echolib.models import create_video_encoder, list_encoders
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for profile in config.PROFILES:
-        args = config.profile_overrides(profile)
-        assert args[:2] == ["-S", f"base.profile={profile}"]
-        for a in args[1::2]:
-            node = params
-            for part in a.split("=")[0].split("."):
-                assert part in node, f"{profile}: {a} names no key of params.yaml"
-                node = node[part]
-    with pytest.raises(config.ConfigError, match="unknown profile"):
-        config.profile_overrides("huge")
-
-
-@pytest.mark.parametrize("stage,source,skipped", [("synthetic", "synthetic", False), ("synthetic", "dicom", True),
-                                                  ("ingest", "synthetic", True), ("ingest", "paper-csv", False)])
-def test_only_the_selected_data_stage_runs(tmp_path, stage, source, skipped):
-    import json
-
-    from echolib.report import notebook_to_html
-
-    nb, metrics = tmp_path / "nb.ipynb", tmp_path / "m.json"
-    assert config.skip_unselected(stage, source, tmp_path / "data", nb, metrics) is skipped
-    assert config.main(["skip-unselected", stage, source, str(tmp_path / "d2"), str(nb), str(metrics)]) == \
-        (0 if skipped else 1)
-    if skipped:  # placeholders satisfy the stage's outputs and render like any page
-        assert (tmp_path / "data" / "NOT_SELECTED").is_file()
-        assert json.loads(metrics.read_text()) == {"selected": False, "source": source}
-        assert "Not selected" in notebook_to_html(nb).read_text()
-    else:
-        assert not nb.exists() and not (tmp_path / "data").exists()
-    assert config.raw_dir("data", source).name == ("raw" if source == "synthetic" else "ingested")
+    reg = list_encoders()
+    for kind in ("video", "image", "text"):
+        assert reg[kind] == encoders.names(kind), kind
+    for name in encoders.names("video"):
+        assert create_video_encoder(name, size="tiny").num_frames == encoders.frames(name, "tiny")

@@ -53,7 +53,7 @@ def test_retrieve_top_k_and_no_usable_view(tiny_project, tmp_path, capsys, monke
     # retrieval feeds the model exactly the frames evaluation feeds it
     import torch
 
-    from echolib.data import ClipCache, ClipReportDataset, model_input
+    from echolib.cache import ClipCache, ClipReportDataset, model_input
     from echolib.retrieve import _clip_tensor
 
     ck = torch.load(root / "rruns" / "SingleVideo" / "seed0" / "model.pt", map_location="cpu", weights_only=False)

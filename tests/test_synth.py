@@ -6,9 +6,8 @@ import pytest
 
 from echolib.io.video import read_clip
 from echolib.synth import generate
-from echolib.synth.anatomy import VIEWS
-from echolib.synth.findings import FINDINGS, VIEW_TERRITORIES, VISIBILITY
 from echolib.synth.render import ClipSpec, cardiac_curves, render_clip
+from echolib.vocab import FINDINGS, VIEW_TERRITORIES, VIEWS, VISIBILITY
 
 NORMAL = dict(ef=62.0, rwma_territory="なし", rwma_grade="なし", lvdd=48.0, ivst=9.0, pwt=9.0, lad=34.0, aod=30.0,
               rv_dilation="なし", effusion="なし", as_grade="なし", mr="なし・微量", ar="なし", tr="なし", heart_rate=75.0)
@@ -131,17 +130,18 @@ def test_reports_follow_findings():
     assert len({s["patient_id"] for s in studies}) == 300
 
 
+def _tiny(n_patients=8):
+    from echolib import config
+
+    return config.SynthConfig.from_dict({**config.preset("tiny", "synth").to_dict(), "n_patients": n_patients})
+
+
 def test_deterministic_same_seed_and_different_seed(tmp_path, tiny_data):
-    again = generate(tmp_path / "again", profile="tiny", seed=0, n_patients=8, workers=1, progress=False)
+    again = generate(tmp_path / "again", _tiny(), seed=0, workers=1, progress=False)
     for name in ("patients", "studies", "videos"):
         assert again[name].equals(pl.read_parquet(tiny_data / f"{name}.parquet")), name
     row = again["videos"].row(3, named=True)
     np.testing.assert_array_equal(read_clip(tmp_path / "again" / row["path"], row["n_frames"]),
                                   read_clip(tiny_data / row["path"], row["n_frames"]))
-    other = generate(tmp_path / "other", profile="tiny", seed=1, n_patients=8, workers=2, progress=False)
+    other = generate(tmp_path / "other", _tiny(), seed=1, workers=2, progress=False)
     assert not other["studies"].equals(again["studies"])
-
-
-def test_unknown_profile(tmp_path):
-    with pytest.raises(ValueError, match="unknown synthetic profile 'huge'"):
-        generate(tmp_path, profile="huge")

@@ -21,3 +21,18 @@ def test_tokenizer_round_trip_and_coverage(tiny_data, tmp_path):
 
 def test_normalize_folds_width_and_spaces():
     assert text.normalize("ＥＦ　６０％  です\n次") == "EF 60% です\n次"
+
+
+def test_the_same_reports_give_the_same_vocabulary_file(tiny_data, tmp_path):
+    """The trainer breaks ties in hash order, which differs between processes: train in two processes."""
+    import subprocess
+    import sys
+
+    reports = pl.read_parquet(tiny_data / "studies.parquet")["report"].to_list()
+    pl.DataFrame({"report": reports}).write_parquet(tmp_path / "r.parquet")
+    code = ("import sys, polars as pl; from echolib.text import train_tokenizer; "
+            "train_tokenizer(pl.read_parquet(sys.argv[1])['report'].to_list(), sys.argv[2], vocab_size=2000)")
+    for out in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.parquet"), str(tmp_path / out)], check=True)
+    a, b = ((tmp_path / o / "vocab.txt").read_text() for o in ("a", "b"))
+    assert a == b and a.splitlines()[:5] == text.SPECIAL

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-from echolib.data import ClipCache, ClipReportDataset, frame_indices, max_offset, model_input
+from echolib.cache import ClipCache, ClipReportDataset, frame_indices, max_offset, model_input
 from echolib.io.video import read_clip
 from echolib.lit import param_groups, study_level_metrics
 from echolib.train import train_run

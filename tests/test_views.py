@@ -59,6 +59,10 @@ def test_label_source_requires_columns():
         views.from_labels(pl.DataFrame({"video_id": ["a"], "view_label": ["4CH"]}), "src.parquet")
     got = views.from_labels(pl.DataFrame({"video_id": ["a"], "view_label": ["4CH"], "view_prob": [0.93]}))
     assert views.apply_filter(got)["kept"].to_list() == [True]
+    # the synthetic benchmark's true view, at probability 1
+    true = views.from_labels(pl.DataFrame({"video_id": ["a", "b"], "view": ["SAX", "OTHER"]}))
+    assert true["view_prob"].to_list() == [1.0, 1.0]
+    assert views.apply_filter(true)["drop_reason"].to_list() == ["", views.DROP_OTHER]
 
 
 def test_classifier_groups_are_patient_disjoint():
@@ -67,7 +71,8 @@ def test_classifier_groups_are_patient_disjoint():
 
 
 def test_train_predict_round_trip(tiny_data, tmp_path):
-    m = views.train(tiny_data, tmp_path / "vc", epochs=1, max_train_clips=64, workers=2, progress=False)
+    m = views.train(tiny_data, tmp_path / "vc", "resnet10t", frames=3, size=64, epochs=1, batch_size=64, lr=1e-3,
+                    max_train_clips=64, workers=2, progress=False)
     assert 0 <= m["accuracy"] <= 1 and m["temperature"] > 0
     videos = pl.read_parquet(tiny_data / "videos.parquet").head(10)
     pred = views.predict(tmp_path / "vc", tiny_data, videos, workers=1, progress=False)
@@ -92,8 +97,8 @@ def test_train_needs_clips_with_known_view_labels(tmp_path):
     pl.DataFrame({"study_id": ["S1"], "patient_id": ["P1"]}).write_parquet(tmp_path / "studies.parquet")
     pl.DataFrame({"video_id": ["V1"], "study_id": ["S1"], "path": ["v.mp4"]}).write_parquet(tmp_path / "videos.parquet")
     with pytest.raises(ValueError, match="no 'view' column"):
-        views.train(tmp_path, tmp_path / "out", progress=False)
+        views.train(tmp_path, tmp_path / "out", "resnet10t", 3, 64, 1, 64, 1e-3, 64, progress=False)
     pl.DataFrame({"video_id": ["V1"], "study_id": ["S1"], "path": ["v.mp4"], "view": ["A4C"]}).write_parquet(
         tmp_path / "videos.parquet")
     with pytest.raises(ValueError, match="no clip has a view label among"):
-        views.train(tmp_path, tmp_path / "out", progress=False)
+        views.train(tmp_path, tmp_path / "out", "resnet10t", 3, 64, 1, 64, 1e-3, 64, progress=False)

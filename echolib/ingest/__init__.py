@@ -18,7 +18,7 @@ import polars as pl
 from .adapters import SOURCES, dicom_items, echonet_items, mimic_items, paper_csv_items, read_reports
 from .core import Item, Rejections, ingest, load_salt, summary
 
-__all__ = ["SOURCES", "Item", "Rejections", "ingest", "ingest_source", "load_salt", "summary"]
+__all__ = ["SOURCES", "Item", "Rejections", "ingest", "ingest_source", "load_salt", "run_ingest", "summary"]
 
 
 def ingest_source(source: str, src: str | Path, out: str | Path, salt_file: str | Path,
@@ -43,3 +43,16 @@ def ingest_source(source: str, src: str | Path, out: str | Path, salt_file: str 
         raise ValueError(f"unknown source {source!r}; choose one of {list(SOURCES)}")
     table = read_reports(reports, rejected, encoding) if reports else None
     return ingest(items, out, load_salt(salt_file), table, rejected, workers, progress)
+
+
+def run_ingest(ctx) -> dict:
+    """Stage `ingest`: the archive named by params `ingest` into data/ingested (source: base.source); metrics."""
+    from .overview import counts
+
+    cfg = ctx.ingest
+    cfg.require_src()
+    root = ctx.root
+    tables = ingest_source(ctx.base.source, root / cfg.src, ctx.out("ingested"), root / cfg.salt_file,
+                           root / cfg.reports if cfg.reports else None, cfg.encoding, ctx.base.workers)
+    print(summary(tables))
+    return {"source": ctx.base.source, **counts(tables)}

@@ -1,4 +1,6 @@
-"""Encoder registry (open_clip / timm style): an ablation changes a name in params.yaml, not code."""
+"""Encoder registry (open_clip / timm style): an ablation changes a name in params.yaml, not code.
+
+Encoder modules register their factories when `echolib.models` is imported (its `__init__` imports them)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,12 @@ _REGISTRY: dict[str, dict[str, Callable[..., nn.Module]]] = {"video": {}, "image
 
 
 def register(kind: str, name: str):
+    """Register an encoder factory under a name the catalogue (`echolib.encoders`) lists with that kind."""
+    from ..encoders import ENCODERS
+
+    if ENCODERS.get(name, {}).get("kind") != kind:
+        raise ValueError(f"encoder {name!r} ({kind}) is not in echolib.encoders.ENCODERS: add it there first")
+
     def deco(fn):
         _REGISTRY[kind][name] = fn
         return fn
@@ -20,12 +28,10 @@ def register(kind: str, name: str):
 
 
 def list_encoders() -> dict[str, list[str]]:
-    _import_all()
     return {k: sorted(v) for k, v in _REGISTRY.items()}
 
 
 def _create(kind: str, name: str, weights: str | Path | None = None, **kw) -> nn.Module:
-    _import_all()
     if name not in _REGISTRY[kind]:
         raise ValueError(f"unknown {kind} encoder {name!r}; registered: {sorted(_REGISTRY[kind])}")
     model = _REGISTRY[kind][name](**kw)
@@ -71,7 +77,3 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         raise ValueError(f"{path}: weights do not match the {type(model).__name__} backbone "
                          f"(missing {len(missing)} keys e.g. {missing[:3]}, unexpected {len(unexpected)} e.g. "
                          f"{unexpected[:3]})")
-
-
-def _import_all() -> None:
-    from . import image, text, video  # noqa: F401  (modules register their encoders on import)

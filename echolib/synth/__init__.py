@@ -1,5 +1,5 @@
 """Synthetic multi-view echo benchmark (see shared DATA.md and `echolib.synth.generate`)."""
 
-from .build import PROFILES, Profile, generate
+from .build import generate, run_synthesize
 
-__all__ = ["PROFILES", "Profile", "generate"]
+__all__ = ["generate", "run_synthesize"]

@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import time
 
-from .build import PROFILES, generate
+from .. import config
+from .build import generate
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m echolib.synth", description="Generate the synthetic benchmark.")
-    ap.add_argument("--profile", default="tiny", choices=sorted(PROFILES))
+    ap.add_argument("--profile", default="tiny", choices=config.PROFILES,
+                    help="the profile whose `synth` values are used (echolib.config presets)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--n-patients", type=int, default=None)
     ap.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
     a = ap.parse_args(argv)
     t0 = time.time()
-    tables = generate(a.out, a.profile, a.seed, n_patients=a.n_patients, workers=a.workers)
+    synth = config.preset(a.profile, "synth").to_dict()
+    if a.n_patients:
+        synth["n_patients"] = a.n_patients
+    tables = generate(a.out, config.SynthConfig.from_dict(synth), a.seed, workers=a.workers)
     n = {k: v.height for k, v in tables.items()}
     print(f"{a.out}: {n['patients']} patients, {n['studies']} studies, {n['videos']} videos "
           f"in {time.time() - t0:.1f}s")

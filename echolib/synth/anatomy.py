@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from ..vocab import VIEWS
+
 UNIT_MM = 170.0
-VIEWS = ("LAX", "SAX", "2CH", "3CH", "4CH")
-OTHER_KINDS = ("A5C", "subcostal", "spectral")
 
 
 @dataclasses.dataclass(frozen=True)

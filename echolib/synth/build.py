@@ -7,7 +7,6 @@ and identical decoded frames whatever the number of worker processes.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -17,31 +16,10 @@ import polars as pl
 from ..io.tables import write_tables
 from ..io.video import write_video
 from ..proc import map_jobs
-from .anatomy import OTHER_KINDS, VIEWS
-from .findings import FINDINGS, sample_patients, sample_studies
+from ..vocab import FINDINGS, OTHER_KINDS, VIEWS
+from .findings import sample_patients, sample_studies
 from .render import ClipSpec, render_clip
 from .reports import write_report
-
-
-@dataclasses.dataclass(frozen=True)
-class Profile:
-    name: str
-    n_patients: int
-    size: int
-    n_frames: int
-    control: bool = False
-    quality: int = 3
-
-
-#: `default` sizing: ~1,700 patients give ~3,300 studies, ~2,900 of them in the 0.875 training share (a toy
-#: stand-in needed ~3,000 training studies for retrieval differences that confidence intervals separate) and
-#: ~330 test studies; 64 px x 32 frames is what the CPU training stage reads (16 frames at stride 2).
-PROFILES: dict[str, Profile] = {
-    "tiny": Profile("tiny", 24, 64, 16),
-    "default": Profile("default", 1700, 64, 32),
-    "control": Profile("control", 1700, 64, 32, control=True),
-    "paper": Profile("paper", 20000, 224, 64, quality=2),
-}
 
 CLIPS_PER_VIEW_P = {"LAX": [0.1, 0.6, 0.22, 0.08], "SAX": [0.15, 0.6, 0.2, 0.05], "2CH": [0.12, 0.62, 0.2, 0.06],
                     "3CH": [0.15, 0.6, 0.2, 0.05], "4CH": [0.16, 0.5, 0.26, 0.08]}
@@ -76,36 +54,31 @@ def _plan_clips(studies: list[dict], rng: np.random.Generator) -> list[dict]:
 
 
 def _render_one(job: tuple) -> tuple[str, int, int, int, int]:
-    clip, state, out_dir, profile = job
+    clip, state, out_dir, synth = job
     kind = clip["other_kind"] or clip["view"]
-    spec = ClipSpec(kind, clip["doppler"], clip["quality"], clip["fps"], profile.n_frames, profile.size,
+    spec = ClipSpec(kind, clip["doppler"], clip["quality"], clip["fps"], synth.n_frames, synth.size,
                     clip["clip_seed"])
-    frames = render_clip(state, spec, control=profile.control)
+    frames = render_clip(state, spec, control=synth.control)
     path = Path(out_dir) / clip["path"]
     # spectral strips are flat graphics: lossless is small for them, and x264 was not byte-reproducible on them
-    write_video(path, frames, clip["fps"], lossless=kind == "spectral", quality=profile.quality)
+    write_video(path, frames, clip["fps"], lossless=kind == "spectral", quality=synth.quality)
     t, h, w, _ = frames.shape
     return clip["video_id"], t, h, w, path.stat().st_size
 
 
-def generate(out_dir: str | Path, profile: str = "tiny", seed: int = 0, n_patients: int | None = None,
-             workers: int = 0, size: int | None = None, n_frames: int | None = None,
-             progress: bool = True) -> dict[str, pl.DataFrame]:
+def generate(out_dir: str | Path, synth, seed: int = 0, workers: int = 0, progress: bool = True
+             ) -> dict[str, pl.DataFrame]:
     """Write the benchmark under `out_dir` and return its three tables.
 
-    `workers` = 0 uses every core. `n_patients`, `size`, `n_frames` override the profile's values.
+    `synth` holds n_patients, size, n_frames, control and quality (params.yaml's `synth` section, or
+    `echolib.config.preset(profile, "synth")`); `workers` = 0 uses every core.
     """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown synthetic profile {profile!r}; choose one of {sorted(PROFILES)}")
-    prof = PROFILES[profile]
-    prof = dataclasses.replace(prof, n_patients=n_patients or prof.n_patients, size=size or prof.size,
-                               n_frames=n_frames or prof.n_frames)
     out = Path(out_dir)
     if (out / "videos").exists():
         shutil.rmtree(out / "videos")
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xEC40]))
-    patients = sample_patients(prof.n_patients, rng)
+    patients = sample_patients(synth.n_patients, rng)
     studies = sample_studies(patients, rng)
     sex = {p["patient_id"]: p["sex"] for p in patients}
     prev: dict[str, dict] = {}
@@ -117,8 +90,8 @@ def generate(out_dir: str | Path, profile: str = "tiny", seed: int = 0, n_patien
     for c in clips:
         c["path"] = f"videos/{c['study_id']}/{c['video_id']}.mp4"
     by_study = {s["study_id"]: {k: s[k] for k in RENDER_KEYS} for s in studies}
-    jobs = [(c, by_study[c["study_id"]], str(out), prof) for c in clips]
-    results = {r[0]: r for r in map_jobs(_render_one, jobs, workers, f"render {profile}", "clip", progress, 8)}
+    jobs = [(c, by_study[c["study_id"]], str(out), synth) for c in clips]
+    results = {r[0]: r for r in map_jobs(_render_one, jobs, workers, "render", "clip", progress, 8)}
     for c in clips:
         _, c["n_frames"], c["height"], c["width"], c["bytes"] = results[c["video_id"]]
     tables = _tables(patients, studies, clips)
@@ -140,3 +113,10 @@ def _tables(patients, studies, clips) -> dict[str, pl.DataFrame]:
         "studies": pl.DataFrame([{k: s[k] for k in STUDY_COLUMNS} for s in studies]),
         "videos": pl.DataFrame([{k: c[k] for k in VIDEO_COLUMNS} for c in clips]),
     }
+
+
+def run_synthesize(ctx) -> dict:
+    """Stage `synthesize`: the benchmark under data/raw (params: base.seed, base.workers, synth); its metrics."""
+    from .summary import stage_metrics
+
+    return stage_metrics(generate(ctx.out("raw"), ctx.synth, ctx.base.seed, ctx.base.workers))

@@ -11,55 +11,7 @@ import datetime as dt
 
 import numpy as np
 
-EF_GRADES = ("正常", "軽度低下", "中等度低下", "高度低下")
-RWMA_TERRITORIES = ("なし", "前壁中隔・心尖部", "下壁", "側壁")  # none, LAD, RCA, LCx
-TERRITORY_ARTERY = {"前壁中隔・心尖部": "LAD", "下壁": "RCA", "側壁": "LCx"}
-RWMA_GRADES = ("なし", "壁運動低下", "無収縮")
-LV_DILATION = ("なし", "軽度拡大", "高度拡大")
-LVH = ("なし", "軽度", "高度")
-LA_ENLARGEMENT = ("なし", "軽度", "高度")
-MR = ("なし・微量", "軽度", "中等度", "高度")
-REGURG = ("なし", "軽度", "中等度", "高度")  # AR, TR
-AS = ("なし", "軽度", "中等度", "高度")
-EFFUSION = ("なし", "少量", "中等量", "大量")
-RV_DILATION = ("なし", "あり")
-
-#: finding column -> its grades, in order of severity (the zero-shot prompts and charts use this order)
-FINDINGS: dict[str, tuple[str, ...]] = {
-    "ef_grade": EF_GRADES,
-    "rwma_territory": RWMA_TERRITORIES,
-    "rwma_grade": RWMA_GRADES,
-    "lv_dilation": LV_DILATION,
-    "lvh": LVH,
-    "la_enlargement": LA_ENLARGEMENT,
-    "mr": MR,
-    "ar": REGURG,
-    "tr": REGURG,
-    "as_grade": AS,
-    "effusion": EFFUSION,
-    "rv_dilation": RV_DILATION,
-}
-
-#: finding -> views where it can be seen (DATA.md table; "weak" counts as visible) and whether motion is needed
-VISIBILITY: dict[str, dict] = {
-    "ef_grade": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": True, "doppler": False},
-    "rwma_territory": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": True, "doppler": False},
-    "rwma_grade": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": True, "doppler": False},  # same row
-    "lv_dilation": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": False, "doppler": False},
-    "lvh": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": False, "doppler": False},
-    "la_enlargement": {"views": ("LAX", "2CH", "3CH", "4CH"), "motion": False, "doppler": False},
-    "mr": {"views": ("LAX", "2CH", "3CH", "4CH"), "motion": True, "doppler": True},
-    "ar": {"views": ("LAX", "3CH"), "motion": True, "doppler": True},
-    "tr": {"views": ("4CH",), "motion": True, "doppler": True},
-    "as_grade": {"views": ("LAX", "3CH"), "motion": True, "doppler": False},
-    "effusion": {"views": ("LAX", "SAX", "2CH", "3CH", "4CH"), "motion": False, "doppler": False},
-    "rv_dilation": {"views": ("LAX", "SAX", "4CH"), "motion": False, "doppler": False},
-}
-#: which coronary territories each view shows (regional wall motion)
-VIEW_TERRITORIES = {
-    "LAX": ("LAD", "LCx"), "SAX": ("LAD", "RCA", "LCx"), "2CH": ("LAD", "RCA"),
-    "3CH": ("LAD", "LCx"), "4CH": ("LAD", "RCA", "LCx"),
-}
+from ..vocab import AS, EF_GRADES, EFFUSION, LA_ENLARGEMENT, LV_DILATION, LVH, MR, REGURG, RV_DILATION
 
 
 def grade_of(value: float, cuts: tuple[float, ...], grades: tuple[str, ...], descending: bool = False) -> str:

@@ -1,15 +1,12 @@
 """Japanese echocardiography reports from structured findings.
 
 Sections 【計測】【所見】【結論】; one sentence per finding chosen among paraphrases, findings in varying order,
-measurements with noise. Canonical one-sentence prompts per finding and grade (for zero-shot interpretation)
-live in `PROMPTS`.
+measurements with noise. The canonical one-sentence prompts per finding and grade live in `echolib.vocab`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from .findings import FINDINGS
 
 _LV_NORMAL = [
     "左室壁運動は全周性に良好で、局所壁運動異常を認めない。",
@@ -83,24 +80,6 @@ _EXTRA = [
     "心房中隔に明らかなシャント血流は認めない。", "左室流入血流は弛緩障害パターン。",
     "上行大動脈の拡大はない。", "肺動脈弁逆流は生理的範囲。", "左室内に血栓を疑う所見はない。",
 ]
-
-#: canonical sentence per finding and grade (zero-shot prompts)
-PROMPTS: dict[str, dict[str, str]] = {
-    "ef_grade": {g: f"左室駆出率は{g}。" if g != "正常" else "左室駆出率は保たれている。" for g in FINDINGS["ef_grade"]},
-    "rwma_territory": {"なし": "局所壁運動異常を認めない。",
-                       **{t: f"{t}に壁運動異常を認める。" for t in FINDINGS["rwma_territory"][1:]}},
-    "lv_dilation": {"なし": "左室の拡大はない。", "軽度拡大": "左室は軽度拡大している。",
-                    "高度拡大": "左室は高度に拡大している。"},
-    "lvh": {"なし": "左室肥大はない。", "軽度": "軽度の左室肥大を認める。", "高度": "高度の左室肥大を認める。"},
-    "la_enlargement": {"なし": "左房の拡大はない。", "軽度": "軽度の左房拡大を認める。", "高度": "高度の左房拡大を認める。"},
-    "mr": {g: ("有意な僧帽弁逆流なし。" if g == "なし・微量" else f"{g}僧帽弁逆流を認める。") for g in FINDINGS["mr"]},
-    "ar": {g: ("有意な大動脈弁逆流なし。" if g == "なし" else f"{g}大動脈弁逆流を認める。") for g in FINDINGS["ar"]},
-    "tr": {g: ("有意な三尖弁逆流なし。" if g == "なし" else f"{g}三尖弁逆流を認める。") for g in FINDINGS["tr"]},
-    "as_grade": {g: ("大動脈弁に狭窄はない。" if g == "なし" else f"{g}大動脈弁狭窄症。") for g in FINDINGS["as_grade"]},
-    "effusion": {g: ("心嚢液なし。" if g == "なし" else f"{g}の心嚢液を認める。") for g in FINDINGS["effusion"]},
-    "rv_dilation": {"なし": "右室の拡大はない。", "あり": "右室は拡大している。"},
-}
-
 
 def _pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]

@@ -9,8 +9,7 @@ import polars as pl
 from PIL import Image
 
 from ..io.video import read_clip
-from .anatomy import VIEWS
-from .findings import FINDINGS
+from ..vocab import FINDINGS, VIEWS
 
 VIEW_ORDER = (*VIEWS, "OTHER")
 
@@ -73,3 +72,32 @@ def report_token_counts(reports: list[str]) -> np.ndarray:
 
     tagger = fugashi.Tagger()
     return np.array([len(tagger(r)) for r in reports])
+
+
+def stage_metrics(tables: dict[str, pl.DataFrame]) -> dict:
+    """metrics/synth.json: counts, the OTHER/poor-quality share, report length and video size."""
+    patients, studies, videos = tables["patients"], tables["studies"], tables["videos"]
+    other_or_poor = (videos["view"] == "OTHER") | (videos["quality"] < 0.5)
+    return {"patients": patients.height, "studies": studies.height, "videos": videos.height,
+            "videos_per_view": dict(videos.group_by("view").len().sort("view").iter_rows()),
+            "other_or_poor_share": round(float(other_or_poor.mean()), 4),
+            "report_chars_median": float(studies["report"].str.len_chars().median()),
+            "video_mib": round(videos["bytes"].sum() / 2**20, 1)}
+
+
+def finding_chart(dist: pl.DataFrame):
+    """Bars of `finding_distribution`: one small panel per finding, grades in order of severity."""
+    import altair as alt
+
+    return alt.Chart(dist.to_pandas()).mark_bar().encode(
+        x=alt.X("count:Q"), y=alt.Y("grade:N", sort=alt.SortField("order")),
+        facet=alt.Facet("finding:N", columns=4), tooltip=["finding", "grade", "count"],
+    ).properties(width=150, height=70).resolve_scale(y="independent", x="independent")
+
+
+def length_chart(lengths: pl.DataFrame):
+    """Histogram of report length in characters."""
+    import altair as alt
+
+    return alt.Chart(lengths.to_pandas()).mark_bar().encode(alt.X("characters:Q", bin=alt.Bin(maxbins=30)),
+                                                            y="count()").properties(width=400, height=150)

@@ -34,8 +34,7 @@ def _decode_into(job):
 
 
 def build_cache(raw: str | Path, videos: pl.DataFrame, studies: pl.DataFrame, tokenizer, out: str | Path,
-                frames: int = 32, stride: int = 1, size: int = 64, max_length: int = 256, workers: int = 0,
-                progress: bool = True) -> dict:
+                frames: int, stride: int, size: int, max_length: int, workers: int = 0, progress: bool = True) -> dict:
     """Decode every clip in `videos` (kept clips with split + study_id) and tokenize the studies' reports.
 
     `studies` needs study_id, patient_id, split, report. Clips that fail to decode are dropped from the index
@@ -160,3 +159,28 @@ class ClipReportDataset(Dataset):
                 "input_ids": torch.from_numpy(self.cache.input_ids[s].astype(np.int64)),
                 "attention_mask": torch.from_numpy(self.cache.attention_mask[s].astype(np.int64)),
                 "study": torch.tensor(s)}
+
+
+def cache_inputs(raw: str | Path, data: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The clips to cache and their studies: kept clips (data/filtered) of studies the split uses (data/split),
+    studies with study_id, report, patient_id, split."""
+    split = pl.read_parquet(Path(data) / "split" / "studies.parquet").filter(pl.col("excluded") == "")
+    studies = pl.read_parquet(Path(raw) / "studies.parquet").select("study_id", "report").join(
+        split.select("study_id", "patient_id", "split"), on="study_id")
+    videos = pl.read_parquet(Path(data) / "filtered" / "videos.parquet").filter(pl.col("kept"))
+    return videos.filter(pl.col("study_id").is_in(studies["study_id"].implode())), studies
+
+
+def run_cache(ctx) -> dict:
+    """Stage `cache`: every kept clip decoded once (params `cache`) and every report tokenized once
+    (text.max_length) into data/cache; returns metrics/cache.json."""
+    from .text import load_tokenizer
+
+    videos, studies = cache_inputs(ctx.raw, ctx.data)
+    c = ctx.cache
+    meta = build_cache(ctx.raw, videos, studies, load_tokenizer(ctx.data / "tokenizer"), ctx.out("cache"), c.frames,
+                       c.stride, c.size, ctx.text.max_length, ctx.base.workers)
+    if meta["clips"] == 0 or meta["decode_errors"]:
+        raise ValueError(f"cache: {meta['clips']} clips cached, {meta['decode_errors']} could not be decoded "
+                         f"(see {ctx.out('cache') / 'rejected.parquet'})")
+    return meta

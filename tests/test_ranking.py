@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from echolib.retrieval import rank_metrics, rank_metrics_from_embeddings, ranks, study_embeddings
+from echolib.ranking import rank_metrics, rank_metrics_from_embeddings, ranks, study_embeddings
 
 
 def brute_ranks(sim):

@@ -1,0 +1,350 @@
+"""The stage runner and the one way a stage notebook gets its parameters.
+
+    python -m echolib.stage NAME            run one dvc.yaml stage (foreach stages as NAME@KEY: train@MultiVideo)
+
+The runner validates the whole params.yaml first, reads the params the stage lists in dvc.yaml, passes them to
+the stage's notebook as papermill parameters (one per params section: mappings and lists as themselves, only
+the listed keys), executes it in the project's kernel and writes the executed notebook (the stage's .ipynb out in dvc.yaml) and its
+offline HTML beside it. Of `synthesize` and `ingest`, the one `base.source` does not select is a recorded skip:
+placeholder outputs and a page that says why, exit 0.
+
+A notebook's parameters cell holds `None` for each section and `outputs = "scratch"`; its first code cell calls
+`context(...)`. Run by the runner, the context holds the injected values and writes the pipeline's outputs.
+Opened in JupyterLab, it reads params.yaml's current values the same way and writes to scratch/, so a notebook
+explored by hand never replaces what `dvc repro` made. Reading a key the stage does not list in dvc.yaml is an
+error, so a stage cannot depend on a parameter DVC does not track.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import config as C
+from .io.files import write_json
+
+SCRATCH = Path("scratch")
+#: stages that only one kind of data source runs
+SOURCE_STAGES = {"synthesize": lambda source: source == "synthetic", "ingest": lambda source: source != "synthetic"}
+KERNEL = "echolib"
+
+
+class StageError(RuntimeError):
+    """A stage cannot run or failed; the message is one line naming the stage and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    name: str  # as dvc names it: synthesize, train@MultiVideo
+    stage: str  # the dvc.yaml key: train
+    key: str | None  # the foreach item: MultiVideo
+    notebook: Path  # relative to the project root
+    page: Path  # the executed notebook (its HTML lies beside it), relative to the project root
+    params: tuple[str, ...]  # dotted params.yaml keys the stage lists, `${key}` resolved
+    outs: tuple[str, ...]  # outputs as listed (interpolations left as written)
+    metrics: tuple[str, ...]
+
+    @property
+    def sections(self) -> list[str]:
+        return list(dict.fromkeys(p.split(".")[0] for p in self.params))
+
+
+def dvc_stages(root: Path) -> dict[str, dict]:
+    return yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+
+
+def _entries(items) -> list[str]:
+    return [next(iter(i)) if isinstance(i, dict) else str(i) for i in items or []]
+
+
+def spec(name: str, root: Path, params: dict | None = None) -> StageSpec:
+    """The dvc.yaml definition of stage `name` (`train@MultiVideo` for a foreach stage)."""
+    stage, _, key = name.partition("@")
+    stages = dvc_stages(root)
+    if stage not in stages:
+        raise StageError(f"no stage {stage!r} in dvc.yaml; stages: {sorted(stages)}")
+    body = stages[stage]
+    if "foreach" in body:
+        items = list(C.get(params if params is not None else C.load_params(root / "params.yaml"),
+                           body["foreach"].strip("${} ")))
+        if key not in items:
+            raise StageError(f"stage {stage!r} runs once per item of {body['foreach']}: name one as {stage}@ITEM "
+                             f"with ITEM in {items}")
+        body = body["do"]
+    elif key:
+        raise StageError(f"stage {stage!r} is not a foreach stage: run it as {stage!r}")
+
+    def sub(s: str) -> str:
+        return s.replace("${key}", key) if key else s
+
+    notebooks = [d for d in _entries(body.get("deps")) if re.fullmatch(r"notebooks/[^/]+\.ipynb", d)]
+    outs = tuple(sub(o) for o in _entries(body.get("outs")))
+    pages = [o for o in outs if o.endswith(".ipynb")]
+    if len(notebooks) != 1 or len(pages) != 1:
+        raise StageError(f"stage {stage!r}: dvc.yaml must list one notebooks/*.ipynb among its deps and one "
+                         "executed .ipynb among its outs")
+    return StageSpec(name, stage, key or None, Path(notebooks[0]), Path(pages[0]),
+                     tuple(sub(p) for p in _entries(body.get("params"))), outs,
+                     tuple(sub(m) for m in _entries(body.get("metrics"))))
+
+
+def stage_names(root: Path, params: dict | None = None) -> list[str]:
+    """Every stage as dvc names it, in dvc.yaml order, foreach stages expanded over their items."""
+    params = params if params is not None else C.load_params(root / "params.yaml")
+    out = []
+    for name, body in dvc_stages(root).items():
+        if "foreach" in body:
+            out += [f"{name}@{k}" for k in C.get(params, body["foreach"].strip("${} "))]
+        else:
+            out.append(name)
+    return out
+
+
+def injected(sp: StageSpec, params: dict) -> dict[str, Any]:
+    """The listed params grouped by section: {"base": {"seed": 0, ...}, "runs": {"MultiVideo": {...}}}."""
+    out: dict[str, Any] = {}
+    for key in sp.params:
+        section, *rest = key.split(".")
+        value = copy.deepcopy(C.get(params, key))
+        if not rest:
+            out[section] = value
+            continue
+        node = out.setdefault(section, {})
+        for part in rest[:-1]:
+            node = node.setdefault(part, {})
+        node[rest[-1]] = value
+    return out
+
+
+# --- the notebook side ---------------------------------------------------------------------------------------
+
+
+class SectionView:
+    """Read-only access to the listed keys of one params section, typed as its Section class. Reading a key
+    the stage does not list raises ConfigError naming it; the section class's properties and methods work."""
+
+    def __init__(self, cls: type[C.Section], values: dict[str, Any], where: str, stage: str):
+        for k, v in values.items():
+            cls.check_value(k, v, where)
+        object.__setattr__(self, "_cls", cls)
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "_where", where)
+        object.__setattr__(self, "_stage", stage)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # private and dunder lookups (pickling, copying) never reach the params
+            raise AttributeError(name)
+        values, cls = self._values, self._cls
+        if name in values:
+            return values[name]
+        attr = getattr(cls, name, None)
+        if isinstance(attr, property):
+            return attr.fget(self)
+        if callable(attr) and not name.startswith("_"):
+            return types.MethodType(attr, self)
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            raise C.ConfigError(f"stage '{self._stage}' reads '{self._where}.{name}', which its params: list in "
+                                "dvc.yaml does not name (add it there)")
+        raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("parameters are read-only")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"{self._where}{self._values}"
+
+
+@dataclasses.dataclass
+class Context:
+    """What a stage notebook works with: its parameters, where to read and where to write."""
+
+    spec: StageSpec
+    root: Path
+    params: dict[str, Any]  # the listed keys, grouped by section (what the runner injects)
+    pipeline: bool  # True: write the pipeline's outputs; False: write under scratch/
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def key(self) -> str | None:
+        return self.spec.key
+
+    def __getattr__(self, section: str):
+        if section.startswith("_") or section not in {*C.SECTIONS, "runs"}:
+            raise AttributeError(section)
+        if section not in self.params:
+            raise C.ConfigError(f"stage '{self.spec.name}' reads params section '{section}', which its params: "
+                                "list in dvc.yaml does not name")
+        if section == "runs":
+            return {n: SectionView(C.RunConfig, v, f"runs.{n}", self.spec.name) for n, v in self.params["runs"].items()}
+        return SectionView(C.SECTIONS[section], self.params[section], section, self.spec.name)
+
+    @property
+    def run(self) -> SectionView:
+        """The settings of this foreach stage's run (runs.KEY)."""
+        return self.runs[self.spec.key]
+
+    @property
+    def data(self) -> Path:
+        """The pipeline's data folder (inputs are always read from here)."""
+        return self.root / self.base.data_root
+
+    @property
+    def raw(self) -> Path:
+        """The input tables: the synthesize stage's output or the ingest stage's."""
+        return self.root / C.raw_dir(self.base.data_root, self.base.source)
+
+    @property
+    def out_root(self) -> Path:
+        return self.root if self.pipeline else self.root / SCRATCH
+
+    def out(self, *parts: str) -> Path:
+        """Where this stage writes data: data/... in the pipeline, scratch/data/... when explored by hand."""
+        return self.out_root / self.base.data_root / Path(*parts)
+
+    def metrics_path(self, name: str) -> Path:
+        return self.out_root / "metrics" / f"{name}.json"
+
+    def write_metrics(self, name: str, metrics: dict) -> dict:
+        """metrics/NAME.json (NAME may hold a folder: 'train/MultiVideo'); returns `metrics` for display."""
+        write_json(self.metrics_path(name), metrics)
+        return metrics
+
+    @property
+    def params_file(self) -> Path:
+        return self.root / "params.yaml"
+
+    def note(self) -> str:
+        """One line saying where this run writes (shown at the top of every stage page)."""
+        where = "the pipeline's outputs" if self.pipeline else f"scratch/ (not the pipeline's outputs: {SCRATCH}/)"
+        return f"stage {self.spec.name}: writing to {where}"
+
+
+def context(stage: str, outputs: str = "scratch", key: str | None = None, root: str | Path | None = None,
+            **sections: Any) -> Context:
+    """The parameters and paths of `stage` for its notebook (or for a test calling a stage's entry function).
+
+    `sections` are the notebook's parameters (None when not injected). With none injected (JupyterLab), the
+    stage's listed keys are read from params.yaml, checked as a whole; `key` None then means the first run.
+    `root`: the project folder (default: found above the working directory)."""
+    from .report import setup_notebook
+
+    if outputs not in ("scratch", "pipeline"):
+        raise C.ConfigError(f"outputs must be 'scratch' or 'pipeline', got {outputs!r}")
+    setup_notebook()
+    root = Path(root).resolve() if root else C.project_root()
+    given = {k: v for k, v in sections.items() if v is not None}
+    params = None
+    if not given:
+        params = C.load_params(root / "params.yaml")
+        C.validate(params)
+        if key is None and "foreach" in dvc_stages(root).get(stage, {}):
+            key = next(iter(params["runs"]))
+    sp = spec(f"{stage}@{key}" if key else stage, root, params if params is not None else {"runs": given.get("runs")})
+    values = injected(sp, params) if params is not None else given
+    missing = sorted(set(sp.sections) - set(values))
+    if missing:
+        raise C.ConfigError(f"stage '{sp.name}': parameters for section(s) {missing} were not given")
+    ctx = Context(sp, root, values, outputs == "pipeline")
+    for section in values:  # every given value is checked now, not when first read
+        _ = getattr(ctx, section)
+    print(ctx.note())
+    return ctx
+
+
+# --- the runner -------------------------------------------------------------------------------------------------
+
+
+def _kernel() -> str:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def _skip(sp: StageSpec, root: Path, source: str, params: dict) -> None:
+    """Placeholder outputs of a data stage `base.source` does not select, and a page saying so."""
+    import nbformat
+
+    from .report import notebook_to_html
+
+    note = (f"Not selected: `base.source` is `{source}`, so the "
+            f"{'ingest' if source != 'synthetic' else 'synthesize'} stage provides the data.")
+    data_root = C.get(params, "base.data_root")
+    for out in sp.outs:
+        path = root / out.replace("${base.data_root}", data_root)
+        if not out.startswith("reports/"):
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "NOT_SELECTED").write_text(note + "\n")
+    for m in sp.metrics:
+        write_json(root / m, {"selected": False, "source": source})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {sp.notebook.stem}\n\n{note}")])
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL, "language": "python"}
+    page = root / sp.page
+    page.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, page)
+    notebook_to_html(page)
+
+
+def run(name: str, root: str | Path | None = None, log_output: bool = False) -> Path:
+    """Execute stage `name`: check params.yaml, inject the listed params, write the page and its HTML."""
+    import papermill as pm
+
+    from .report import notebook_to_html
+
+    root = Path(root).resolve() if root else C.project_root()
+    params = C.load_params(root / "params.yaml")
+    C.validate(params)
+    sp = spec(name, root, params)
+    page = root / sp.page
+    source = C.get(params, "base.source")
+    if sp.stage in SOURCE_STAGES and not SOURCE_STAGES[sp.stage](source):
+        _skip(sp, root, source, params)
+        print(f"stage {sp.name}: not selected by base.source = {source!r}; placeholders written")
+        return page.with_suffix(".html")
+    page.parent.mkdir(parents=True, exist_ok=True)
+    parameters = {**injected(sp, params), "outputs": "pipeline", **({"key": sp.key} if sp.key else {})}
+    print(f"stage {sp.name}: {sp.notebook} -> {page.relative_to(root)}", flush=True)
+    try:
+        pm.execute_notebook(str(root / sp.notebook), str(page), parameters=parameters, kernel_name=_kernel(),
+                            cwd=str(root), log_output=log_output, progress_bar=False)
+    except pm.PapermillExecutionError as e:
+        raise StageError(f"stage {sp.name} failed in cell {e.exec_count}: {e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
+                         f" (the executed notebook: {page.relative_to(root)})") from None
+    return notebook_to_html(page)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m echolib.stage", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", nargs="?", help="a stage of dvc.yaml (train@RUN for a foreach stage)")
+    ap.add_argument("--list", action="store_true", help="print every stage name and exit")
+    ap.add_argument("--log-output", action="store_true", help="stream the notebook's output to the terminal")
+    a = ap.parse_args(argv)
+    try:
+        root = C.project_root()
+        if a.list or not a.name:
+            print("\n".join(stage_names(root)))
+            return 0
+        print(run(a.name, root, a.log_output).relative_to(root))
+    except (C.ConfigError, StageError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The shared vocabulary of echocardiography: views, findings and their grades, where each finding can be seen,
+and one canonical Japanese sentence per finding and grade (the zero-shot prompts).
+
+Used by the synthetic benchmark, the view filter, evaluation on real archives and the report alike; nothing here
+depends on how clips are rendered.
+"""
+
+from __future__ import annotations
+
+#: the five standard views the paper keeps, in its order
+VIEWS: tuple[str, ...] = ("LAX", "SAX", "2CH", "3CH", "4CH")
+#: every view the classifier knows: the five plus everything else (subcostal, A5C, spectral strips ...)
+CLASSES: tuple[str, ...] = (*VIEWS, "OTHER")
+#: the kinds of OTHER clip the synthetic benchmark renders
+OTHER_KINDS: tuple[str, ...] = ("A5C", "subcostal", "spectral")
+
+EF_GRADES = ("正常", "軽度低下", "中等度低下", "高度低下")
+RWMA_TERRITORIES = ("なし", "前壁中隔・心尖部", "下壁", "側壁")  # none, LAD, RCA, LCx
+TERRITORY_ARTERY = {"前壁中隔・心尖部": "LAD", "下壁": "RCA", "側壁": "LCx"}
+RWMA_GRADES = ("なし", "壁運動低下", "無収縮")
+LV_DILATION = ("なし", "軽度拡大", "高度拡大")
+LVH = ("なし", "軽度", "高度")
+LA_ENLARGEMENT = ("なし", "軽度", "高度")
+MR = ("なし・微量", "軽度", "中等度", "高度")
+REGURG = ("なし", "軽度", "中等度", "高度")  # AR, TR
+AS = ("なし", "軽度", "中等度", "高度")
+EFFUSION = ("なし", "少量", "中等量", "大量")
+RV_DILATION = ("なし", "あり")
+
+#: finding column -> its grades, in order of severity (prompts, probes and charts use this order)
+FINDINGS: dict[str, tuple[str, ...]] = {
+    "ef_grade": EF_GRADES,
+    "rwma_territory": RWMA_TERRITORIES,
+    "rwma_grade": RWMA_GRADES,
+    "lv_dilation": LV_DILATION,
+    "lvh": LVH,
+    "la_enlargement": LA_ENLARGEMENT,
+    "mr": MR,
+    "ar": REGURG,
+    "tr": REGURG,
+    "as_grade": AS,
+    "effusion": EFFUSION,
+    "rv_dilation": RV_DILATION,
+}
+
+_ALL = VIEWS
+#: finding -> views where it can be seen (DATA.md's table; "weak" counts as visible) and whether motion is needed
+VISIBILITY: dict[str, dict] = {
+    "ef_grade": {"views": _ALL, "motion": True, "doppler": False},
+    "rwma_territory": {"views": _ALL, "motion": True, "doppler": False},
+    "rwma_grade": {"views": _ALL, "motion": True, "doppler": False},  # the same row of DATA.md's table
+    "lv_dilation": {"views": _ALL, "motion": False, "doppler": False},
+    "lvh": {"views": _ALL, "motion": False, "doppler": False},
+    "la_enlargement": {"views": ("LAX", "2CH", "3CH", "4CH"), "motion": False, "doppler": False},
+    "mr": {"views": ("LAX", "2CH", "3CH", "4CH"), "motion": True, "doppler": True},
+    "ar": {"views": ("LAX", "3CH"), "motion": True, "doppler": True},
+    "tr": {"views": ("4CH",), "motion": True, "doppler": True},
+    "as_grade": {"views": ("LAX", "3CH"), "motion": True, "doppler": False},
+    "effusion": {"views": _ALL, "motion": False, "doppler": False},
+    "rv_dilation": {"views": ("LAX", "SAX", "4CH"), "motion": False, "doppler": False},
+}
+#: which coronary territories each view shows (regional wall motion)
+VIEW_TERRITORIES = {
+    "LAX": ("LAD", "LCx"), "SAX": ("LAD", "RCA", "LCx"), "2CH": ("LAD", "RCA"),
+    "3CH": ("LAD", "LCx"), "4CH": ("LAD", "RCA", "LCx"),
+}
+
+#: one canonical sentence per finding and grade (zero-shot prompts)
+PROMPTS: dict[str, dict[str, str]] = {
+    "ef_grade": {g: f"左室駆出率は{g}。" if g != "正常" else "左室駆出率は保たれている。" for g in EF_GRADES},
+    "rwma_territory": {"なし": "局所壁運動異常を認めない。",
+                       **{t: f"{t}に壁運動異常を認める。" for t in RWMA_TERRITORIES[1:]}},
+    "lv_dilation": {"なし": "左室の拡大はない。", "軽度拡大": "左室は軽度拡大している。",
+                    "高度拡大": "左室は高度に拡大している。"},
+    "lvh": {"なし": "左室肥大はない。", "軽度": "軽度の左室肥大を認める。", "高度": "高度の左室肥大を認める。"},
+    "la_enlargement": {"なし": "左房の拡大はない。", "軽度": "軽度の左房拡大を認める。", "高度": "高度の左房拡大を認める。"},
+    "mr": {g: ("有意な僧帽弁逆流なし。" if g == "なし・微量" else f"{g}僧帽弁逆流を認める。") for g in MR},
+    "ar": {g: ("有意な大動脈弁逆流なし。" if g == "なし" else f"{g}大動脈弁逆流を認める。") for g in REGURG},
+    "tr": {g: ("有意な三尖弁逆流なし。" if g == "なし" else f"{g}三尖弁逆流を認める。") for g in REGURG},
+    "as_grade": {g: ("大動脈弁に狭窄はない。" if g == "なし" else f"{g}大動脈弁狭窄症。") for g in AS},
+    "effusion": {g: ("心嚢液なし。" if g == "なし" else f"{g}の心嚢液を認める。") for g in EFFUSION},
+    "rv_dilation": {"なし": "右室の拡大はない。", "あり": "右室は拡大している。"},
+}

@@ -1,0 +1,93 @@
+"""Comparing runs: paired bootstrap against an explicit loop, Table 1 round trip, examples, averaging."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from echolib.compare import bootstrap_ci
+
+
+def _ranks(seed, n=60):
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame({"study_id": [f"S{i}" for i in range(n)], "rank_v2r": rng.integers(1, n, n),
+                         "rank_r2v": rng.integers(1, n, n)})
+
+
+def test_bootstrap_matches_explicit_loop():
+    a, b = _ranks(0), _ranks(1)
+    res = bootstrap_ci({"A": a, "B": b}, n=200, seed=3, pairs=[("A", "B")])
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, 60, size=(200, 60))
+    ra, rb = a["rank_v2r"].to_numpy(), b["rank_v2r"].to_numpy()
+    boots = [ra[i].mean() for i in idx]
+    assert res["runs"]["A"]["mcmrr_v2r"]["value"] == pytest.approx(ra.mean())
+    assert res["runs"]["A"]["mcmrr_v2r"]["lo"] == pytest.approx(np.quantile(boots, 0.025))
+    diffs = [ra[i].mean() - rb[i].mean() for i in idx]  # paired: the same studies for both runs
+    d = res["differences"]["A - B"]["mcmrr_v2r"]
+    assert d["lo"] == pytest.approx(np.quantile(diffs, 0.025)) and d["hi"] == pytest.approx(np.quantile(diffs, 0.975))
+    r10 = [(rb[i] <= 10).mean() for i in idx]
+    assert res["runs"]["B"]["r10_v2r"]["hi"] == pytest.approx(np.quantile(r10, 0.975))
+
+
+def test_identical_runs_have_zero_difference_and_mismatch_is_an_error():
+    a = _ranks(0)
+    res = bootstrap_ci({"A": a, "A2": a}, n=50, pairs=[("A", "A2")])
+    assert res["differences"]["A - A2"]["r10_r2v"] == {"value": 0.0, "lo": 0.0, "hi": 0.0}
+    with pytest.raises(ValueError, match="different studies"):
+        bootstrap_ci({"A": a, "B": _ranks(1, n=59)})
+
+
+def test_table1_beside_round_trip_and_errors(tmp_path):
+
+    from echolib.compare import differences_frame, load_table1, table1_frame
+
+    res = bootstrap_ci({"SingleVideo": _ranks(0), "SingleImage": _ranks(1)}, n=50,
+                       pairs=[("SingleImage", "SingleVideo")])
+    (tmp_path / "table1.json").write_text(json.dumps(res))
+    other = load_table1(tmp_path / "table1.json")
+    assert table1_frame(other).equals(table1_frame(res))
+    n, v = res["n_studies"], res["runs"]["SingleVideo"]["mcmrr_v2r"]
+    norm = table1_frame(res, normalised=True).filter(pl.col("model") == "SingleVideo")["MCMRR/N v→r"].item()
+    assert norm == f"{v['value'] / n:.3f} [{v['lo'] / n:.3f}, {v['hi'] / n:.3f}]"
+    d = differences_frame(other).row(0, named=True)
+    v = res["differences"]["SingleImage - SingleVideo"]["mcmrr_v2r"]
+    assert d["difference"] == "SingleImage - SingleVideo" and d["mcmrr_v2r"] == f"{v['value']:.1f} [{v['lo']:.1f}, {v['hi']:.1f}]"
+    with pytest.raises(FileNotFoundError, match="evaluate.beside: .*none.json does not exist"):
+        load_table1(tmp_path / "none.json")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a table1.json"):
+        load_table1(tmp_path / "x.json")
+
+
+
+def test_retrieval_examples_list_differing_findings():
+    from echolib.compare import retrieval_examples
+
+    studies = pl.DataFrame({"study_id": ["A", "B"], "mr": ["軽度", "高度"], "ar": ["なし", "なし"],
+                            "report": ["rA", "rB"]})
+    ranks = {"M": pl.DataFrame({"study_id": ["A", "B"], "top1_v2r": ["B", "B"]})}
+    ex = retrieval_examples(ranks, studies, ["mr", "ar"], n=2)
+    a = ex.filter(pl.col("study_id") == "A").row(0, named=True)
+    assert a["differing_findings"] == "mr: 軽度 → 高度" and not a["correct"] and a["retrieved_report"] == "rB"
+    b = ex.filter(pl.col("study_id") == "B").row(0, named=True)
+    assert b["correct"] and b["differing_findings"] == "none"
+
+
+def test_averaging_frame_separates_clip_and_study_scores(tmp_path):
+
+    from echolib.compare import averaging_frame
+
+    def variant(n_clips, clip_r10, study_r10):
+        return {"per_clip": {"n_clips": n_clips, "mcmrr_v2r": 10.0, "r10_v2r": clip_r10},
+                "study": {"mcmrr_v2r": 5.0, "r10_v2r": study_r10}}
+
+    (tmp_path / "SingleVideo.json").write_text(json.dumps({"n_studies": 100, "variants": {
+        "SingleVideo": variant(110, 0.30, 0.31)}}))
+    (tmp_path / "MultiVideo.json").write_text(json.dumps({"n_studies": 100, "variants": {
+        "MultiVideo": variant(600, 0.30, 0.50), "MultiVideo-4CH": variant(110, 0.30, 0.32)}}))
+    f = averaging_frame(tmp_path)
+    assert f["model"].to_list() == ["MultiVideo", "MultiVideo-4CH", "SingleVideo"]  # Table 1 order
+    assert f["clips per study"].to_list() == [6.0, 1.1, 1.1]
+    assert f["R@10 gain from averaging"].to_list() == [0.2, 0.02, 0.01]

@@ -1,0 +1,154 @@
+"""The pipeline layer: dvc.yaml stages <-> notebooks <-> params.yaml, deps that cover what a stage runs, the
+stage runner and the notebooks' context, and the whole tiny pipeline through `dvc repro` with a fourth run."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+import nbformat
+import papermill as pm
+import pytest
+
+from echolib import config
+from echolib.stage import context, dvc_stages, injected, spec, stage_names
+from tests.conftest import ROOT, make_project, tiny_params
+from tests.pipeline_deps import covered, module_file, notebook_closure
+
+PARAMS = config.load_params(ROOT / "params.yaml")
+STAGES = stage_names(ROOT, PARAMS)
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _parameters_cell(nb):
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+    return cells[0]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs_and_literal_parameters(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs"
+    for node in ast.parse(_parameters_cell(nb).source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, f"{path.name}: only `name = literal`"
+        ast.literal_eval(node.value)  # raises for anything computed
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stage_notebook_declares_what_the_stage_lists(name):
+    sp = spec(name, ROOT, PARAMS)
+    declared = set(pm.inspect_notebook(str(ROOT / sp.notebook)))
+    expected = set(sp.sections) | {"outputs"} | ({"key"} if sp.key else set())
+    assert declared == expected, f"{name}: notebook declares {sorted(declared)}, dvc.yaml lists {sorted(expected)}"
+    for key in sp.params:  # every listed param exists in params.yaml
+        config.get(PARAMS, key)
+    assert sp.page.suffix == ".ipynb" and str(sp.page).startswith("reports/")
+    assert dvc_stages(ROOT)[sp.stage].get("do", dvc_stages(ROOT)[sp.stage])["cmd"] == \
+        f"python -m echolib.stage {sp.stage}" + ("@${key}" if sp.key else "")
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_deps_cover_every_module_the_stage_runs(name):
+    sp = spec(name, ROOT, PARAMS)
+    body = dvc_stages(ROOT)[sp.stage]
+    deps = [d.replace("${key}", sp.key or "") for d in body.get("do", body)["deps"]]
+    missing = sorted(module_file(m).relative_to(ROOT).as_posix() for m in notebook_closure(ROOT / sp.notebook)
+                     if not covered(module_file(m), deps))
+    assert not missing, f"stage {name} runs {missing} but dvc.yaml does not list them under deps"
+
+
+def test_closure_follows_lazy_imports_and_subprocess_modules():
+    mods = notebook_closure(ROOT / "notebooks" / "06_train.ipynb")
+    assert {"echolib.lit", "echolib.loss", "echolib.models.video", "echolib.stage"} <= mods  # lit: imported lazily
+    assert "echolib.synth" not in mods and "echolib.views" not in mods
+
+
+def test_injected_params_group_the_listed_keys_by_section():
+    sp = spec("train@SingleVideo", ROOT, PARAMS)
+    got = injected(sp, PARAMS)
+    assert set(got) == {"base", "train", "text", "runs"} and list(got["runs"]) == ["SingleVideo"]
+    assert got["runs"]["SingleVideo"]["views"] == ["4CH"] and got["train"] == PARAMS["train"]
+    assert set(got["base"]) == {"seeds", "data_root"}
+
+
+def test_context_guards_unlisted_keys_and_writes_to_scratch_when_explored(tmp_path):
+    d = make_project(tmp_path / "p", tiny_params())
+    ctx = context("filter_views", root=d)  # as in JupyterLab: nothing injected
+    assert ctx.views.threshold == 0.5 and ctx.views.keep == ["LAX", "SAX", "2CH", "3CH", "4CH"]
+    with pytest.raises(config.ConfigError, match=r"reads 'views.epochs', which its params: list in dvc.yaml"):
+        _ = ctx.views.epochs
+    with pytest.raises(config.ConfigError, match="reads params section 'train'"):
+        _ = ctx.train
+    assert ctx.out("filtered") == d / "scratch" / "data" / "filtered" and ctx.raw == d / "data" / "raw"
+    run = context("train", root=d)  # a foreach stage explored by hand: the first run
+    assert run.key == "MultiVideo" and run.run.views == ["LAX", "SAX", "2CH", "3CH", "4CH"]
+    injected_ctx = context("split", "pipeline", root=d, base={"seed": 1, "source": "synthetic", "data_root": "x"},
+                           split={"train": 0.5, "valid": 0.25, "test": 0.25})
+    assert injected_ctx.split.ratios == (0.5, 0.25, 0.25) and injected_ctx.out("split") == d / "x" / "split"
+    with pytest.raises(config.ConfigError, match=r"'split.train' must be <= 1, got 2"):
+        context("split", "pipeline", root=d, base={"seed": 1, "source": "synthetic", "data_root": "x"},
+                split={"train": 2, "valid": 0.25, "test": 0.25})
+
+
+@pytest.mark.parametrize("stage,source", [("synthesize", "dicom"), ("ingest", "synthetic")])
+def test_unselected_data_stage_is_a_recorded_skip(tmp_path, stage, source):
+    """(The selected one runs for real in test_tiny_pipeline_through_dvc_repro.)"""
+    from echolib.stage import run
+
+    d = make_project(tmp_path / "p", tiny_params(base={"source": source}, ingest={"src": "archive"}))
+    page = run(stage, d)
+    out = d / "data" / ("raw" if stage == "synthesize" else "ingested")
+    assert (out / "NOT_SELECTED").is_file() and "Not selected" in page.read_text()
+    name = "synth" if stage == "synthesize" else "ingest"
+    assert json.loads((d / "metrics" / f"{name}.json").read_text()) == {"selected": False, "source": source}
+
+
+def test_runner_reports_a_failing_stage_in_one_line(tmp_path):
+    params = tiny_params()
+    params["views"]["epochs"] = 0
+    d = make_project(tmp_path / "p", params)
+    r = subprocess.run([sys.executable, "-m", "echolib.stage", "filter_views"], cwd=d, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0
+    assert "error: params: 'views.epochs' must be >= 1, got 0" in r.stderr
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_through_dvc_repro(tmp_path):
+    """`dvc repro` of the tiny profile with a fourth run added to params.yaml only: it is trained, evaluated,
+    compared and reported; every page renders offline; the ingest notebook runs on a DICOM archive."""
+    from tests import dicom_fixtures as F
+
+    params = tiny_params(views={"epochs": 1, "threshold": 0.0}, evaluate={"n_bootstrap": 50})
+    params["runs"]["SingleVideoB"] = {**params["runs"]["SingleVideo"], "lr": 0.001}
+    d = make_project(tmp_path / "p", params)
+    for cmd in (["dvc", "init", "--no-scm", "-q"], ["dvc", "repro", "-q"]):
+        r = subprocess.run([sys.executable, "-m", *cmd], cwd=d, capture_output=True, text=True, timeout=1500)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "train@SingleVideoB" in stage_names(d)
+    table1 = json.loads((d / "metrics" / "table1.json").read_text())
+    assert {"MultiVideo", "MultiVideo-4CH", "SingleVideo", "SingleVideoB", "SingleImage"} <= set(table1["runs"])
+    for name in ("synth", "views", "filter", "split", "tokenizer", "cache", "train/SingleVideoB",
+                 "retrieval/SingleVideoB", "interpret/SingleVideoB", "table1", "ingest"):
+        assert (d / "metrics" / f"{name}.json").is_file(), name
+    index = (d / "reports" / "index.html").read_text()
+    assert 'href="stages/06_train_SingleVideoB.html"' in index and 'href="99_report.html"' in index
+    for page in [*(d / "reports" / "stages").glob("*.html"), d / "reports" / "99_report.html"]:
+        text = page.read_text()
+        assert "<script src=\"http" not in text and "cdnjs" not in text, page.name
+    # the ingest stage on a real (DICOM) archive, through the same runner
+    archive = d / "archive"
+    for k in range(2):
+        F.save(F.variant(patient=f"T-{k}"), archive / f"IMG{k:04d}")
+    params["base"]["source"] = "dicom"
+    params["ingest"].update(src="archive", salt_file="salt")
+    (d / "params.yaml").write_text(json.dumps(params))
+    r = subprocess.run([sys.executable, "-m", "echolib.stage", "ingest"], cwd=d, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert json.loads((d / "metrics" / "ingest.json").read_text())["clips"] == 2
