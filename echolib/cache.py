@@ -1,8 +1,13 @@
 """Training data path: a clip cache (every kept clip decoded once into a memory-mapped uint8 array, reports
 tokenized once) and the (clip, report) dataset read from it.
 
+Clips are resampled in time to one rate (`cache.fps`, nearest frame from each clip's own frame rate), so that a
+window of frames spans the same time in every clip and heart rate shows as it is. Reports are stored as
+finding sentences, so that training can reorder them (the authors' loader shuffles a report's findings).
+
 Cache layout (DIR): clips.u8 (N, F, S, S, 3) uint8, index.parquet (row, video_id, study_id, patient_id, split,
-view, ...), tokens.npz (study_id, input_ids, attention_mask), meta.json.
+view, ...), tokens.npz (study_id, input_ids, attention_mask in each report's order; sent_ids, sent_bounds,
+study_sents: the sentences), meta.json.
 """
 
 from __future__ import annotations
@@ -17,31 +22,33 @@ import polars as pl
 import torch
 from torch.utils.data import Dataset
 
-from .io.video import VideoDecodeError, read_clip
+from .io.video import VideoDecodeError, read_at_rate
 
 
 def _decode_into(job):
-    path, row, mm_path, shape, frames, stride, size = job
+    path, row, mm_path, shape, src_fps, fps, size = job
     mm = np.memmap(mm_path, dtype=np.uint8, mode="r+", shape=shape)
+    padded = 0
     try:
-        mm[row] = read_clip(path, frames, stride=stride, size=size)
+        mm[row], padded = read_at_rate(path, shape[1], src_fps, fps, size=size)
         err = ""
     except VideoDecodeError as e:
         err = str(e)
     mm.flush()
     del mm
-    return row, err
+    return row, err, padded
 
 
 def build_cache(raw: str | Path, videos: pl.DataFrame, studies: pl.DataFrame, tokenizer, out: str | Path,
-                frames: int, stride: int, size: int, max_length: int, workers: int = 0, progress: bool = True) -> dict:
-    """Decode every clip in `videos` (kept clips with split + study_id) and tokenize the studies' reports.
+                frames: int, fps: float, size: int, max_length: int, workers: int = 0, progress: bool = True) -> dict:
+    """Decode every clip in `videos` (kept clips with split + study_id + fps) at `fps` and tokenize the studies'
+    reports as finding sentences.
 
     `studies` needs study_id, patient_id, split, report. Clips that fail to decode are dropped from the index
-    and counted in the returned summary (never silently)."""
+    and counted in the returned summary (never silently); clips shorter than `frames` at `fps` are counted."""
     from tqdm import tqdm
 
-    from .text import encode
+    from .text import encode_findings
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,23 +56,26 @@ def build_cache(raw: str | Path, videos: pl.DataFrame, studies: pl.DataFrame, to
     shape = (videos.height, frames, size, size, 3)
     mm_path = out / "clips.u8"
     np.memmap(mm_path, dtype=np.uint8, mode="w+", shape=shape).flush()
-    jobs = [(str(Path(raw) / p), r, str(mm_path), shape, frames, stride, size)
-            for r, p in zip(videos["row"], videos["path"], strict=True)]
-    errors = {}
+    jobs = [(str(Path(raw) / p), r, str(mm_path), shape, float(f), fps, size)
+            for r, p, f in zip(videos["row"], videos["path"], videos["fps"], strict=True)]
+    errors, short = {}, 0
     with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        for row, err in tqdm(pool.map(_decode_into, jobs, chunksize=16), total=len(jobs), desc="cache",
-                             disable=not progress, mininterval=10):
+        for row, err, padded in tqdm(pool.map(_decode_into, jobs, chunksize=16), total=len(jobs), desc="cache",
+                                     disable=not progress, mininterval=10):
             if err:
                 errors[row] = err
+            short += padded > 0
     index = videos.filter(~pl.col("row").is_in(list(errors)))
     index.drop("path").write_parquet(out / "index.parquet")
     used = studies.filter(pl.col("study_id").is_in(index["study_id"].unique().implode()))
-    ids, mask, truncated = encode(tokenizer, used["report"].to_list(), max_length)
-    np.savez(out / "tokens.npz", study_id=np.array(used["study_id"].to_list()), input_ids=ids.numpy().astype(np.int32),
-             attention_mask=mask.numpy().astype(np.int8))
-    meta = {"shape": list(shape), "frames": frames, "stride": stride, "size": size, "max_length": max_length,
-            "clips": index.height, "decode_errors": len(errors), "studies": used.height,
-            "truncated_reports": int(truncated), "bytes": int(mm_path.stat().st_size)}
+    tok = encode_findings(tokenizer, used["report"].to_list(), max_length)
+    np.savez(out / "tokens.npz", study_id=np.array(used["study_id"].to_list()),
+             **{k: tok[k] for k in ("input_ids", "attention_mask", "sent_ids", "sent_bounds", "study_sents")})
+    meta = {"shape": list(shape), "frames": frames, "fps": fps, "size": size, "max_length": max_length,
+            "clips": index.height, "decode_errors": len(errors), "clips_shorter_than_window": short,
+            "studies": used.height, "truncated_reports": int(tok["truncated"]), "special_tokens": tok["special"],
+            "findings_per_report": round(float(np.diff(tok["study_sents"]).mean()), 2) if used.height else 0,
+            "bytes": int(mm_path.stat().st_size)}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     if errors:
         pl.DataFrame({"video_id": videos.filter(pl.col("row").is_in(list(errors)))["video_id"],
@@ -86,6 +96,7 @@ class ClipCache:
         tok = np.load(self.path / "tokens.npz")
         self.study_ids = tok["study_id"].tolist()
         self.input_ids, self.attention_mask = tok["input_ids"], tok["attention_mask"]
+        self.sent_ids, self.sent_bounds, self.study_sents = tok["sent_ids"], tok["sent_bounds"], tok["study_sents"]
         self.study_row = {s: i for i, s in enumerate(self.study_ids)}
         self._clips = None
 
@@ -135,10 +146,13 @@ class ClipReportDataset(Dataset):
     `train`, deterministic otherwise. Items carry `study` (index into the cache's studies) for retrieval.
 
     `video` is uint8 (T, C, H, W) straight from the cache; `gain`/`bias` are the clip's augmentation (1 and 0
-    when not training). `model_input` turns them into the encoder's float input."""
+    when not training). `model_input` turns them into the encoder's float input. With `shuffle_findings` (training
+    only) the report's finding sentences come in a new random order, at most `max_findings` of them."""
 
-    def __init__(self, cache: ClipCache, rows: pl.DataFrame, num_frames: int, train: bool):
+    def __init__(self, cache: ClipCache, rows: pl.DataFrame, num_frames: int, train: bool,
+                 shuffle_findings: bool = False, max_findings: int = 35):
         self.cache, self.num_frames, self.train = cache, num_frames, train
+        self.shuffle, self.max_findings = train and shuffle_findings, max_findings
         self.rows = rows["row"].to_numpy()
         self.study = np.array([cache.study_row[s] for s in rows["study_id"]])
 
@@ -155,10 +169,27 @@ class ClipReportDataset(Dataset):
         else:
             gain, bias = torch.tensor(1.0), torch.tensor(0.0)
         s = self.study[i]
-        return {"video": video, "gain": gain, "bias": bias,
-                "input_ids": torch.from_numpy(self.cache.input_ids[s].astype(np.int64)),
-                "attention_mask": torch.from_numpy(self.cache.attention_mask[s].astype(np.int64)),
+        ids, mask = self.report(s)
+        return {"video": video, "gain": gain, "bias": bias, "input_ids": ids, "attention_mask": mask,
                 "study": torch.tensor(s)}
+
+    def report(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and mask of study `s`'s report: its own order, or shuffled findings when training."""
+        c = self.cache
+        if not self.shuffle:
+            return (torch.from_numpy(c.input_ids[s].astype(np.int64)),
+                    torch.from_numpy(c.attention_mask[s].astype(np.int64)))
+        from .text import join_sentences
+
+        first, last = int(c.study_sents[s]), int(c.study_sents[s + 1])
+        order = (first + torch.randperm(last - first)[: self.max_findings]).tolist()
+        length = c.input_ids.shape[1]
+        row, _ = join_sentences(c.sent_ids, c.sent_bounds, order, c.meta["special_tokens"], length)
+        ids = torch.full((length,), c.meta["special_tokens"]["pad"], dtype=torch.int64)
+        ids[: len(row)] = torch.from_numpy(row.astype(np.int64))
+        mask = torch.zeros(length, dtype=torch.int64)
+        mask[: len(row)] = 1
+        return ids, mask
 
 
 def cache_inputs(raw: str | Path, data: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -172,14 +203,14 @@ def cache_inputs(raw: str | Path, data: str | Path) -> tuple[pl.DataFrame, pl.Da
 
 
 def run_cache(ctx) -> dict:
-    """Stage `cache`: every kept clip decoded once (params `cache`) and every report tokenized once
-    (text.max_length) into data/cache; returns metrics/cache.json."""
+    """Stage `cache`: every kept clip decoded once at `cache.fps` (params `cache`) and every report tokenized
+    once as finding sentences (text.max_length) into data/cache; returns metrics/cache.json."""
     from .text import load_tokenizer
 
     videos, studies = cache_inputs(ctx.raw, ctx.data)
     c = ctx.cache
     meta = build_cache(ctx.raw, videos, studies, load_tokenizer(ctx.data / "tokenizer"), ctx.out("cache"), c.frames,
-                       c.stride, c.size, ctx.text.max_length, ctx.base.workers)
+                       c.fps, c.size, ctx.text.max_length, ctx.base.workers)
     if meta["clips"] == 0 or meta["decode_errors"]:
         raise ValueError(f"cache: {meta['clips']} clips cached, {meta['decode_errors']} could not be decoded "
                          f"(see {ctx.out('cache') / 'rejected.parquet'})")

@@ -13,36 +13,44 @@ import polars as pl
 from .ranking import KS
 
 
-def bootstrap_ci(ranks: dict[str, pl.DataFrame], n: int = 1000, seed: int = 0, level: float = 0.95,
-                 pairs: list[tuple[str, str]] = ()) -> dict:
-    """Paired bootstrap over evaluation studies: the same resampled studies for every run.
+def bootstrap_ci(ranks: dict[str, pl.DataFrame | list[pl.DataFrame]], n: int = 1000, seed: int = 0,
+                 level: float = 0.95, pairs: list[tuple[str, str]] = ()) -> dict:
+    """Paired bootstrap over evaluation studies (the same resampled studies for every run) and over seeds.
 
-    `ranks[run]` holds study_id, rank_v2r, rank_r2v on the same studies. Returns per run and per metric
-    {value, lo, hi}, and for each (a, b) in `pairs` the CI of metric(a) - metric(b)."""
+    `ranks[run]` holds study_id, rank_v2r, rank_r2v on the same studies, or a list of such tables, one per seed.
+    A run's value is the mean over its seeds; each resample draws the studies (shared by all runs) and, per run,
+    its seeds with replacement, so the interval holds the spread between studies and between seeds. Returns per
+    run and per metric {value, lo, hi, seeds, sd} (sd over seeds), and for each (a, b) in `pairs` the CI of
+    metric(a) - metric(b)."""
+    ranks = {r: (v if isinstance(v, list) else [v]) for r, v in ranks.items()}
     runs = list(ranks)
-    base = ranks[runs[0]]["study_id"].to_list()
-    for r in runs[1:]:
-        if ranks[r]["study_id"].to_list() != base:
+    base = ranks[runs[0]][0]["study_id"].to_list()
+    for r in runs:
+        if any(df["study_id"].to_list() != base for df in ranks[r]):
             raise ValueError(f"bootstrap: run {r} was evaluated on different studies than {runs[0]}")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(base), size=(n, len(base)))
+    idx = np.random.default_rng(seed).integers(0, len(base), size=(n, len(base)))
+    seed_rng = np.random.default_rng([seed, 1])
     alpha = (1 - level) / 2
 
-    def stats(df: pl.DataFrame) -> dict[str, np.ndarray]:
+    def stats(dfs: list[pl.DataFrame]) -> dict[str, tuple]:
+        draw = seed_rng.integers(0, len(dfs), size=(n, len(dfs)))  # seeds drawn with replacement per resample
         out = {}
         for d in ("v2r", "r2v"):
-            r = df[f"rank_{d}"].to_numpy()
-            out[f"mcmrr_{d}"] = r, r[idx].mean(axis=1)
+            per_seed = {f"mcmrr_{d}": [df[f"rank_{d}"].to_numpy().astype(float) for df in dfs]}
             for k in KS:
-                hit = (r <= k).astype(float)
-                out[f"r{k}_{d}"] = hit, hit[idx].mean(axis=1)
-        return {m: (float(v.mean()), b) for m, (v, b) in out.items()}
+                per_seed[f"r{k}_{d}"] = [(df[f"rank_{d}"].to_numpy() <= k).astype(float) for df in dfs]
+            for m, vals in per_seed.items():
+                full = np.array([v.mean() for v in vals])
+                boot = np.stack([v[idx].mean(axis=1) for v in vals])  # (seeds, n)
+                out[m] = (float(full.mean()), boot[draw, np.arange(n)[:, None]].mean(axis=1), full)
+        return out
 
     s = {r: stats(ranks[r]) for r in runs}
     res = {"n_studies": len(base), "n_resamples": n, "level": level, "runs": {}, "differences": {}}
     for r in runs:
-        res["runs"][r] = {m: {"value": v, "lo": float(np.quantile(b, alpha)), "hi": float(np.quantile(b, 1 - alpha))}
-                          for m, (v, b) in s[r].items()}
+        res["runs"][r] = {m: {"value": v, "lo": float(np.quantile(b, alpha)), "hi": float(np.quantile(b, 1 - alpha)),
+                              "seeds": len(full), "sd": float(full.std(ddof=1)) if len(full) > 1 else 0.0}
+                          for m, (v, b, full) in s[r].items()}
     for a, b in pairs:
         if a in s and b in s:
             res["differences"][f"{a} - {b}"] = {
@@ -51,22 +59,25 @@ def bootstrap_ci(ranks: dict[str, pl.DataFrame], n: int = 1000, seed: int = 0, l
     return res
 
 
-TABLE1_ROWS = ("MultiVideo", "MultiVideo-4CH", "MultiVideo-matched", "SingleVideo", "SingleImage")
-
-
+TABLE1_ROWS = ("MultiVideo", "MultiVideo-4CH", "MultiVideo-matched", "SingleVideo", "SingleVideo-exposure",
+               "SingleImage", "SingleImage-1frame")
+#: the differences the paper's claims rest on: video over image, multi-view over single view, no transfer from
+#: multi-view training (at equal steps, and at equal exposure to 4CH clips), averaging more clips, frames averaged
 TABLE1_PAIRS = (("SingleImage", "SingleVideo"), ("SingleVideo", "MultiVideo"), ("MultiVideo-4CH", "SingleVideo"),
-                ("SingleVideo", "MultiVideo-matched"))
+                ("MultiVideo-4CH", "SingleVideo-exposure"), ("SingleVideo", "MultiVideo-matched"),
+                ("SingleImage-1frame", "SingleImage"))
 
 
-def load_ranks(eval_dir: str | Path, seed: str | None = None, name: str = "ranks.parquet") -> dict[str, pl.DataFrame]:
+def load_ranks(eval_dir: str | Path, seed: str | None = None, name: str = "ranks.parquet",
+               all_seeds: bool = False) -> dict[str, pl.DataFrame | list[pl.DataFrame]]:
     """ranks.parquet (or another per-seed table, e.g. findings.parquet) of every evaluated variant,
-    eval_dir/<run>/<variant>/<seed>/ (first seed unless named)."""
+    eval_dir/<run>/<variant>/<seed>/: the first seed's (or `seed`'s), or with `all_seeds` a list over seeds."""
     out = {}
     for d in sorted(p for p in Path(eval_dir).glob("*/*") if p.is_dir()):
-        seeds = sorted(d.glob(f"seed*/{name}"))
+        seeds = sorted(d.glob(f"seed*/{name}"), key=lambda p: int(p.parent.name[4:]))
         pick = [p for p in seeds if seed is None or p.parent.name == seed]
         if pick:
-            out[d.name] = pl.read_parquet(pick[0])
+            out[d.name] = [pl.read_parquet(p) for p in pick] if all_seeds else pl.read_parquet(pick[0])
     return out
 
 
@@ -136,7 +147,8 @@ def table1_frame(res: dict, normalised: bool = False) -> pl.DataFrame:
     return pl.DataFrame([{"model": r, f"{name} v→r": mcmrr(res["runs"][r]["mcmrr_v2r"]),
                           "R@10 v→r": format_ci(res["runs"][r]["r10_v2r"], 3),
                           f"{name} r→v": mcmrr(res["runs"][r]["mcmrr_r2v"]),
-                          "R@10 r→v": format_ci(res["runs"][r]["r10_r2v"], 3)} for r in rows])
+                          "R@10 r→v": format_ci(res["runs"][r]["r10_r2v"], 3),
+                          "seeds": res["runs"][r]["mcmrr_v2r"].get("seeds", 1)} for r in rows])
 
 
 def differences_frame(res: dict) -> pl.DataFrame:
@@ -198,10 +210,26 @@ def table1_long(res: dict) -> pl.DataFrame:
                          for k in ("mcmrr_v2r", "mcmrr_r2v", "r10_v2r", "r10_r2v")])
 
 
+def check_exposure(train_metrics: str | Path) -> None:
+    """An exposure-matched run must have been trained against the other run as it was trained: its steps were
+    computed from that run's views, steps and batch size (metrics/train/RUN.json records both)."""
+    summaries = {p.stem: json.loads(p.read_text()) for p in Path(train_metrics).glob("*.json")}
+    for name, s in summaries.items():
+        basis = s["per_seed"][0].get("exposure_of")
+        if not basis or basis["run"] not in summaries:
+            continue
+        o = summaries[basis["run"]]["per_seed"][0]
+        now = {"views": o["views"], "steps": o["steps"], "batch_size": o["batch_size"]}
+        if {k: basis[k] for k in now} != now:
+            raise ValueError(f"{name} matched the exposure of {basis['run']} as {basis}, but {basis['run']} was "
+                             f"trained with {now}: run `dvc repro -f train@{name}`")
+
+
 def run_compare(ctx) -> dict:
     """Stage `compare`: Table 1 with paired-bootstrap CIs (evaluate.n_bootstrap, evaluate.level, base.seed) over
     every evaluated run in data/eval, and the paper's differences; returns metrics/table1.json."""
-    ranks = load_ranks(ctx.data / "eval")
+    check_exposure(ctx.root / "metrics" / "train")
+    ranks = load_ranks(ctx.data / "eval", all_seeds=True)
     if not ranks:
         raise FileNotFoundError(f"{ctx.data / 'eval'}: no evaluated run (run the evaluate stages first)")
     res = bootstrap_ci(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level, list(TABLE1_PAIRS))

@@ -149,9 +149,10 @@ class SynthConfig(Section):
     section: ClassVar[str] = "synth"
     n_patients: int = _f(lo=1)
     size: int = _f(lo=32, hi=1024)  # frame size in pixels
-    n_frames: int = _f(lo=2)
+    seconds: float = _f(lo=1.2, hi=10.0)  # clip duration: at least one cardiac cycle at the slowest rate (50 bpm)
     control: bool = _f()  # the negative control: every finding static and visible in every view
     quality: int = _f(lo=2, hi=31)  # MPEG-4 quantiser of the written clips (2 best)
+    report_style: Literal["findings", "sectioned"] = _f()  # the paper's finding sentences, or sections + numbers
 
     def validate(self, where: str) -> None:
         if self.size % 2:
@@ -218,13 +219,15 @@ class TextConfig(Section):
     max_length: int = _f(lo=8, hi=512)
     pretrained_dir: str = _f()  # local copy of tohoku-nlp/bert-base-japanese-v3 (tokenizer + weights); "" = train own
     layers: int = _f(lo=1)  # transformer layers of a text encoder trained from scratch
+    shuffle_findings: bool = _f()  # training: a report's finding sentences in a new random order every time
+    max_findings: int = _f(lo=1)  # training: at most this many finding sentences (the authors' loader: 35)
 
 
 @dataclasses.dataclass(frozen=True)
 class CacheConfig(Section):
     section: ClassVar[str] = "cache"
-    frames: int = _f(lo=1)  # frames stored per clip (training samples the encoder's frames from these)
-    stride: int = _f(lo=1)  # decode stride
+    fps: float = _f(lo=1, lo_open=False)  # clips are resampled in time to this rate (nearest frame)
+    frames: int = _f(lo=1)  # frames stored per clip (training takes the encoder's frames at a random offset)
     size: int = _f(lo=16)
 
 
@@ -237,9 +240,9 @@ class TrainConfig(Section):
     strategy: Literal["auto", "ddp", "ddp_spawn"] = _f()
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = _f()  # auto = bf16-mixed on GPU, else 32
     batch_size: int = _f(lo=2)  # a contrastive batch needs negatives
-    max_epochs: int = _f(lo=1)
-    patience: int = _f(lo=1)  # validations without improvement before stopping
-    val_check_clips: int = _f(lo=0)  # validate every this many training clips (0 = once per epoch)
+    steps: int = _f(lo=1)  # optimisation steps of every run (the cosine schedule ends here)
+    patience: int = _f(lo=0)  # early stopping after this many validations without improvement (0 = never)
+    val_check_clips: int = _f(lo=1)  # validate every this many training clips, the same for every run
     min_clips: int = _f(lo=0)  # train on at least this many clips before early stopping may end a run
     warmup_steps: int = _f(lo=0)
     weight_decay: float = _f(lo=0)
@@ -257,7 +260,9 @@ class RunConfig(Section):
     lr: float = _f(lo=0, lo_open=True)
     size: Literal["tiny", "paper"] = _f()  # encoder sizes (models.*.SIZES)
     batch_size: int = _f(lo=0)  # 0 = train.batch_size
-    max_epochs: int = _f(lo=0)  # 0 = train.max_epochs
+    steps: int = _f(lo=0)  # 0 = train.steps
+    seeds: list[int] = _f()  # empty = base.seeds
+    exposure_of: str = _f()  # "" or a run: train as many steps as that run needs to see this run's views as often
     weights: str = _f()  # optional local weights for the video/image backbone
 
     def validate(self, where: str) -> None:
@@ -267,6 +272,25 @@ class RunConfig(Section):
                               f"of {known}")
         if self.batch_size == 1:
             raise ConfigError(f"params: '{where}.batch_size' must be 0 (train.batch_size) or >= 2, got 1")
+        if len(set(self.seeds)) != len(self.seeds) or any(x < 0 for x in self.seeds):
+            raise ConfigError(f"params: '{where}.seeds' must be distinct non-negative integers, got {self.seeds}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PositiveControlConfig(Section):
+    """A supervised classifier per finding on pixels: is each finding measurable from the clips at all?"""
+
+    section: ClassVar[str] = "positive_control"
+    encoder: str = _f(nonempty=True)  # a video encoder (see encoders)
+    size: Literal["tiny", "paper"] = _f()
+    steps: int = _f(lo=0)  # 0: no positive control
+    batch_size: int = _f(lo=2)
+    lr: float = _f(lo=0, lo_open=True)
+
+    def validate(self, where: str) -> None:
+        if self.encoder not in encoders.names("video"):
+            raise ConfigError(f"params: '{where}.encoder' {self.encoder!r} is not a known video encoder; choose one "
+                              f"of {encoders.names('video')}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,7 +310,7 @@ class ReportConfig(Section):
 
 SECTIONS: dict[str, type[Section]] = {
     c.section: c for c in (BaseConfig, SynthConfig, IngestConfig, ViewsConfig, SplitConfig, TextConfig, CacheConfig,
-                           TrainConfig, EvaluateConfig, ReportConfig)
+                           TrainConfig, PositiveControlConfig, EvaluateConfig, ReportConfig)
 }
 
 
@@ -303,6 +327,7 @@ class Params:
     cache: CacheConfig
     train: TrainConfig
     runs: dict[str, RunConfig]
+    positive_control: PositiveControlConfig
     evaluate: EvaluateConfig
     report: ReportConfig
 
@@ -353,9 +378,18 @@ def _check_across(p: Params) -> None:
         if missing:
             raise ConfigError(f"params: 'runs.{name}.views' uses {missing}, which 'views.keep' drops "
                               f"(keep: {p.views.keep})")
-    if p.cache.frames * p.cache.stride > p.synth.n_frames and p.base.source == "synthetic":
-        raise ConfigError(f"params: 'cache.frames' x 'cache.stride' = {p.cache.frames * p.cache.stride} exceeds the "
-                          f"{p.synth.n_frames} frames of a synthetic clip ('synth.n_frames')")
+        if run.exposure_of and (run.exposure_of not in p.runs or p.runs[run.exposure_of].exposure_of
+                                or not set(run.views) <= set(p.runs[run.exposure_of].views)):
+            raise ConfigError(f"params: 'runs.{name}.exposure_of' must name another run whose views include "
+                              f"{run.views} and that has no exposure_of itself; runs: {sorted(p.runs)}")
+    need = encoders.frames(p.positive_control.encoder, p.positive_control.size)
+    if p.positive_control.steps and need > p.cache.frames:
+        raise ConfigError(f"params: 'positive_control.encoder' takes {need} frames but 'cache.frames' stores "
+                          f"{p.cache.frames}")
+    covered = (p.cache.frames - 1) / p.cache.fps
+    if p.base.source == "synthetic" and covered > p.synth.seconds:
+        raise ConfigError(f"params: 'cache.frames' at 'cache.fps' span {covered:.2f} s, longer than a synthetic clip "
+                          f"('synth.seconds' = {p.synth.seconds})")
 
 
 def load(path: str | Path = "params.yaml") -> Params:
@@ -385,33 +419,37 @@ def raw_dir(data_root: str | Path, source: str) -> Path:
 #: The keys a profile sets, with the `default` profile's values (params.yaml as committed holds these; a test
 #: checks). `runs.*.KEY` applies to every run in params.yaml.
 _DEFAULT: dict[str, Any] = {
-    "synth.n_patients": 1700, "synth.size": 64, "synth.n_frames": 32, "synth.control": False, "synth.quality": 3,
-    "views.size": 64, "views.epochs": 4, "views.threshold": 0.9,
+    "synth.n_patients": 1700, "synth.size": 64, "synth.seconds": 1.25, "synth.control": False, "synth.quality": 3,
+    "synth.report_style": "findings",
+    "views.size": 64, "views.epochs": 3, "views.threshold": 0.9,
     "split.train": 0.875, "split.valid": 0.025, "split.test": 0.1,
-    "cache.size": 64, "cache.frames": 16, "cache.stride": 2,
+    "cache.size": 64, "cache.fps": 8.0, "cache.frames": 10,
     "text.layers": 1,
-    "train.accelerator": "cpu", "train.strategy": "auto", "train.batch_size": 32, "train.max_epochs": 6,
-    "train.warmup_steps": 100,
+    "train.accelerator": "cpu", "train.strategy": "auto", "train.batch_size": 32, "train.steps": 700,
+    "train.warmup_steps": 100, "train.val_check_clips": 3200,
+    "positive_control.size": "tiny", "positive_control.steps": 700,
     "runs.*.size": "tiny", "runs.*.lr": 5e-4,
-    "runs.MultiVideo.encoder": "convnext_early", "runs.SingleVideo.encoder": "convnext_early",
-    "runs.SingleImage.batch_size": 0,
+    "runs.MultiVideo.encoder": "convnext_st", "runs.SingleVideo.encoder": "convnext_st",
+    "runs.SingleVideo-exposure.encoder": "convnext_st", "runs.SingleImage.batch_size": 0,
 }
 #: what each profile changes relative to `default`
 _PROFILE_CHANGES: dict[str, dict[str, Any]] = {
     "default": {},
     # a smoke test in minutes: a classifier trained on ~170 clips needs more epochs and cannot be held to 0.9
-    "tiny": {"synth.n_patients": 24, "synth.n_frames": 16, "train.max_epochs": 2, "train.batch_size": 8,
-             "cache.frames": 16, "cache.stride": 1, "views.epochs": 20, "views.threshold": 0.5,
+    "tiny": {"synth.n_patients": 24, "train.steps": 20, "train.batch_size": 8, "train.val_check_clips": 80,
+             "train.warmup_steps": 5, "positive_control.steps": 10, "views.epochs": 20, "views.threshold": 0.5,
              "split.train": 0.6, "split.valid": 0.2, "split.test": 0.2},
     # the negative control: the default's sizes, every finding static and visible in every view
     "control": {"synth.control": True},
     # the paper: 224 px, 32-frame ViViT-B / ConvNeXt-B / BERT-base, lr 1e-5, 2,000 warm-up steps, batch 64
     # (2,304 for the image model), GPUs with DDP
-    "paper": {"synth.n_patients": 20000, "synth.size": 224, "synth.n_frames": 64, "synth.quality": 2,
-              "views.size": 224, "cache.size": 224, "cache.frames": 32, "cache.stride": 2, "text.layers": 12,
+    "paper": {"synth.n_patients": 20000, "synth.size": 224, "synth.seconds": 1.5, "synth.quality": 2,
+              "views.size": 224, "cache.size": 224, "cache.fps": 24.0, "cache.frames": 32, "text.layers": 12,
               "train.accelerator": "gpu", "train.strategy": "ddp", "train.batch_size": 64,
-              "train.warmup_steps": 2000, "runs.*.size": "paper", "runs.*.lr": 1e-5,
+              "train.warmup_steps": 2000, "train.steps": 100000, "positive_control.size": "paper",
+              "runs.*.size": "paper", "runs.*.lr": 1e-5,
               "runs.MultiVideo.encoder": "vivit", "runs.SingleVideo.encoder": "vivit",
+              "runs.SingleVideo-exposure.encoder": "vivit",
               "runs.SingleImage.batch_size": 2304},
 }
 

@@ -9,6 +9,7 @@ SIZES = ("tiny", "paper")
 
 ENCODERS: dict[str, dict] = {
     "convnext": {"kind": "image"},  # timm ConvNeXt on single frames (SingleImage)
+    "convnext_st": {"kind": "video", "frames": {"tiny": 8, "paper": 16}},  # the same per frame + temporal layers
     "convnext_early": {"kind": "video", "frames": {"tiny": 16, "paper": 32}},  # the same, frames stacked as channels
     "vivit": {"kind": "video", "frames": {"tiny": 16, "paper": 32}},  # transformers ViViT
     "videomae": {"kind": "video", "frames": {"tiny": 16, "paper": 16}},  # transformers VideoMAE

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from . import encoders
 from .cache import ClipCache, ClipReportDataset, model_input
 from .models import load_clip_model
 from .ranking import KS, metrics_from_ranks, ranks_from_embeddings, study_embeddings
@@ -107,14 +108,18 @@ def evaluate_views(model, frames: int, cache: ClipCache, studies: list[str], vie
             "study_emb": study_emb, "text_emb": text}
 
 
-def variants_of(run_name: str, views: list[str]) -> dict[str, tuple[list[str], list[str] | None]]:
-    """Inference variants of a run, name -> (views used, views whose clip count is matched). A run that sees
-    several views also gets `<run>-4CH` (4CH clips only: what its clips are worth) and `<run>-matched` (all views,
-    but only as many clips per study as the study has 4CH clips: what averaging more clips is worth)."""
-    out = {run_name: (views, None)}
+def variants_of(run_name: str, views: list[str], image: bool = False) -> dict[str, tuple]:
+    """Inference variants of a run, name -> (views used, views whose clip count is matched, frames per clip or
+    None for the model's own). A run that sees several views also gets `<run>-4CH` (4CH clips only: what its clips
+    are worth) and `<run>-matched` (all views, but only as many clips per study as the study has 4CH clips: what
+    averaging more clips is worth); an image model also `<run>-1frame` (one frame per clip instead of the mean
+    of every frame, the paper's rule)."""
+    out = {run_name: (views, None, None)}
     if len(views) > 1 and "4CH" in views:
-        out[f"{run_name}-4CH"] = (["4CH"], None)
-        out[f"{run_name}-matched"] = (views, ["4CH"])
+        out[f"{run_name}-4CH"] = (["4CH"], None, None)
+        out[f"{run_name}-matched"] = (views, ["4CH"], None)
+    if image:
+        out[f"{run_name}-1frame"] = (views, None, 1)
     return out
 
 
@@ -151,14 +156,15 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
         model, frames, ck = load_clip_model(model_pt)
         seed_dir = model_pt.parent.name
         tok = load_tokenizer(ck["tokenizer_dir"]) if truth is not None else None
-        for name, (views, match) in variants_of(run_dir.name, run_views(ck)).items():
-            r = evaluate_views(model, frames, cache, studies, views, match, seed)
+        image = ck["run"]["encoder"] in encoders.names("image")
+        for name, (views, match, n_frames) in variants_of(run_dir.name, run_views(ck), image).items():
+            r = evaluate_views(model, n_frames or frames, cache, studies, views, match, seed)
             d = out_dir / name / seed_dir
             d.mkdir(parents=True, exist_ok=True)
             r["ranks"].write_parquet(d / "ranks.parquet")
             v = result["variants"].setdefault(name, {"views": views, "matched_to": match, "per_seed": {}})
             v["per_seed"][seed_dir] = {"study": r["metrics"], "per_clip": r["per_clip"]}
-            if tok is not None and match is None:
+            if tok is not None and match is None and n_frames is None:
                 zs = interpret(model, tok, r["study_emb"], truth, n_boot, seed, level, study_ids=studies)
                 found = [zs.pop("predictions")]
                 result["interpret"].setdefault(name, {})[seed_dir] = zs

@@ -70,6 +70,21 @@ def score_findings(preds: pl.DataFrame, grades: dict[str, list[str]], n_boot: in
     return out
 
 
+def auroc_any(true: list[str], p_any: np.ndarray, none: str, n_boot: int = 1000, seed: int = 0,
+              level: float = 0.95) -> dict | None:
+    """Binary AUROC of `p_any` for "any grade but `none`" with a bootstrap CI over studies; None when the test
+    studies hold only one class (AUROC undefined)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.array([t != none for t in true])
+    if y.all() or not y.any():
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    boot = np.array([roc_auc_score(y[i], p_any[i]) if 0 < y[i].sum() < len(i) else np.nan for i in idx])
+    return {"auroc_any": float(roc_auc_score(y, p_any)), "auroc_any_ci": _ci(boot, level),
+            "n_any": int(y.sum())}
+
+
 def paired_finding_differences(a: pl.DataFrame, b: pl.DataFrame, grades: dict[str, list[str]],
                                n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
     """Macro-F1 and accuracy of predictions `a` minus those of `b` per finding, with paired bootstrap CIs (the same
@@ -164,7 +179,7 @@ def probe(train_emb: torch.Tensor, train_truth: pl.DataFrame, test_emb: torch.Te
         raise ValueError(f"probe: {len(x_train)}/{len(x_test)} embeddings for {len(train_truth)}/{len(test_truth)} "
                          "studies (train/test)")
     ids = test_ids if test_ids is not None else [str(i) for i in range(len(x_test))]
-    preds, skipped = {}, {}
+    preds, skipped, any_scores = {}, {}, {}
     for finding in grades:
         if finding not in train_truth.columns or finding not in test_truth.columns:
             continue
@@ -174,10 +189,21 @@ def probe(train_emb: torch.Tensor, train_truth: pl.DataFrame, test_emb: torch.Te
             skipped[finding] = f"one grade among {len(y)} training studies"
             continue
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced"))
-        preds[finding] = [str(v) for v in clf.fit(x_train[known], y).predict(x_test)]
+        clf.fit(x_train[known], y)
+        preds[finding] = [str(v) for v in clf.predict(x_test)]
+        classes = list(clf.classes_)
+        none = grades[finding][0]
+        p_none = clf.predict_proba(x_test)[:, classes.index(none)] if none in classes else np.zeros(len(x_test))
+        any_scores[finding] = 1.0 - p_none
     frame = predictions_frame(ids, test_truth, preds, "probe")
-    out = {"n_train_studies": len(x_train), "n_studies": len(x_test), "skipped": skipped,
-           "findings": score_findings(frame, {f: list(grades[f]) for f in preds}, n_boot, seed, level),
+    scores = score_findings(frame, {f: list(grades[f]) for f in preds}, n_boot, seed, level)
+    for finding, p_any in any_scores.items():  # beside macro-F1: any grade vs none, threshold-free
+        known = test_truth[finding].is_not_null().to_numpy()
+        auc = auroc_any(test_truth[finding].cast(pl.Utf8).to_numpy()[known].tolist(), p_any[known],
+                        grades[finding][0], n_boot, seed, level)
+        if auc and finding in scores:
+            scores[finding].update(auc)
+    out = {"n_train_studies": len(x_train), "n_studies": len(x_test), "skipped": skipped, "findings": scores,
            "predictions": frame}
     if "ef" in train_truth.columns and "ef" in test_truth.columns:
         ok_train, ok_test = train_truth["ef"].is_not_null().to_numpy(), test_truth["ef"].is_not_null().to_numpy()
@@ -198,8 +224,10 @@ def scores_frame(by_variant: dict) -> pl.DataFrame:
         for f, m in first.get("findings", {}).items():
             rows.append({"model": variant, "finding": f, "accuracy": m["accuracy"], "accuracy_lo": m["accuracy_ci"][0],
                          "accuracy_hi": m["accuracy_ci"][1], "macro_f1": m["macro_f1"], "macro_f1_lo": m["macro_f1_ci"][0],
-                         "macro_f1_hi": m["macro_f1_ci"][1], "majority": m["majority_accuracy"]})
-    return pl.DataFrame(rows)
+                         "macro_f1_hi": m["macro_f1_ci"][1], "majority": m["majority_accuracy"],
+                         "auroc_any": m.get("auroc_any"), "auroc_any_lo": (m.get("auroc_any_ci") or [None])[0],
+                         "auroc_any_hi": (m.get("auroc_any_ci") or [None, None])[1]})
+    return pl.DataFrame(rows).with_columns(pl.col("^auroc_any.*$").cast(pl.Float64)) if rows else pl.DataFrame()
 
 
 def load_scores(interpret_dir: str | Path, method: str) -> pl.DataFrame:
@@ -210,7 +238,9 @@ def load_scores(interpret_dir: str | Path, method: str) -> pl.DataFrame:
 
 
 def score_table(by_variant: dict) -> pl.DataFrame:
-    """`scores_frame` rounded for a page: variant, finding, accuracy, macro-F1, majority-grade share."""
+    """`scores_frame` rounded for a page: variant, finding, accuracy, macro-F1, majority-grade share, AUROC of any
+    grade vs none (probe)."""
     t = scores_frame(by_variant)
     return t if t.is_empty() else t.select(pl.col("model").alias("variant"), "finding", pl.col("accuracy").round(3),
-                                           pl.col("macro_f1").round(3).alias("macro_F1"), pl.col("majority").round(3))
+                                           pl.col("macro_f1").round(3).alias("macro_F1"), pl.col("majority").round(3),
+                                           pl.col("auroc_any").cast(pl.Float64).round(3).alias("AUROC any"))

@@ -101,14 +101,16 @@ def collate_trim(items: list[dict]) -> dict:
 
 class ClipDataModule(L.LightningDataModule):
     def __init__(self, cache_dir: str, views: list[str], num_frames: int, batch_size: int = 32,
-                 num_workers: int = 2):
+                 num_workers: int = 2, shuffle_findings: bool = False, max_findings: int = 35):
         super().__init__()
         self.cache_dir, self.views, self.num_frames = cache_dir, views, num_frames
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.shuffle_findings, self.max_findings = shuffle_findings, max_findings
 
     def setup(self, stage: str | None = None):
         self.cache = ClipCache(self.cache_dir)
-        self.train_set = ClipReportDataset(self.cache, self.cache.select("train", self.views), self.num_frames, True)
+        self.train_set = ClipReportDataset(self.cache, self.cache.select("train", self.views), self.num_frames, True,
+                                           self.shuffle_findings, self.max_findings)
         self.val_set = ClipReportDataset(self.cache, self.cache.select("valid", self.views), self.num_frames, False)
         if len(self.train_set) == 0:
             raise ValueError(f"{self.cache_dir}: no training clips of views {self.views}")

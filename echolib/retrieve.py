@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from .io.video import VideoDecodeError, read_clip, video_info
+from .io.video import VideoDecodeError, read_at_rate, video_info
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
@@ -38,7 +38,8 @@ def study_clips(folder: str | Path, workdir: str | Path) -> pl.DataFrame:
     rows, bad = [], []
     for p in videos:
         try:
-            rows.append({"video_id": p.stem, "path": str(p.resolve()), "n_frames": video_info(p)["n_frames"]})
+            info = video_info(p)
+            rows.append({"video_id": p.stem, "path": str(p.resolve()), "n_frames": info["n_frames"], "fps": info["fps"]})
         except VideoDecodeError as e:
             bad.append(str(e))
     if not rows:
@@ -59,20 +60,15 @@ def _ingested_clips(folder: Path, workdir: Path) -> pl.DataFrame:
         reasons = tables["rejected"].select("source", "reason").head(5).to_dicts()
         raise RetrievalInputError(f"{folder}: no video file and no usable DICOM cine; e.g. {reasons}")
     return tables["videos"].select("video_id", pl.col("path").map_elements(lambda p: str(workdir / p),
-                                                                          return_dtype=pl.String), "n_frames")
+                                                                          return_dtype=pl.String), "n_frames", "fps")
 
 
-def _clip_tensor(path: str, n_frames: int, ck: dict, frames: int) -> torch.Tensor:
-    """The frames the model saw in training: the cache's frames/stride/size, then the evaluation window."""
+def _clip_tensor(path: str, fps: float, ck: dict, frames: int) -> torch.Tensor:
+    """The frames the model saw in training: the cache's rate, frames and size, then the evaluation window."""
     from .cache import frame_indices, frames_tensor, model_input
 
-    size = ck.get("size", 64)
-    if "cache_frames" in ck:
-        stored = read_clip(path, ck["cache_frames"], stride=ck["cache_stride"], size=size)
-        clip = stored[frame_indices(len(stored), frames, 0)]
-    else:  # checkpoints written before the cache settings were stored
-        clip = read_clip(path, frames, stride=max(1, n_frames // frames), size=size)
-    return model_input(frames_tensor(clip)).unsqueeze(0)
+    stored, _ = read_at_rate(path, ck["cache_frames"], fps, ck["cache_fps"], size=ck["size"])
+    return model_input(frames_tensor(stored[frame_indices(len(stored), frames, 0)])).unsqueeze(0)
 
 
 def retrieve(model_dir: str | Path, study: str | Path, reports: str | Path, k: int = 5,
@@ -98,7 +94,7 @@ def _retrieve(model_dir, clips: pl.DataFrame, study, reports, k: int, views_dir,
         raise RetrievalInputError(f"{study}: no usable view for this model (needs {views} at p >= {threshold}); "
                                   f"the view filter saw {seen}")
     with torch.inference_mode():
-        embs = [model.encode_video(_clip_tensor(r["path"], r["n_frames"], ck, frames))
+        embs = [model.encode_video(_clip_tensor(r["path"], r["fps"], ck, frames))
                 for r in kept.iter_rows(named=True)]
         study_emb = torch.nn.functional.normalize(torch.cat(embs).mean(0, keepdim=True), dim=-1)
     table = pl.read_parquet(reports)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
+import numpy as np
+
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -74,6 +76,47 @@ def encode(tokenizer, texts: list[str], max_length: int):
     truncated = sum(len(ids) > max_length for ids in full)
     enc = tokenizer(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"], truncated
+
+
+def split_findings(report: str) -> list[str]:
+    """A report's finding sentences: split after 「。」 and at the commas the authors' CSV separates findings with
+    (each piece keeps or gets its 「。」). Line breaks and section marks stay inside their sentence."""
+    import re
+
+    pieces = [p.strip() for p in re.split(r"(?<=。)|,", normalize(report))]
+    return [p if p.endswith("。") else p + "。" for p in pieces if p and p != "。"]
+
+
+def encode_findings(tokenizer, reports: list[str], max_length: int) -> dict:
+    """Reports as finding sentences, each tokenized once (no special tokens), for the loader to reorder.
+
+    Returns sent_ids (every sentence's tokens, concatenated), sent_bounds (sentence k is
+    sent_ids[sent_bounds[k]:sent_bounds[k+1]]), study_sents (report i has sentences study_sents[i]:study_sents[i+1])
+    and input_ids/attention_mask of each report in its own order ([CLS] sentences [SEP], truncated, padded), the
+    count of truncated reports, and the special token ids."""
+    sentences = [split_findings(r) for r in reports]
+    flat = [x for ss in sentences for x in ss]
+    ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+    sent_bounds = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(np.int64)
+    study_sents = np.concatenate([[0], np.cumsum([len(ss) for ss in sentences])]).astype(np.int64)
+    sent_ids = np.array([t for x in ids for t in x], dtype=np.int32)
+    special = {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id, "pad": tokenizer.pad_token_id}
+    input_ids = np.full((len(reports), max_length), special["pad"], dtype=np.int32)
+    mask = np.zeros((len(reports), max_length), dtype=np.int8)
+    truncated = 0
+    for i in range(len(reports)):
+        row = join_sentences(sent_ids, sent_bounds, range(study_sents[i], study_sents[i + 1]), special, max_length)
+        truncated += row[1]
+        input_ids[i, :len(row[0])], mask[i, :len(row[0])] = row[0], 1
+    return {"sent_ids": sent_ids, "sent_bounds": sent_bounds, "study_sents": study_sents, "input_ids": input_ids,
+            "attention_mask": mask, "truncated": truncated, "special": special}
+
+
+def join_sentences(sent_ids, sent_bounds, order, special: dict, max_length: int) -> tuple[np.ndarray, bool]:
+    """[CLS] + the sentences in `order` + [SEP], cut to max_length; and whether anything was cut."""
+    body = np.concatenate([sent_ids[sent_bounds[k]:sent_bounds[k + 1]] for k in order] or [np.zeros(0, np.int32)])
+    cut = len(body) > max_length - 2
+    return np.concatenate([[special["cls"]], body[:max_length - 2], [special["sep"]]]).astype(np.int32), cut
 
 
 def unk_rate(tokenizer, texts: list[str]) -> float:

@@ -24,13 +24,26 @@ from .models import EchoClip, build_model
 MONITOR = "val/mcmrr"  # model selection and early stopping: validation MCMRR, both directions (lower is better)
 
 
-def _val_interval(val_check_clips: int, global_batch: int, steps_per_epoch: int) -> int | float:
-    """Lightning's val_check_interval: every N training batches so that every run is scored after the same number
-    of training clips (runs with more items per epoch would otherwise be judged less often); 1.0 = each epoch."""
-    if val_check_clips <= 0:
-        return 1.0
-    steps = max(1, round(val_check_clips / global_batch))
-    return 1.0 if steps >= steps_per_epoch else steps
+def run_steps(p: C.Params, name: str, index) -> int:
+    """Optimisation steps of run `name`: runs.NAME.steps (0: train.steps), or, with `exposure_of`, as many as it
+    takes to see as many clips of its views as that run sees in its steps (from the training clips in `index`)."""
+    run = p.runs[name]
+    if not run.exposure_of:
+        return run.steps or p.train.steps
+    other = p.runs[run.exposure_of]
+    train = index.filter(index["split"] == "train")
+    view_col = "pred_view" if "pred_view" in train.columns else "view"
+    seen = train.filter(train[view_col].is_in(list(other.views)))
+    share = seen.filter(seen[view_col].is_in(list(run.views))).height / max(seen.height, 1)
+    return max(1, round(exposure_basis(p, run.exposure_of)["clips"] * share / (run.batch_size or p.train.batch_size)))
+
+
+def exposure_basis(p: C.Params, name: str) -> dict:
+    """What an exposure-matched run is computed from: run `name`'s views, steps and batch size (recorded in its
+    summary, so that the compare stage can tell when that run has changed since)."""
+    other = p.runs[name]
+    steps, batch = other.steps or p.train.steps, other.batch_size or p.train.batch_size
+    return {"run": name, "views": list(other.views), "steps": steps, "batch_size": batch, "clips": steps * batch}
 
 
 def _precision(train: C.TrainConfig) -> str:
@@ -53,6 +66,7 @@ class RunSetup:
     datamodule: object
     batch_size: int
     cache_meta: dict
+    steps: int
 
 
 def setup_run(name: str, params_path: str | Path = "params.yaml") -> RunSetup:
@@ -72,9 +86,11 @@ def setup_run(name: str, params_path: str | Path = "params.yaml") -> RunSetup:
                                 max_length=text.max_length, text_layers=text.layers,
                                 pretrained_dir=text.pretrained_dir, loss=train.loss)
     batch = run.batch_size or train.batch_size
-    dm = ClipDataModule(str(data / "cache"), list(run.views), frames, batch, train.num_workers)
+    dm = ClipDataModule(str(data / "cache"), list(run.views), frames, batch, train.num_workers,
+                        text.shuffle_findings, text.max_findings)
     dm.setup()
-    return RunSetup(base, train, text, run, data, tokenizer, model, frames, dm, batch, cache_meta)
+    return RunSetup(base, train, text, run, data, tokenizer, model, frames, dm, batch, cache_meta,
+                    run_steps(p, name, dm.cache.index))
 
 
 def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", resume: bool = False,
@@ -94,21 +110,21 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     out = Path(out_root or data / "runs") / name / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     world = train.devices * train.num_nodes if train.strategy != "auto" or train.devices > 1 else 1
-    steps_per_epoch = max(1, len(dm.train_set) // (batch * world))
-    epochs = run.max_epochs or train.max_epochs
-    val_every = _val_interval(train.val_check_clips, batch * world, steps_per_epoch)
-    module = EchoClipModule(model, train.loss, run.lr, train.weight_decay, train.warmup_steps, steps_per_epoch * epochs)
+    steps = r.steps
+    val_every = min(steps, max(1, round(train.val_check_clips / (batch * world))))  # the same clips for every run
+    module = EchoClipModule(model, train.loss, run.lr, train.weight_decay, train.warmup_steps, steps)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="min",
                            save_last=True, save_top_k=1)
-    stop = EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience)
+    callbacks = [ckpt] + ([EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience)]
+                          if train.patience else [])
     logger = DVCLiveLogger(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, resume=resume)
     trainer = L.Trainer(
         accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
-        precision=_precision(train), max_epochs=epochs, gradient_clip_val=train.grad_clip, callbacks=[ckpt, stop],
-        logger=logger, log_every_n_steps=max(1, min(50, steps_per_epoch // 4)), fast_dev_run=fast_dev_run,
-        enable_progress_bar=False, default_root_dir=str(out), num_sanity_val_steps=0, deterministic=False,
-        min_steps=-(-train.min_clips // (batch * world)) if train.min_clips else None,
-        val_check_interval=val_every, check_val_every_n_epoch=1 if val_every == 1.0 else None,
+        precision=_precision(train), max_steps=steps, max_epochs=-1, gradient_clip_val=train.grad_clip,
+        callbacks=callbacks, logger=logger, log_every_n_steps=max(1, min(50, val_every // 4)),
+        fast_dev_run=fast_dev_run, enable_progress_bar=False, default_root_dir=str(out), num_sanity_val_steps=0,
+        deterministic=False, min_steps=-(-train.min_clips // (batch * world)) if train.min_clips else None,
+        val_check_interval=val_every, check_val_every_n_epoch=None,
     )
     last = out / "checkpoints" / "last.ckpt"
     t0 = time.time()
@@ -123,7 +139,10 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     summary = {
         "run": name, "seed": seed, "encoder": run.encoder, "size": run.size, "frames": frames,
         "views": list(run.views), "lr": run.lr, "batch_size": batch, "train_clips": len(dm.train_set),
-        "val_clips": len(dm.val_set), "epochs_run": trainer.current_epoch, "global_steps": trainer.global_step,
+        "val_clips": len(dm.val_set), "steps": steps,
+        "exposure_of": exposure_basis(C.load(params_path), run.exposure_of) if run.exposure_of else None,
+        "epochs_run": round(trainer.global_step * batch * world / max(len(dm.train_set), 1), 2),
+        "global_steps": trainer.global_step,
         "train_seconds": round(seconds, 1),
         "clips_per_second": round(trainer.global_step * batch * world / max(seconds, 1e-9), 1),
         "best_val_mcmrr": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
@@ -132,7 +151,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     }
     torch.save({"state_dict": module.model.state_dict(), "run": run.to_dict(), "profile": base.profile,
                 "frames": frames, "size": cache_meta["size"], "cache_frames": cache_meta["frames"],
-                "cache_stride": cache_meta.get("stride", 1), "vocab_size": len(tokenizer),
+                "cache_fps": cache_meta["fps"], "vocab_size": len(tokenizer),
                 "max_length": text.max_length, "text_layers": model_text_layers(module.model),
                 "loss": train.loss, "tokenizer_dir": str(text.pretrained_dir or data / "tokenizer")},
                out / "model.pt")
@@ -152,7 +171,7 @@ def summarize_seeds(run_dir: str | Path) -> dict:
     if not summaries:
         raise FileNotFoundError(f"{run_dir}: no seed*/summary.json (did training run?)")
     out = {"run": summaries[0]["run"], "seeds": [s["seed"] for s in summaries], "per_seed": summaries}
-    for key in ("best_val_mcmrr", "train_seconds", "epochs_run", "clips_per_second"):
+    for key in ("best_val_mcmrr", "train_seconds", "global_steps", "clips_per_second"):
         vals = np.array([s[key] for s in summaries if s.get(key) is not None], dtype=float)
         if len(vals):
             out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
@@ -170,7 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out-root", default=None, help="folder for RUN/seedS (default: <data_root>/runs)")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    seeds = [a.seed] if a.seed is not None else C.load(a.params).base.seeds
+    p = C.load(a.params)
+    if a.run not in p.runs:
+        raise SystemExit(f"error: run {a.run!r} is not in {a.params} runs: {sorted(p.runs)}")
+    seeds = [a.seed] if a.seed is not None else (p.runs[a.run].seeds or p.base.seeds)
     for seed in seeds:
         s = train_run(a.run, seed, a.params, a.resume, a.fast_dev_run, a.out_root)
         if s:
@@ -185,6 +207,8 @@ def run_train(ctx) -> dict:
     out_root = ctx.out("runs")
     run_module("echolib.train", "--run", ctx.key, "--params", ctx.params_file, "--out-root", out_root, cwd=ctx.root)
     summary = summarize_seeds(out_root / ctx.key)
+    if len(summary["seeds"]) != len(ctx.run.seeds or ctx.base.seeds):
+        raise RuntimeError(f"train@{ctx.key}: seeds {summary['seeds']} trained, expected {ctx.run.seeds or ctx.base.seeds}")
     if any(s["best_val_mcmrr"] is None for s in summary["per_seed"]):
         raise RuntimeError(f"train@{ctx.key}: a seed has no validation score")
     return summary

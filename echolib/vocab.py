@@ -65,19 +65,19 @@ VIEW_TERRITORIES = {
     "3CH": ("LAD", "LCx"), "4CH": ("LAD", "RCA", "LCx"),
 }
 
-#: one canonical sentence per finding and grade (zero-shot prompts)
+#: one canonical sentence per finding and grade, as the paper's reports state findings (presence and grade): the
+#: zero-shot prompts, and the first of the synthetic reports' paraphrases
 PROMPTS: dict[str, dict[str, str]] = {
-    "ef_grade": {g: f"左室駆出率は{g}。" if g != "正常" else "左室駆出率は保たれている。" for g in EF_GRADES},
-    "rwma_territory": {"なし": "局所壁運動異常を認めない。",
-                       **{t: f"{t}に壁運動異常を認める。" for t in RWMA_TERRITORIES[1:]}},
-    "lv_dilation": {"なし": "左室の拡大はない。", "軽度拡大": "左室は軽度拡大している。",
-                    "高度拡大": "左室は高度に拡大している。"},
-    "lvh": {"なし": "左室肥大はない。", "軽度": "軽度の左室肥大を認める。", "高度": "高度の左室肥大を認める。"},
-    "la_enlargement": {"なし": "左房の拡大はない。", "軽度": "軽度の左房拡大を認める。", "高度": "高度の左房拡大を認める。"},
-    "mr": {g: ("有意な僧帽弁逆流なし。" if g == "なし・微量" else f"{g}僧帽弁逆流を認める。") for g in MR},
-    "ar": {g: ("有意な大動脈弁逆流なし。" if g == "なし" else f"{g}大動脈弁逆流を認める。") for g in REGURG},
-    "tr": {g: ("有意な三尖弁逆流なし。" if g == "なし" else f"{g}三尖弁逆流を認める。") for g in REGURG},
-    "as_grade": {g: ("大動脈弁に狭窄はない。" if g == "なし" else f"{g}大動脈弁狭窄症。") for g in AS},
-    "effusion": {g: ("心嚢液なし。" if g == "なし" else f"{g}の心嚢液を認める。") for g in EFFUSION},
-    "rv_dilation": {"なし": "右室の拡大はない。", "あり": "右室は拡大している。"},
+    "ef_grade": {g: f"左室収縮能は{g}。" for g in EF_GRADES},
+    "rwma_territory": {"なし": "局所壁運動異常なし。", **{t: f"{t}に壁運動異常あり。" for t in RWMA_TERRITORIES[1:]}},
+    "lv_dilation": {"なし": "左室拡大なし。", "軽度拡大": "軽度左室拡大あり。", "高度拡大": "高度左室拡大あり。"},
+    "lvh": {"なし": "左室肥大なし。", "軽度": "軽度左室肥大あり。", "高度": "高度左室肥大あり。"},
+    "la_enlargement": {"なし": "左房拡大なし。", "軽度": "軽度左房拡大あり。", "高度": "高度左房拡大あり。"},
+    "mr": {g: ("僧帽弁逆流なし。" if g == "なし・微量" else f"{g}僧帽弁逆流あり。") for g in MR},
+    "ar": {g: ("大動脈弁逆流なし。" if g == "なし" else f"{g}大動脈弁逆流あり。") for g in REGURG},
+    "tr": {g: ("三尖弁逆流なし。" if g == "なし" else f"{g}三尖弁逆流あり。") for g in REGURG},
+    "as_grade": {g: ("大動脈弁狭窄なし。" if g == "なし" else f"{g}大動脈弁狭窄あり。") for g in AS},
+    "effusion": {"なし": "心嚢液なし。", "少量": "少量の心嚢液あり。", "中等量": "中等量の心嚢液あり。",
+                 "大量": "大量の心嚢液あり。"},
+    "rv_dilation": {"なし": "右室拡大なし。", "あり": "右室拡大あり。"},
 }

@@ -20,9 +20,8 @@ def tiny_params(**sections) -> dict:
     params = config.apply_profile(config.load_params(ROOT / "params.yaml"), "tiny")
     params["base"].update(seeds=[0], workers=2)
     params["synth"].update(n_patients=8)
-    params["train"].update(batch_size=4, max_epochs=1, num_workers=0, warmup_steps=2)
-    for run in params["runs"].values():
-        run["max_epochs"] = 0  # train.max_epochs
+    params["train"].update(batch_size=4, steps=6, val_check_clips=12, num_workers=0, warmup_steps=2)
+    params["positive_control"].update(steps=4, batch_size=4)
     params["text"].update(vocab_size=1000)
     for name, values in sections.items():
         params[name].update(values)

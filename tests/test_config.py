@@ -18,7 +18,7 @@ def test_params_yaml_is_valid_and_typed(params):
     p = config.validate(params)
     assert p.base.profile in config.PROFILES and isinstance(p.base.seed, int)
     assert list(p.views.keep) == ["LAX", "SAX", "2CH", "3CH", "4CH"] and list(p.runs) == [
-        "MultiVideo", "SingleVideo", "SingleImage"]
+        "MultiVideo", "SingleVideo", "SingleImage", "SingleVideo-exposure"]
 
 
 def test_committed_params_hold_the_default_profile(params):
@@ -72,7 +72,7 @@ DELETE = object()
     ("base.seed", True, r"'base.seed' must be int, got True"),
     ("base.profile", "huge", r"'base.profile' must be one of 'tiny', 'default', 'control', 'paper', got 'huge'"),
     ("base.source", "dicomm", r"'base.source' must be one of 'synthetic', 'dicom'"),
-    ("train.max_epochs", -1, r"'train.max_epochs' must be >= 1, got -1"),
+    ("train.steps", -1, r"'train.steps' must be >= 1, got -1"),
     ("views.epochs", -3, r"'views.epochs' must be >= 1, got -3"),
     ("train.batch_size", 0, r"'train.batch_size' must be >= 2, got 0"),
     ("views.keep", ["5CH"], r"'views.keep' must be a list of one of 'LAX'"),
@@ -82,7 +82,11 @@ DELETE = object()
     ("evaluate.level", 2, r"'evaluate.level' must be <= 0.999, got 2"),
     ("synth.size", 7, r"'synth.size' must be >= 32, got 7"),
     ("split.test", 0.3, r"'split.train' \+ 'valid' \+ 'test' must sum to 1"),
-    ("cache.frames", 8, r"'runs.MultiVideo' \(convnext_early, size tiny\) takes 16 frames but 'cache.frames'"),
+    ("cache.frames", 4, r"'runs.MultiVideo' \(convnext_st, size tiny\) takes 8 frames but 'cache.frames'"),
+    ("cache.frames", 40, r"'cache.frames' at 'cache.fps' span 4.88 s, longer than a synthetic clip"),
+    ("runs.SingleVideo-exposure.exposure_of", "Nope", r"'runs.SingleVideo-exposure.exposure_of' must name"),
+    ("positive_control.encoder", "convnext", r"'positive_control.encoder' 'convnext' is not a known video encoder"),
+    ("synth.report_style", "prose", r"'synth.report_style' must be one of 'findings', 'sectioned'"),
     ("runs.SingleVideo.views", ["2CH"], r"'runs.SingleVideo.views' uses \['2CH'\], which 'views.keep' drops"),
     ("ingest.encoding", "cp-nonsense", r"'ingest.encoding' 'cp-nonsense' is not a known text encoding"),
     ("train.lr", 0.1, r"unknown key 'train.lr'"),

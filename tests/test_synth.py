@@ -104,16 +104,21 @@ def test_tables_and_videos(tiny_data):
     assert clip.shape == (row["n_frames"], row["height"], row["width"], 3)
 
 
-def test_reports_have_sections_and_lengths(tiny_data):
+def test_reports_are_finding_sentences(tiny_data):
+    from echolib.synth.reports import FINDING_ORDER
+    from echolib.text import split_findings
+
     studies = pl.read_parquet(tiny_data / "studies.parquet")
     for r in studies["report"]:
-        assert r.startswith("【計測】") and "【所見】" in r and "【結論】" in r
-        assert 150 <= len(r) <= 480
+        assert len(split_findings(r)) == len(FINDING_ORDER) and "【" not in r
     normal = studies.filter(pl.col("mr") == "なし・微量")["report"]
     assert not any("高度僧帽弁逆流" in r for r in normal)
 
 
-def test_reports_follow_findings():
+@pytest.mark.parametrize("style", ["findings", "sectioned"])
+def test_reports_follow_findings(style):
+    import re
+
     from echolib.synth.findings import sample_patients, sample_studies
     from echolib.synth.reports import write_report
 
@@ -121,12 +126,18 @@ def test_reports_follow_findings():
     studies = sample_studies(sample_patients(300, rng), rng)
     for s in studies:
         s["aod"] = 30.0
-        r = write_report(s, rng)
+        r = write_report(s, rng, style=style)
         if s["as_grade"] == "高度":
-            assert "高度大動脈弁狭窄症" in r
+            assert "高度大動脈弁狭窄" in r or "高度の大動脈弁狭窄" in r
         if s["effusion"] == "なし":
-            assert "心嚢液なし" in r or "心嚢液貯留は認めない" in r
-    # a patient's later studies: disease evolves (EF declines on average for decliners)
+            assert "心嚢液なし" in r or "心嚢液貯留は認めない" in r or "心嚢液は認めない" in r
+        for ef in re.findall(r"EF (\d+)%", r):  # every number follows the truth (measurement noise only)
+            assert abs(int(ef) - s["ef"]) <= 12
+        if style == "sectioned":
+            assert r.startswith("【計測】") and "【所見】" in r and "【結論】" in r
+            if "AV Vmax" in r:
+                vmax = float(re.search(r"AV Vmax ([\d.]+)", r).group(1))
+                assert (vmax >= 4.0) == (s["as_grade"] == "高度") or abs(vmax - 4.0) < 0.5
     assert len({s["patient_id"] for s in studies}) == 300
 
 

@@ -17,9 +17,31 @@ def test_cache_holds_decoded_clips(tiny_project):
     cache = ClipCache(tiny_project / "data" / "cache")
     row = cache.index.row(0, named=True)
     raw = pl.read_parquet(tiny_project / "data" / "raw" / "videos.parquet").filter(pl.col("video_id") == row["video_id"])
-    clip = read_clip(tiny_project / "data" / "raw" / raw["path"][0], 16, size=64)
-    np.testing.assert_array_equal(cache.clips[row["row"]], clip)
-    assert cache.meta["decode_errors"] == 0 and cache.input_ids.shape[1] == 256
+    # resampled in time to cache.fps (8/s) from the clip's own rate: frame k is the source frame nearest k / 8 s
+    fps = raw["fps"][0]
+    every = read_clip(tiny_project / "data" / "raw" / raw["path"][0], raw["n_frames"][0], size=64)
+    expected = every[[min(round(k * fps / 8), len(every) - 1) for k in range(10)]]
+    np.testing.assert_array_equal(cache.clips[row["row"]], expected)
+    assert cache.meta["decode_errors"] == 0 and cache.input_ids.shape[1] == 256 and cache.meta["fps"] == 8
+
+
+def test_training_reorders_finding_sentences_evaluation_keeps_them(tiny_project):
+    cache = ClipCache(tiny_project / "data" / "cache")
+    rows = cache.select("train")
+    fixed = ClipReportDataset(cache, rows, 8, train=False, shuffle_findings=True)
+    shuffled = ClipReportDataset(cache, rows, 8, train=True, shuffle_findings=True)
+    s = int(fixed.study[0])
+    ids = fixed[0]["input_ids"]
+    assert ids.tolist() == cache.input_ids[s].tolist()
+    torch.manual_seed(1)
+    draws = [shuffled.report(s)[0] for _ in range(5)]
+    n = int(cache.attention_mask[s].sum())
+    assert all(sorted(d[:n].tolist()) == sorted(ids[:n].tolist()) for d in draws)  # the same tokens ...
+    assert any(d[:n].tolist() != ids[:n].tolist() for d in draws)  # ... in another order
+    first, last = cache.study_sents[s], cache.study_sents[s + 1]
+    short = ClipReportDataset(cache, rows, 8, train=True, shuffle_findings=True, max_findings=2).report(s)[1]
+    two_longest = sorted(np.diff(cache.sent_bounds[first:last + 1]))[-2:]
+    assert int(short.sum()) <= 2 + sum(two_longest)  # [CLS] + at most two sentences + [SEP]
 
 
 def test_frame_sampling():
@@ -122,10 +144,14 @@ def test_collate_trims_padding_to_longest_report():
     assert b["input_ids"].tolist() == [[5, 6, 7], [5, 6, 0]] and b["attention_mask"].shape == (2, 3)
 
 
-def test_validation_interval_is_counted_in_training_clips():
-    from echolib.train import _val_interval
+def test_exposure_matched_steps_see_as_many_clips_of_the_views():
+    from echolib import config
+    from echolib.train import run_steps
+    from tests.conftest import ROOT
 
-    assert _val_interval(0, 32, 500) == 1.0  # once per epoch
-    assert _val_interval(3200, 32, 555) == 100  # MultiVideo: five times per epoch
-    assert _val_interval(3200, 32, 100) == 1.0  # an epoch shorter than the interval: each epoch
-    assert _val_interval(3200, 64, 555) == 50 and _val_interval(10, 32, 555) == 1
+    p = config.load(ROOT / "params.yaml")
+    # MultiVideo trains on 100 clips, 20 of them 4CH: 700 steps of 32 clips hold 700 * 32 * 0.2 4CH clips
+    index = pl.DataFrame({"split": ["train"] * 100 + ["test"] * 50,
+                          "pred_view": ["4CH"] * 20 + ["LAX"] * 80 + ["4CH"] * 50})
+    assert run_steps(p, "SingleVideo-exposure", index) == round(700 * 32 * 0.2 / 32) == 140
+    assert run_steps(p, "MultiVideo", index) == p.train.steps == 700

@@ -27,11 +27,30 @@ def read_clip(
     Frames past the end of the video are filled by repeating the last frame read. `size` (an int for a square,
     or (height, width)) resizes with decord's bilinear scaler. Returns uint8 (T, H, W, 3).
     """
+    if num_frames < 1 or stride < 1 or start < 0:
+        raise ValueError(f"read_clip({path}): need num_frames >= 1, stride >= 1, start >= 0")
+    vr, n = _open(path, size)
+    if start >= n:
+        raise VideoDecodeError(f"{path}: start frame {start} is past the last frame ({n} frames)")
+    idx = np.minimum(np.arange(num_frames) * stride + start, _last_index_reachable(n, start, stride))
+    return _frames(vr, path, idx)
+
+
+def read_at_rate(path: str | Path, num_frames: int, src_fps: float, fps: float,
+                 size: int | tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
+    """`num_frames` frames at `fps` from a video recorded at `src_fps` (from its first frame, nearest frame in
+    time), and how many of them lay past its end (filled by repeating the last frame)."""
+    if num_frames < 1 or src_fps <= 0 or fps <= 0:
+        raise ValueError(f"read_at_rate({path}): need num_frames >= 1 and positive frame rates")
+    vr, n = _open(path, size)
+    idx = np.round(np.arange(num_frames) * src_fps / fps).astype(int)
+    return _frames(vr, path, np.minimum(idx, n - 1)), int((idx > n - 1).sum())
+
+
+def _open(path: str | Path, size):
     import decord
 
     path = Path(path)
-    if num_frames < 1 or stride < 1 or start < 0:
-        raise ValueError(f"read_clip({path}): need num_frames >= 1, stride >= 1, start >= 0")
     if not path.is_file():
         raise VideoDecodeError(f"{path}: no such video file")
     kw = {}
@@ -45,10 +64,10 @@ def read_clip(
         raise VideoDecodeError(f"{path}: cannot be decoded ({type(e).__name__}: {str(e).splitlines()[0]})") from e
     if n == 0:
         raise VideoDecodeError(f"{path}: contains no frames")
-    if start >= n:
-        raise VideoDecodeError(f"{path}: start frame {start} is past the last frame ({n} frames)")
-    idx = np.arange(num_frames) * stride + start
-    idx = np.minimum(idx, _last_index_reachable(n, start, stride))
+    return vr, n
+
+
+def _frames(vr, path, idx: np.ndarray) -> np.ndarray:
     try:
         frames = vr.get_batch(idx.tolist()).asnumpy()
     except Exception as e:

@@ -3,7 +3,7 @@
 
 Importing the package registers every encoder (its modules call `registry.register` on import)."""
 
-from . import image, text, video  # noqa: F401  (registration)
+from . import convnext, text, video  # noqa: F401  (registration)
 from .clip import EchoClip
 from .factory import build_model, load_clip_model
 from .registry import create_image_encoder, create_text_encoder, create_video_encoder, list_encoders

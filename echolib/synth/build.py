@@ -56,8 +56,8 @@ def _plan_clips(studies: list[dict], rng: np.random.Generator) -> list[dict]:
 def _render_one(job: tuple) -> tuple[str, int, int, int, int]:
     clip, state, out_dir, synth = job
     kind = clip["other_kind"] or clip["view"]
-    spec = ClipSpec(kind, clip["doppler"], clip["quality"], clip["fps"], synth.n_frames, synth.size,
-                    clip["clip_seed"])
+    n_frames = max(2, round(synth.seconds * clip["fps"]))  # a time axis at the clip's own frame rate
+    spec = ClipSpec(kind, clip["doppler"], clip["quality"], clip["fps"], n_frames, synth.size, clip["clip_seed"])
     frames = render_clip(state, spec, control=synth.control)
     path = Path(out_dir) / clip["path"]
     # spectral strips are flat graphics: lossless is small for them, and x264 was not byte-reproducible on them
@@ -70,7 +70,7 @@ def generate(out_dir: str | Path, synth, seed: int = 0, workers: int = 0, progre
              ) -> dict[str, pl.DataFrame]:
     """Write the benchmark under `out_dir` and return its three tables.
 
-    `synth` holds n_patients, size, n_frames, control and quality (params.yaml's `synth` section, or
+    `synth` holds n_patients, size, seconds, control, quality, report_style (params.yaml's `synth` section, or
     `echolib.config.preset(profile, "synth")`); `workers` = 0 uses every core.
     """
     out = Path(out_dir)
@@ -84,7 +84,7 @@ def generate(out_dir: str | Path, synth, seed: int = 0, workers: int = 0, progre
     prev: dict[str, dict] = {}
     for s in studies:
         s["aod"] = 32.0 if sex[s["patient_id"]] == "M" else 29.0
-        s["report"] = write_report(s, rng, prev.get(s["patient_id"]))
+        s["report"] = write_report(s, rng, prev.get(s["patient_id"]), synth.report_style)
         prev[s["patient_id"]] = s
     clips = _plan_clips(studies, rng)
     for c in clips:
@@ -102,7 +102,8 @@ def generate(out_dir: str | Path, synth, seed: int = 0, workers: int = 0, progre
 PATIENT_COLUMNS = ("patient_id", "sex", "age", "height_cm", "n_studies")
 STUDY_COLUMNS = ("study_id", "patient_id", "study_index", "study_date", "report", "ef", *FINDINGS,
                  "lvh_pattern", "lvdd", "ivst", "pwt", "lad", "aod", "heart_rate",
-                 "m_lvdd", "m_lvds", "m_ivst", "m_pwt", "m_ef", "m_lad", "m_aod", "m_ea", "m_trpg")
+                 "m_lvdd", "m_lvds", "m_ivst", "m_pwt", "m_ef", "m_lad", "m_aod", "m_ea", "m_trpg", "m_av_vmax",
+                 "m_av_meanpg", "m_lavi", "m_lvmi", "m_rvd")
 VIDEO_COLUMNS = ("video_id", "study_id", "path", "view", "other_kind", "fps", "n_frames", "height", "width",
                  "doppler", "quality", "bytes")
 

@@ -129,10 +129,15 @@ def _study_findings(p: dict, k: int, rng: np.random.Generator) -> dict:
     }
 
 
-def measured(f: dict, sex: str, rng: np.random.Generator) -> dict:
-    """Report measurements: the truth plus measurement noise (what a sonographer would write)."""
+def measured(f: dict, sex: str, age: int, rng: np.random.Generator) -> dict:
+    """Report measurements: each derived from the truth plus measurement noise (what a sonographer would write)."""
     lvds = f["lvdd"] * np.sqrt(max(1 - f["ef"] / 100, 0.05)) ** 0.9
     tr_pg = 18 + 9 * REGURG.index(f["tr"]) + rng.normal(0, 3)
+    # mitral inflow E/A falls with age and hypertrophy (impaired relaxation) and rises in restrictive filling
+    ea = 1.6 - 0.012 * (age - 30) - 0.2 * (f["lvh"] != "なし") + 0.7 * (f["ef"] < 35) + rng.normal(0, 0.1)
+    vmax = (1.2, 2.8, 3.5, 4.5)[AS.index(f["as_grade"])] + rng.normal(0, 0.15)
+    d, s_, p_ = f["lvdd"] / 10, f["ivst"] / 10, f["pwt"] / 10  # cm; Devereux LV mass over a BSA of 1.7 m2
+    lvmi = (0.8 * 1.04 * ((d + s_ + p_) ** 3 - d**3) + 0.6) / 1.7
     return {
         "m_lvdd": _clip_int(f["lvdd"] + rng.normal(0, 1.5), 30, 90),
         "m_lvds": _clip_int(lvds + rng.normal(0, 1.5), 15, 85),
@@ -141,8 +146,13 @@ def measured(f: dict, sex: str, rng: np.random.Generator) -> dict:
         "m_ef": _clip_int(f["ef"] + rng.normal(0, 3), 10, 85),
         "m_lad": _clip_int(f["lad"] + rng.normal(0, 1.5), 20, 75),
         "m_aod": _clip_int((32 if sex == "M" else 29) + rng.normal(0, 2), 20, 45),
-        "m_ea": round(float(np.clip(rng.normal(1.1, 0.3) - 0.2 * (f["lvh"] != "なし"), 0.4, 2.8)), 1),
+        "m_ea": round(float(np.clip(ea, 0.4, 2.8)), 1),
         "m_trpg": _clip_int(tr_pg, 8, 80),
+        "m_av_vmax": round(float(max(vmax, 0.8)), 1),
+        "m_av_meanpg": _clip_int(0.6 * 4 * max(vmax, 0.8) ** 2, 2, 120),
+        "m_lavi": _clip_int(0.9 * f["lad"] - 12 + rng.normal(0, 2), 10, 90),
+        "m_lvmi": _clip_int(lvmi + rng.normal(0, 5), 40, 250),
+        "m_rvd": _clip_int(30 + 12 * (f["rv_dilation"] == "あり") + rng.normal(0, 2), 18, 60),
     }
 
 
@@ -159,7 +169,7 @@ def sample_studies(patients: list[dict], rng: np.random.Generator) -> list[dict]
                 "study_index": k,
                 "study_date": date,
                 **f,
-                **measured(f, p["sex"], rng),
+                **measured(f, p["sex"], p["age"] + k, rng),
             })
             date = date + dt.timedelta(days=int(rng.integers(90, 720)))
     return studies

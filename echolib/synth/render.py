@@ -1,8 +1,10 @@
 """B-mode (+ colour Doppler) rendering of one synthetic clip.
 
-Recipe (DATA.md): echogenicity map of the view's anatomy x a complex-Gaussian speckle field fixed in tissue
-coordinates (so speckle moves with the wall) -> point-spread blur -> depth attenuation and gain -> log
-compression -> sector, zero outside. The LV deforms with an area-preserving radial map whose shortening
+Recipe (DATA.md): echogenicity map of the view's anatomy x a complex-Gaussian scatterer field -> point-spread
+blur (wider laterally than axially) -> depth attenuation, near-field clutter and per-frame electronic noise ->
+gain and log compression -> sector, zero outside. The scatterer field is fixed in tissue coordinates (speckle
+moves with the wall) and decorrelates as tissue moves away from its end-diastolic position and, fully, in flowing
+blood, as real speckle does; the noise is drawn anew every frame. The LV deforms with an area-preserving radial map whose shortening
 follows EF and the regional wall-motion pattern; valves open and close with the cardiac phase; colour jets
 appear only in their phase. Every random draw has a fixed shape and its own stream, so switching a finding
 on or off changes only the pixels where that finding shows.
@@ -22,6 +24,10 @@ X_HALF = 0.62  # image spans x in [-X_HALF, X_HALF], y in [0, 2 * X_HALF]
 DEPTH = 1.2
 
 BLOOD, FAT, TISSUE, MYO, BG = 0.003, 0.03, 0.25, 0.5, 0.012
+GAIN_DB = -14.0  # mean receive gain: bright myocardium, dark blood pools and surroundings, as in real cines
+NOISE = 0.012  # electronic noise amplitude (about 30 dB below myocardium)
+CLUTTER = 0.05  # near-field reverberation haze at the probe
+DECORRELATION_CELLS = 3.0  # tissue displacement (in speckle cells) over which its speckle decorrelates by 1/e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,26 +148,33 @@ def _nuisance(spec: ClipSpec, rng: np.random.Generator) -> dict:
         "tx": (u[2] - 0.5) * (0.12 if poor else 0.05),
         "ty": (u[3] - 0.5) * (0.10 if poor else 0.04),
         "half_angle": math.radians(37.5 + 7.5 * u[4]),
-        "gain_db": (u[5] - 0.5) * 8 - (8 if poor else 0),
+        "gain_db": GAIN_DB + (u[5] - 0.5) * 8 - (6 if poor else 0),
         "dyn_range": 50 + 10 * u[6],
         "atten": 0.6 + 0.8 * u[7],
         "phase0": u[8],
-        "noise": (0.02 + 0.02 * u[9]) * (4.0 if poor else 1.0),
+        "noise": NOISE * (0.7 + 0.6 * u[9]) * (2.5 if poor else 1.0),
         "shadow_at": (u[10] - 0.5) * 1.2,
         "shadow_w": 0.08 + 0.15 * u[11] if poor else 0.0,
     }
 
 
 def _speckle(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Rayleigh speckle amplitude texture in anatomy coordinates (mean 1) and its (x0, y0, spacing)."""
+    """Complex Gaussian scatterer field (real, imaginary) in anatomy coordinates, E|z|^2 = 1, and its
+    (x0, y0, spacing); |z| is Rayleigh speckle."""
     spacing = 2 * X_HALF / size / 1.6
     x0, y0 = -1.0, -0.3
     nx, ny = int(2.0 / spacing) + 2, int(2.2 / spacing) + 2
     z = rng.standard_normal((2, ny, nx))
     z = ndimage.gaussian_filter(z, sigma=(0, 0.9, 1.8), mode="wrap")
-    amp = np.hypot(z[0], z[1])
     # math.fsum: numpy's SIMD reductions depend on memory alignment, which differs between processes
-    return (amp / (math.fsum(amp.ravel()) / amp.size)).astype(np.float32), (x0, y0, spacing)
+    return (z / math.sqrt(math.fsum((z * z).ravel()) / (z.size / 2))).astype(np.float32), (x0, y0, spacing)
+
+
+def _fresh_speckle(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """A new complex scatterer field per frame on the image grid (2, T, H, W), E|z|^2 = 1, speckle-sized grains."""
+    z = rng.standard_normal((2, *shape), dtype=np.float32)
+    z = ndimage.gaussian_filter(z, sigma=(0, 0, 0.55, 1.1), mode="wrap")
+    return z / np.float32(math.sqrt(math.fsum((z * z).ravel()) / (z.size / 2)))
 
 
 def _image_grid(size: int):
@@ -189,9 +202,10 @@ def render_clip(state: dict, spec: ClipSpec, control: bool = False) -> np.ndarra
     fs_global = 1.0 - math.sqrt(max(1.0 - ef / 100.0, 0.05))
     q0x, q0y, _ = _lv_inverse_map(g, qx, qy, curves["contraction"], fs_global, static_regional=control)
 
-    # static anatomy x speckle, as a texture in anatomy coordinates, sampled where each pixel's tissue came from
-    tex_speckle, (x0, y0, sp) = _speckle(streams[1], spec.size)
-    ny, nx = tex_speckle.shape
+    # scatterers fixed in tissue (a texture in anatomy coordinates, sampled where each pixel's tissue was at
+    # end-diastole), decorrelating with displacement from there and fully in blood; times the echogenicity
+    tex, (x0, y0, sp) = _speckle(streams[1], spec.size)
+    ny, nx = tex.shape[1:]
     tx, ty = np.meshgrid(x0 + sp * np.arange(nx), y0 + sp * np.arange(ny))
     echo, blood, lv_cav = _echogenicity(g, tx, ty, control, spec.size)
     coords = np.stack([(q0y - y0) / sp, (q0x - x0) / sp]).reshape(2, -1)
@@ -199,17 +213,25 @@ def render_clip(state: dict, spec: ClipSpec, control: bool = False) -> np.ndarra
     def sample(texture):
         return ndimage.map_coordinates(texture, coords, order=1, mode="nearest").reshape(q0x.shape)
 
-    amp = sample(echo * tex_speckle)
+    blood_now = sample(blood)
+    moved = np.hypot(qx[None] - q0x, qy[None] - q0y) / (DECORRELATION_CELLS * sp)
+    w = np.maximum(1.0 - np.exp(-moved), blood_now)  # share of new scatterers
+    fresh = _fresh_speckle(streams[2], q0x.shape)
+    keep, new = np.sqrt(1.0 - w), np.sqrt(w)
+    amp = sample(echo) * np.hypot(keep * sample(tex[0]) + new * fresh[0], keep * sample(tex[1]) + new * fresh[1])
     for valve in g.valves:
         opening = curves["aortic_open"] if valve.name == "aortic" else curves["mitral_open"]
         _add_valve(amp, valve, q0x, q0y, qx, qy, opening, 1.0)
-    amp = ndimage.gaussian_filter(amp, sigma=(0, 0.5, 0.8))
     amp *= np.exp(-0.2 * nz["atten"] * r_img)[None]  # residual attenuation after time-gain compensation
     if nz["shadow_w"]:
         amp *= (1 - 0.85 * np.exp(-(((theta - nz["shadow_at"]) / nz["shadow_w"]) ** 2)))[None]
+    # near-field clutter (reverberation haze, strongest at the probe) and electronic noise, new every frame and
+    # amplified with depth by the time-gain compensation; both pass the same point spread as the echoes
+    amp += CLUTTER * np.exp(-r_img / 0.18)[None] * np.hypot(fresh[1], fresh[0])[::-1]
     noise = np.hypot(streams[2].standard_normal(amp.shape, dtype=np.float32),
                      streams[2].standard_normal(amp.shape, dtype=np.float32))
-    amp += nz["noise"] * 0.02 * noise
+    amp += nz["noise"] * (0.5 + r_img)[None] * noise
+    amp = ndimage.gaussian_filter(amp, sigma=(0, 0.5, 1.1))  # point spread: lateral wider than axial
     db = 20 * np.log10(amp + 1e-6) + nz["gain_db"]
     gray = np.clip((db + nz["dyn_range"]) / nz["dyn_range"], 0, 1) * 255 * sector[None]
     rgb = np.repeat(gray[..., None], 3, axis=-1)

@@ -1,12 +1,58 @@
-"""Japanese echocardiography reports from structured findings.
+"""Japanese echocardiography reports from structured findings, in two styles (`synth.report_style`).
 
-Sections 【計測】【所見】【結論】; one sentence per finding chosen among paraphrases, findings in varying order,
-measurements with noise. The canonical one-sentence prompts per finding and grade live in `echolib.vocab`.
+`findings` (the default, as the paper's reports): a list of short finding sentences, one per finding in a fixed
+order, each stating presence/absence and grade, chosen among paraphrases (the first is the canonical sentence of
+`echolib.vocab.PROMPTS`); no measurement section; the one number that may appear (EF) follows the truth.
+`sectioned`: sections 【計測】【所見】【結論】 with measurements derived from the truth plus measurement noise.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from ..vocab import (
+    EF_GRADES,
+    MR,
+    PROMPTS,
+    REGURG,
+)
+
+STYLES = ("findings", "sectioned")
+
+#: paraphrases after the canonical sentence (PROMPTS), per finding and grade; {ef} is the measured EF
+_PARAPHRASES: dict[str, dict[str, list[str]]] = {
+    "lv_dilation": {"なし": ["左室径は正常範囲。", "左室の拡大は認めない。"],
+                    "軽度拡大": ["左室は軽度拡大。", "軽度の左室拡大を認める。"],
+                    "高度拡大": ["左室は高度に拡大。", "著明な左室拡大を認める。"]},
+    "lvh": {"なし": ["左室壁厚は正常。", "左室壁肥厚は認めない。"],
+            "軽度": ["左室壁は軽度肥厚。", "軽度の左室肥大を認める。"],
+            "高度": ["左室壁は著明に肥厚。", "高度の左室肥大を認める。"]},
+    "ef_grade": {"正常": ["左室駆出率は保たれている(EF {ef}%)。", "左室壁運動は良好。"],
+                 **{g: [f"左室駆出率は{g}(EF {{ef}}%)。", f"{g}の左室収縮能低下を認める。"] for g in EF_GRADES[1:]}},
+    "la_enlargement": {"なし": ["左房径は正常。", "左房の拡大は認めない。"],
+                       "軽度": ["左房は軽度拡大。", "軽度の左房拡大を認める。"],
+                       "高度": ["左房は高度に拡大。", "著明な左房拡大を認める。"]},
+    "mr": {"なし・微量": ["微量の僧帽弁逆流のみ。", "有意な僧帽弁逆流は認めない。"],
+           **{g: [f"僧帽弁逆流は{g}。", f"{g}の僧帽弁逆流を認める。"] for g in MR[1:]}},
+    "as_grade": {"なし": ["大動脈弁の開放は良好。", "大動脈弁に狭窄は認めない。"],
+                 "軽度": ["大動脈弁は軽度石灰化し、軽度大動脈弁狭窄。", "軽度の大動脈弁狭窄を認める。"],
+                 "中等度": ["大動脈弁は石灰化し開放制限あり、中等度大動脈弁狭窄。", "中等度の大動脈弁狭窄を認める。"],
+                 "高度": ["大動脈弁は高度石灰化を伴い開放制限あり、高度大動脈弁狭窄。", "高度の大動脈弁狭窄を認める。"]},
+    "ar": {"なし": ["有意な大動脈弁逆流は認めない。", "大動脈弁逆流は認めない。"],
+           **{g: [f"大動脈弁逆流は{g}。", f"{g}の大動脈弁逆流を認める。"] for g in REGURG[1:]}},
+    "tr": {"なし": ["有意な三尖弁逆流は認めない。", "三尖弁逆流は認めない。"],
+           **{g: [f"三尖弁逆流は{g}。", f"{g}の三尖弁逆流を認める。"] for g in REGURG[1:]}},
+    "rv_dilation": {"なし": ["右室径は正常。", "右室の拡大は認めない。"],
+                    "あり": ["右室は拡大。", "右室拡大を認め、心室中隔の扁平化を伴う。"]},
+    "effusion": {"なし": ["心嚢液貯留は認めない。", "心嚢液は認めない。"],
+                 "少量": ["心嚢液少量。", "少量の心嚢液貯留を認める。"],
+                 "中等量": ["心嚢液は中等量。", "中等量の心嚢液貯留を認める。"],
+                 "大量": ["心嚢液は大量。", "全周性に大量の心嚢液貯留を認める。"]},
+}
+_RWMA_NONE = ["明らかな局所壁運動異常は認めない。", "asynergyなし。"]
+#: the fixed order of the findings style (wall motion after EF, as in the paper's example)
+FINDING_ORDER = ("lv_dilation", "lvh", "ef_grade", "rwma_territory", "la_enlargement", "mr", "as_grade", "ar", "tr",
+                 "rv_dilation", "effusion")
 
 _LV_NORMAL = [
     "左室壁運動は全周性に良好で、局所壁運動異常を認めない。",
@@ -91,12 +137,9 @@ def _measurements(s: dict, rng: np.random.Generator) -> str:
              f"TRPG {s['m_trpg']}mmHg"]
     if rng.random() < 0.3:
         parts.append(f"HR {int(s['heart_rate'])}bpm")
-    if rng.random() < 0.06:  # a detailed measurement set: numbers and units make these the longest in tokens
-        parts += [f"E/e' {rng.uniform(6, 18):.1f}", f"DcT {int(rng.uniform(140, 280))}ms",
-                  f"TAPSE {int(rng.uniform(12, 26))}mm", f"IVC {int(rng.uniform(10, 24))}/{int(rng.uniform(4, 15))}mm",
-                  f"LVOT径 {int(rng.uniform(18, 24))}mm", f"AV Vmax {rng.uniform(1.0, 4.8):.1f}m/s",
-                  f"AV meanPG {int(rng.uniform(3, 60))}mmHg", f"LAVI {int(rng.uniform(20, 60))}ml/m2",
-                  f"LVMI {int(rng.uniform(60, 160))}g/m2", f"RVD {int(rng.uniform(25, 45))}mm"]
+    if rng.random() < 0.06:  # a detailed measurement set, each number derived from the truth
+        parts += [f"AV Vmax {s['m_av_vmax']:.1f}m/s", f"AV meanPG {s['m_av_meanpg']}mmHg",
+                  f"LAVI {s['m_lavi']}ml/m2", f"LVMI {s['m_lvmi']}g/m2", f"RVD {s['m_rvd']}mm"]
     return "、".join(parts)
 
 
@@ -133,8 +176,40 @@ def _abnormal_summary(s: dict) -> list[str]:
     return out
 
 
-def write_report(s: dict, rng: np.random.Generator, previous: dict | None = None) -> str:
-    """One report for study `s` (a dict of findings and measurements); `previous` adds a comparison line."""
+def write_report(s: dict, rng: np.random.Generator, previous: dict | None = None, style: str = "findings") -> str:
+    """One report for study `s` (a dict of findings and measurements) in `style` (see the module docstring)."""
+    if style == "findings":
+        return findings_report(s, rng)
+    if style != "sectioned":
+        raise ValueError(f"unknown report style {style!r}; choose one of {STYLES}")
+    return sectioned_report(s, rng, previous)
+
+
+def findings_report(s: dict, rng: np.random.Generator) -> str:
+    """One sentence per finding in FINDING_ORDER, each the canonical sentence or a paraphrase (equally likely)."""
+    out = []
+    for f in FINDING_ORDER:
+        if f == "rwma_territory":
+            out.append(_rwma_sentence(s, rng))
+            continue
+        g = s[f]
+        sentence = _pick(rng, [PROMPTS[f][g], *_PARAPHRASES[f][g]])
+        if f == "lvh" and g != "なし" and s["lvh_pattern"] != "なし" and rng.random() < 0.5:
+            sentence = sentence.replace("。", _LVH_PATTERN[s["lvh_pattern"]] + "。", 1)
+        out.append(sentence.replace("{ef}", str(s["m_ef"])))
+    return "".join(out)
+
+
+def _rwma_sentence(s: dict, rng: np.random.Generator) -> str:
+    t, g = s["rwma_territory"], s["rwma_grade"]
+    if t == "なし":
+        return _pick(rng, [PROMPTS["rwma_territory"]["なし"], *_RWMA_NONE])
+    region = _pick(rng, [t, *_RWMA_REGION[t]])
+    return region + _pick(rng, [f"に{g}あり。", *_RWMA_GRADE[g][:2]])
+
+
+def sectioned_report(s: dict, rng: np.random.Generator, previous: dict | None = None) -> str:
+    """Sections 【計測】【所見】【結論】; `previous` (the patient's previous study) adds a comparison line."""
     sentences = [
         _wall_motion(s, rng),
         _pick(rng, _EF[s["ef_grade"]]),

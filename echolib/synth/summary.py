@@ -101,3 +101,39 @@ def length_chart(lengths: pl.DataFrame):
 
     return alt.Chart(lengths.to_pandas()).mark_bar().encode(alt.X("characters:Q", bin=alt.Bin(maxbins=30)),
                                                             y="count()").properties(width=400, height=150)
+
+
+def beside_real(root: str | Path, videos: pl.DataFrame, seconds: tuple[float, ...] = (0.0, 0.33, 0.67),
+                height: int = 160, seed: int = 0) -> Image.Image:
+    """pydicom's real apical 4CH cine (top) and a synthetic 4CH clip (below) at the same times after their first
+    frame, each frame scaled to `height` pixels: the reference the renderer's appearance is set against."""
+    import pydicom
+    from pydicom import examples
+
+    ds = pydicom.dcmread(examples.get_path("ybr_color"))
+    real, real_fps = ds.pixel_array, 1000.0 / float(ds.get("FrameTime", 33.33))
+    clip = videos.filter((pl.col("view") == "4CH") & ~pl.col("doppler") & (pl.col("quality") > 0.6))
+    row = clip.sample(1, seed=seed).row(0, named=True)
+    synth = read_clip(Path(root) / row["path"], row["n_frames"])
+
+    def strip(frames, fps):
+        tiles = [Image.fromarray(frames[min(round(t * fps), len(frames) - 1)]) for t in seconds]
+        return np.concatenate([np.asarray(t.resize((round(t.width * height / t.height), height))) for t in tiles], 1)
+
+    top, bottom = strip(real, real_fps), strip(synth, row["fps"])
+    width = max(top.shape[1], bottom.shape[1])
+    pad = [np.pad(x, ((0, 0), (0, width - x.shape[1]), (0, 0))) for x in (top, bottom)]
+    return Image.fromarray(np.concatenate(pad, axis=0))
+
+
+def check_reports(reports: list[str], style: str) -> None:
+    """QC of the generated reports: one sentence per finding (findings style) or the three sections."""
+    from ..text import split_findings
+    from .reports import FINDING_ORDER
+
+    if style == "findings":
+        counts = {len(split_findings(r)) for r in reports}
+        assert counts == {len(FINDING_ORDER)}, f"findings reports must hold {len(FINDING_ORDER)} sentences, got {counts}"
+        assert not any("【" in r or "\n" in r for r in reports), "findings reports have no sections"
+    else:
+        assert all(r.startswith("【計測】") and "【所見】" in r and "【結論】" in r for r in reports)
