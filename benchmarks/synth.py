@@ -36,7 +36,8 @@ def main() -> None:
     result = {
         "profile": a.profile, "n_patients": a.n_patients, "workers": a.workers or os.cpu_count(),
         "clips": v.height, "seconds": round(dt, 2), "clips_per_s": round(v.height / dt, 2),
-        "bytes_per_clip": round(float(v["bytes"].mean()), 1), "size": prof.size, "n_frames": prof.n_frames,
+        "bytes_per_clip": round(float(v["bytes"].mean()), 1), "size": prof.size, "clip_seconds": prof.seconds,
+        "mean_frames": round(float(v["n_frames"].mean()), 1),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "projected_full_profile_minutes": round(prof.n_patients / a.n_patients * dt / 60, 1),
     }

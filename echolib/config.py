@@ -419,15 +419,16 @@ def raw_dir(data_root: str | Path, source: str) -> Path:
 #: The keys a profile sets, with the `default` profile's values (params.yaml as committed holds these; a test
 #: checks). `runs.*.KEY` applies to every run in params.yaml.
 _DEFAULT: dict[str, Any] = {
+    "base.seeds": [0, 1, 2],
     "synth.n_patients": 1700, "synth.size": 64, "synth.seconds": 1.25, "synth.control": False, "synth.quality": 3,
     "synth.report_style": "findings",
     "views.size": 64, "views.epochs": 3, "views.threshold": 0.9,
     "split.train": 0.875, "split.valid": 0.025, "split.test": 0.1,
     "cache.size": 64, "cache.fps": 8.0, "cache.frames": 10,
     "text.layers": 1,
-    "train.accelerator": "cpu", "train.strategy": "auto", "train.batch_size": 32, "train.steps": 700,
-    "train.warmup_steps": 100, "train.val_check_clips": 3200,
-    "positive_control.size": "tiny", "positive_control.steps": 700,
+    "train.accelerator": "cpu", "train.strategy": "auto", "train.batch_size": 32, "train.steps": 600,
+    "train.warmup_steps": 100, "train.val_check_clips": 3200, "train.num_workers": 0,
+    "positive_control.size": "tiny", "positive_control.steps": 600,
     "runs.*.size": "tiny", "runs.*.lr": 5e-4,
     "runs.MultiVideo.encoder": "convnext_st", "runs.SingleVideo.encoder": "convnext_st",
     "runs.SingleVideo-exposure.encoder": "convnext_st", "runs.SingleImage.batch_size": 0,
@@ -436,17 +437,18 @@ _DEFAULT: dict[str, Any] = {
 _PROFILE_CHANGES: dict[str, dict[str, Any]] = {
     "default": {},
     # a smoke test in minutes: a classifier trained on ~170 clips needs more epochs and cannot be held to 0.9
-    "tiny": {"synth.n_patients": 24, "train.steps": 20, "train.batch_size": 8, "train.val_check_clips": 80,
+    "tiny": {"base.seeds": [0], "synth.n_patients": 24, "train.steps": 20, "train.batch_size": 8, "train.val_check_clips": 80,
              "train.warmup_steps": 5, "positive_control.steps": 10, "views.epochs": 20, "views.threshold": 0.5,
              "split.train": 0.6, "split.valid": 0.2, "split.test": 0.2},
     # the negative control: the default's sizes, every finding static and visible in every view
     "control": {"synth.control": True},
     # the paper: 224 px, 32-frame ViViT-B / ConvNeXt-B / BERT-base, lr 1e-5, 2,000 warm-up steps, batch 64
     # (2,304 for the image model), GPUs with DDP
-    "paper": {"synth.n_patients": 20000, "synth.size": 224, "synth.seconds": 1.5, "synth.quality": 2,
+    "paper": {"base.seeds": [0], "synth.n_patients": 20000, "synth.size": 224, "synth.seconds": 1.5, "synth.quality": 2,
               "views.size": 224, "cache.size": 224, "cache.fps": 24.0, "cache.frames": 32, "text.layers": 12,
               "train.accelerator": "gpu", "train.strategy": "ddp", "train.batch_size": 64,
-              "train.warmup_steps": 2000, "train.steps": 100000, "positive_control.size": "paper",
+              "train.warmup_steps": 2000, "train.steps": 100000, "train.num_workers": 8,
+              "positive_control.size": "paper",
               "runs.*.size": "paper", "runs.*.lr": 1e-5,
               "runs.MultiVideo.encoder": "vivit", "runs.SingleVideo.encoder": "vivit",
               "runs.SingleVideo-exposure.encoder": "vivit",
@@ -493,6 +495,8 @@ def profile_overrides(profile: str, params: dict[str, Any] | None = None) -> lis
     def fmt(v):  # YAML 1.1 reads 1e-05 as a string: keep a decimal point in exponents
         if isinstance(v, bool):
             return str(v).lower()
+        if isinstance(v, list):
+            return "[" + ",".join(map(str, v)) + "]"
         return f"{v:.1e}" if isinstance(v, float) and abs(v) < 1e-3 else v
 
     return [a for k, v in profile_values(profile, runs).items() for a in ("-S", f"{k}={fmt(v)}")]

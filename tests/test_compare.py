@@ -91,3 +91,22 @@ def test_averaging_frame_separates_clip_and_study_scores(tmp_path):
     assert f["model"].to_list() == ["MultiVideo", "MultiVideo-4CH", "SingleVideo"]  # Table 1 order
     assert f["clips per study"].to_list() == [6.0, 1.1, 1.1]
     assert f["R@10 gain from averaging"].to_list() == [0.2, 0.02, 0.01]
+
+
+def test_bootstrap_over_seeds_and_studies():
+    a0, a1, b = _ranks(0), _ranks(5), _ranks(1)
+    one = bootstrap_ci({"A": a0, "B": b}, n=300, seed=2, pairs=[("A", "B")])
+    # a run given the same seed twice is that seed: value and interval unchanged
+    twice = bootstrap_ci({"A": [a0, a0], "B": b}, n=300, seed=2, pairs=[("A", "B")])
+    assert twice["runs"]["A"]["mcmrr_v2r"] == {**one["runs"]["A"]["mcmrr_v2r"], "seeds": 2, "sd": 0.0}
+    # two different seeds: the value is their mean, the spread over seeds is reported, and the interval is that of
+    # an explicit two-level loop (studies drawn once for all runs, then each run's seeds with replacement)
+    both = bootstrap_ci({"A": [a0, a1], "B": b}, n=300, seed=2, pairs=[("A", "B")])["runs"]["A"]["mcmrr_v2r"]
+    m0, m1 = a0["rank_v2r"].mean(), a1["rank_v2r"].mean()
+    assert both["value"] == pytest.approx((m0 + m1) / 2) and both["seeds"] == 2
+    assert both["sd"] == pytest.approx(np.std([m0, m1], ddof=1))
+    studies = np.random.default_rng(2).integers(0, 60, size=(300, 60))
+    seeds = np.random.default_rng([2, 1]).integers(0, 2, size=(300, 2))
+    r = [a0["rank_v2r"].to_numpy(), a1["rank_v2r"].to_numpy()]
+    loop = [np.mean([r[k][studies[i]].mean() for k in seeds[i]]) for i in range(300)]
+    assert both["lo"] == pytest.approx(np.quantile(loop, 0.025)) and both["hi"] == pytest.approx(np.quantile(loop, 0.975))

@@ -119,3 +119,69 @@ def test_mean_pooled_text_embedding_ignores_padding():
         torch.testing.assert_close(enc(padded_ids, padded_mask), enc(ids, mask), atol=1e-5, rtol=1e-5)
         h = enc.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
         torch.testing.assert_close(enc(ids, mask), enc.proj(h.mean(1)))  # the mean of the token states
+
+
+def test_convnext_st_is_the_image_model_on_a_still_clip_and_sees_frame_order():
+    """At initialisation (temporal layers at zero) a still clip gives exactly the image model's embedding of its
+    frame; once the temporal layers carry weights, reversing or shuffling the frames changes the embedding."""
+    torch.manual_seed(0)
+    image, video = create_image_encoder("convnext"), create_video_encoder("convnext_st")
+    video.backbone.load_state_dict(image.backbone.state_dict())
+    video.proj.load_state_dict(image.proj.state_dict())
+    image.eval(), video.eval()
+    frame = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(video(frame[:, None].expand(2, 8, 3, 64, 64)), image.embed_frames(frame))
+        for p in video.parameters():  # weights such as training gives the temporal layers
+            if p.ndim >= 1:
+                p.add_(0.05 * torch.randn_like(p))
+        clip = torch.rand(2, 8, 3, 64, 64)
+        base = video(clip)
+        assert not torch.allclose(base, video(clip.flip(1)), atol=1e-4)
+        assert not torch.allclose(base, video(clip[:, torch.randperm(8)]), atol=1e-4)
+        assert torch.allclose(base, video(clip), atol=1e-6)
+
+
+def _pulsing_pair(n: int, gen: torch.Generator, frames: int = 8, size: int = 32):
+    """Two identical discs; one pulsates (radius r0 (1 + 0.35 sin(wt + phase))), the other keeps a radius drawn
+    from the same distribution, so no single frame tells them apart. Label: 1 if the right disc pulsates."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    label = torch.randint(2, (n,), generator=gen)
+    t = torch.arange(frames).float()
+    phase = 2 * torch.pi * torch.rand(n, 1, generator=gen)
+    still = 2 * torch.pi * torch.rand(n, 1, generator=gen)
+    r_pulse = 5 * (1 + 0.35 * torch.sin(2 * torch.pi * t / frames + phase))  # (n, T)
+    r_still = (5 * (1 + 0.35 * torch.sin(still))).expand(n, frames)
+    right = torch.where(label[:, None] == 1, r_pulse, r_still)
+    left = torch.where(label[:, None] == 1, r_still, r_pulse)
+    d_left = ((xx - 9) ** 2 + (yy - 16) ** 2).float().sqrt()
+    d_right = ((xx - 23) ** 2 + (yy - 16) ** 2).float().sqrt()
+    img = ((d_left < left[..., None, None]) | (d_right < right[..., None, None])).float()  # (n, T, H, W)
+    return (img[:, :, None].expand(n, frames, 3, size, size) - 0.5) / 0.25, label
+
+
+def _fit(encoder, steps: int = 120, batch: int = 32) -> float:
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(encoder.proj.out_features, 2)
+    opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=2e-3)
+    encoder.train()
+    for _ in range(steps):
+        x, y = _pulsing_pair(batch, gen)
+        loss = torch.nn.functional.cross_entropy(head(encoder(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    encoder.eval()
+    x, y = _pulsing_pair(256, torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        return float((head(encoder(x)).argmax(1) == y).float().mean())
+
+
+def test_only_motion_tells_which_disc_pulsates():
+    """The video encoder learns the toy task; the image model (one random frame per clip in training, the mean of
+    every frame's embedding at inference) cannot: no single frame carries the answer."""
+    video = _fit(create_video_encoder("convnext_st"))
+    image = _fit(create_image_encoder("convnext"))
+    assert video > 0.9, video
+    assert image < 0.65, image

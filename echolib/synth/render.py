@@ -170,18 +170,40 @@ def _speckle(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[flo
     return (z / math.sqrt(math.fsum((z * z).ravel()) / (z.size / 2))).astype(np.float32), (x0, y0, spacing)
 
 
+FRESH_SIGMA = (0.55, 1.1)  # grain of the per-frame scatterers on the image grid (rows, columns)
+
+
 def _fresh_speckle(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """A new complex scatterer field per frame on the image grid (2, T, H, W), E|z|^2 = 1, speckle-sized grains."""
+    """A new complex scatterer field per frame on the image grid (2, T, H, W), E|z|^2 = 1, speckle-sized grains
+    (white noise through a Gaussian filter, divided by the filter's known gain)."""
     z = rng.standard_normal((2, *shape), dtype=np.float32)
-    z = ndimage.gaussian_filter(z, sigma=(0, 0, 0.55, 1.1), mode="wrap")
-    return z / np.float32(math.sqrt(math.fsum((z * z).ravel()) / (z.size / 2)))
+    z = ndimage.gaussian_filter(z, sigma=(0, 0, *FRESH_SIGMA), mode="wrap")
+    return z / np.float32(math.sqrt(2 * _FRESH_GAIN))
+
+
+def _gain(sigma: float) -> float:
+    """Sum of squared weights of scipy's Gaussian kernel (truncated at 4 sigma): the variance it leaves of
+    unit white noise."""
+    radius = int(4.0 * sigma + 0.5)
+    w = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    return float(((w / w.sum()) ** 2).sum())
+
+
+_FRESH_GAIN = _gain(FRESH_SIGMA[0]) * _gain(FRESH_SIGMA[1])
+
+
+def _sample(textures: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Bilinear samples of every texture in `textures` (C, ny, nx) at (rows, cols), the edges extended."""
+    coords = np.stack([rows.ravel(), cols.ravel()])
+    return np.stack([ndimage.map_coordinates(t, coords, order=1, mode="nearest") for t in textures]).reshape(
+        len(textures), *rows.shape)
 
 
 def _image_grid(size: int):
     c = (np.arange(size) + 0.5) / size
     x = (c * 2 - 1) * X_HALF
     y = c * 2 * X_HALF
-    return np.meshgrid(x, y)  # (H, W) each
+    return [a.astype(np.float32) for a in np.meshgrid(x, y)]  # (H, W) each; float32 keeps rendering fast
 
 
 def render_clip(state: dict, spec: ClipSpec, control: bool = False) -> np.ndarray:
@@ -208,17 +230,13 @@ def render_clip(state: dict, spec: ClipSpec, control: bool = False) -> np.ndarra
     ny, nx = tex.shape[1:]
     tx, ty = np.meshgrid(x0 + sp * np.arange(nx), y0 + sp * np.arange(ny))
     echo, blood, lv_cav = _echogenicity(g, tx, ty, control, spec.size)
-    coords = np.stack([(q0y - y0) / sp, (q0x - x0) / sp]).reshape(2, -1)
-
-    def sample(texture):
-        return ndimage.map_coordinates(texture, coords, order=1, mode="nearest").reshape(q0x.shape)
-
-    blood_now = sample(blood)
+    echo_s, blood_s, cav_s, tex0, tex1 = _sample(np.stack([echo, blood, lv_cav, tex[0], tex[1]]),
+                                                 (q0y - y0) / sp, (q0x - x0) / sp)
     moved = np.hypot(qx[None] - q0x, qy[None] - q0y) / (DECORRELATION_CELLS * sp)
-    w = np.maximum(1.0 - np.exp(-moved), blood_now)  # share of new scatterers
+    w = np.maximum(1.0 - np.exp(-moved), blood_s)  # share of new scatterers
     fresh = _fresh_speckle(streams[2], q0x.shape)
     keep, new = np.sqrt(1.0 - w), np.sqrt(w)
-    amp = sample(echo) * np.hypot(keep * sample(tex[0]) + new * fresh[0], keep * sample(tex[1]) + new * fresh[1])
+    amp = echo_s * np.hypot(keep * tex0 + new * fresh[0], keep * tex1 + new * fresh[1])
     for valve in g.valves:
         opening = curves["aortic_open"] if valve.name == "aortic" else curves["mitral_open"]
         _add_valve(amp, valve, q0x, q0y, qx, qy, opening, 1.0)
@@ -237,7 +255,7 @@ def render_clip(state: dict, spec: ClipSpec, control: bool = False) -> np.ndarra
     rgb = np.repeat(gray[..., None], 3, axis=-1)
     mosaic = streams[3].random(gray.shape, dtype=np.float32)
     if spec.doppler or control:
-        rgb = _colour(rgb, g, q0x, q0y, xi, yi, sample(blood), sample(lv_cav), curves, mosaic, sector,
+        rgb = _colour(rgb, g, q0x, q0y, xi, yi, blood_s, cav_s, curves, mosaic, sector,
                       spec.doppler, control)
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
