@@ -150,8 +150,9 @@ def test_exposure_matched_steps_see_as_many_clips_of_the_views():
     from tests.conftest import ROOT
 
     p = config.load(ROOT / "params.yaml")
-    # MultiVideo trains on 100 clips, 20 of them 4CH: 700 steps of 32 clips hold 700 * 32 * 0.2 4CH clips
+    # MultiVideo trains on 100 clips, 20 of them 4CH: its 600 steps of 32 clips hold 600 * 32 * 0.2 4CH clips
     index = pl.DataFrame({"split": ["train"] * 100 + ["test"] * 50,
                           "pred_view": ["4CH"] * 20 + ["LAX"] * 80 + ["4CH"] * 50})
-    assert run_steps(p, "SingleVideo-exposure", index) == round(700 * 32 * 0.2 / 32) == 140
-    assert run_steps(p, "MultiVideo", index) == p.train.steps == 700
+    assert p.train.steps == 600 and p.train.batch_size == 32
+    assert run_steps(p, "SingleVideo-exposure", index) == round(600 * 32 * 0.2 / 32) == 120
+    assert run_steps(p, "MultiVideo", index) == 600
