@@ -15,7 +15,7 @@ import polars as pl
 import torch
 
 from . import encoders
-from .cache import ClipCache, ClipReportDataset, model_input
+from .cache import StoreBase, frame_indices, frames_tensor, model_input, open_store
 from .models import load_clip_model
 from .ranking import KS, metrics_from_ranks, ranks_from_embeddings, study_embeddings
 
@@ -24,17 +24,25 @@ METRICS = ("mcmrr_v2r", "mcmrr_r2v", "median_rank_v2r", "median_rank_r2v", *(f"r
 
 
 @torch.inference_mode()
-def embed_clips(model, cache: ClipCache, rows: pl.DataFrame, frames: int, batch_size: int = 64) -> torch.Tensor:
-    ds = ClipReportDataset(cache, rows, frames, train=False)
-    out = []
-    for i in range(0, len(ds), batch_size):
-        video = model_input(torch.stack([ds[j]["video"] for j in range(i, min(i + batch_size, len(ds)))]))
-        out.append(model.encode_video(video).float())
+def embed_clips(model, cache: StoreBase, rows: pl.DataFrame, frames: int, batch_size: int = 64) -> torch.Tensor:
+    """Video embeddings of the clips of `rows` (in order): the evaluation window (`frames` from offset 0)."""
+    out, batch = [], []
+
+    def flush():
+        out.append(model.encode_video(model_input(torch.stack(batch))).float())
+        batch.clear()
+
+    for _, clip in cache.iter_frames(rows):
+        batch.append(frames_tensor(clip[frame_indices(len(clip), frames, 0)]))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
     return torch.cat(out) if out else torch.zeros(0, 1)
 
 
 @torch.inference_mode()
-def embed_reports(model, cache: ClipCache, study_ids: list[str], batch_size: int = 128) -> torch.Tensor:
+def embed_reports(model, cache: StoreBase, study_ids: list[str], batch_size: int = 128) -> torch.Tensor:
     idx = [cache.study_row[s] for s in study_ids]
     out = []
     for i in range(0, len(idx), batch_size):
@@ -55,7 +63,7 @@ def match_clip_counts(rows: pl.DataFrame, like: pl.DataFrame, seed: int = 0) -> 
     return shuffled.filter(pl.col("k") < n).drop("k").sort("row")
 
 
-def embed_studies(model, frames: int, cache: ClipCache, rows: pl.DataFrame, studies: list[str]
+def embed_studies(model, frames: int, cache: StoreBase, rows: pl.DataFrame, studies: list[str]
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings of the clips in `rows` and of `studies` (mean of each study's clip embeddings, re-normalised),
     in the order of `studies`; every study must have a row."""
@@ -65,7 +73,7 @@ def embed_studies(model, frames: int, cache: ClipCache, rows: pl.DataFrame, stud
     return clip_emb, study_emb[[pos[s] for s in studies]]
 
 
-def probe_train_studies(cache: ClipCache, split: pl.DataFrame, views: list[str], n: int, seed: int = 0
+def probe_train_studies(cache: StoreBase, split: pl.DataFrame, views: list[str], n: int, seed: int = 0
                         ) -> pl.DataFrame:
     """The clips of views `views` of up to `n` training studies (a seeded draw) that have such a clip: what a
     linear probe of the run's study embeddings is fitted on."""
@@ -78,7 +86,7 @@ def probe_train_studies(cache: ClipCache, split: pl.DataFrame, views: list[str],
     return rows
 
 
-def evaluate_views(model, frames: int, cache: ClipCache, studies: list[str], views: list[str],
+def evaluate_views(model, frames: int, cache: StoreBase, studies: list[str], views: list[str],
                    match_views: list[str] | None = None, seed: int = 0) -> dict:
     """Study-level ranks on `studies` using only clips of `views`, plus the per-clip variant. With `match_views`,
     each study averages only as many clips (drawn at random from `views`) as it has clips of `match_views`."""
@@ -139,7 +147,7 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     from .vocab import FINDINGS
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    cache = ClipCache(cache_dir)
+    cache = open_store(cache_dir)
     split = pl.read_parquet(split_path)
     studies = sorted(set(split.filter(pl.col("eval_4ch"))["study_id"]) & set(cache.study_ids))
     if not studies:

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from .cache import ClipCache, ClipReportDataset, model_input
+from .cache import ClipReportDataset, EpochSampler, model_input, open_store
 from .loss import SigLipLoss, create_loss
 from .ranking import rank_metrics_from_embeddings, study_embeddings
 
@@ -35,6 +35,12 @@ class EchoClipModule(L.LightningModule):
         if batch["video"].dtype == torch.uint8:
             batch["video"] = model_input(batch.pop("video"), batch.pop("gain", None), batch.pop("bias", None))
         return batch
+
+    def on_train_epoch_start(self):
+        """A streaming dataset draws its shard order and shuffle from the epoch (see echolib.store)."""
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
 
     def model_step(self, batch: dict):
         v, t, scale = self.model(batch["video"], batch["input_ids"], batch["attention_mask"])
@@ -81,6 +87,42 @@ class EchoClipModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+class ResumeState(L.Callback):
+    """Puts into every checkpoint what Lightning leaves out, and restores it: the random states (torch, numpy,
+    Python) and the run's signature; on loading, it also points the epoch sampler past the batches the
+    checkpointed run had already trained on in its epoch."""
+
+    def __init__(self, signature: str):
+        self.signature = signature
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        import random
+
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()  # as tensors and numbers: loadable weights_only
+        checkpoint["echolib"] = {"signature": self.signature, "torch": torch.get_rng_state(),
+                                 "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+                                 "python": random.getstate()}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        import random
+
+        import numpy as np
+
+        state = checkpoint.get("echolib", {})
+        if state.get("signature") != self.signature:
+            raise RuntimeError(f"checkpoint written by another run (signature {state.get('signature')})")
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(state["python"])
+        sampler = getattr(trainer.datamodule, "sampler", None)
+        if sampler is not None:
+            per_epoch = len(trainer.datamodule.train_dataloader())
+            sampler.resume_at(checkpoint["global_step"] % per_epoch)
+
+
 def study_level_metrics(video: torch.Tensor, text: torch.Tensor, study: torch.Tensor) -> dict:
     """Study embedding = mean of its clips' video embeddings; one report embedding per study."""
     v, order = study_embeddings(video, study.tolist())
@@ -100,30 +142,43 @@ def collate_trim(items: list[dict]) -> dict:
 
 
 class ClipDataModule(L.LightningDataModule):
+    """Training and validation clips of `views` from the clip store at `cache_dir`: a map-style dataset over the
+    memory-mapped cache (Lightning adds a DistributedSampler under DDP), or `StreamingClips` over shards (split
+    by rank and worker itself, reseeded every epoch)."""
+
     def __init__(self, cache_dir: str, views: list[str], num_frames: int, batch_size: int = 32,
-                 num_workers: int = 2, shuffle_findings: bool = False, max_findings: int = 35):
+                 num_workers: int = 2, shuffle_findings: bool = False, max_findings: int = 35, seed: int = 0):
         super().__init__()
         self.cache_dir, self.views, self.num_frames = cache_dir, views, num_frames
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.shuffle_findings, self.max_findings = shuffle_findings, max_findings
+        self.shuffle_findings, self.max_findings, self.seed = shuffle_findings, max_findings, seed
 
     def setup(self, stage: str | None = None):
-        self.cache = ClipCache(self.cache_dir)
-        self.train_set = ClipReportDataset(self.cache, self.cache.select("train", self.views), self.num_frames, True,
-                                           self.shuffle_findings, self.max_findings)
-        self.val_set = ClipReportDataset(self.cache, self.cache.select("valid", self.views), self.num_frames, False)
+        self.cache = open_store(self.cache_dir)
+        if self.cache.kind == "shards":
+            from .store import StreamingClips
+
+            self.train_set = StreamingClips(self.cache, "train", self.views, self.num_frames, True, self.seed,
+                                            shuffle_findings=self.shuffle_findings, max_findings=self.max_findings)
+            # every rank scores every validation clip: gathered duplicates leave the study means unchanged
+            self.val_set = StreamingClips(self.cache, "valid", self.views, self.num_frames, False, by_rank=False)
+        else:
+            self.train_set = ClipReportDataset(self.cache, self.cache.select("train", self.views), self.num_frames,
+                                               True, self.shuffle_findings, self.max_findings, self.seed)
+            self.sampler = EpochSampler(len(self.train_set), self.seed, self.batch_size)
+            self.val_set = ClipReportDataset(self.cache, self.cache.select("valid", self.views), self.num_frames,
+                                             False)
         if len(self.train_set) == 0:
             raise ValueError(f"{self.cache_dir}: no training clips of views {self.views}")
 
-    def _loader(self, ds, shuffle: bool, drop_last: bool):
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=collate_trim,
-                          pin_memory=torch.cuda.is_available())
+    def _loader(self, ds, drop_last: bool, sampler=None):
+        # workers are made anew each epoch (not persistent), so that they see the epoch the dataset is set to
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
+                          num_workers=self.num_workers, collate_fn=collate_trim, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self):
         # drop_last: a contrastive batch of 1 has no negatives
-        return self._loader(self.train_set, True, len(self.train_set) > self.batch_size)
+        return self._loader(self.train_set, len(self.train_set) > self.batch_size, getattr(self, "sampler", None))
 
     def val_dataloader(self):
-        return self._loader(self.val_set, False, False)
+        return self._loader(self.val_set, False)

@@ -23,8 +23,9 @@ def run_module(module: str, *args, cwd=None) -> None:
 
 
 def map_jobs(fn, jobs: list, workers: int = 0, desc: str = "", unit: str = "item", progress: bool = True,
-             chunksize: int = 4) -> list:
-    """fn over jobs in order, in `workers` processes (0 = every core), with a progress bar."""
+             chunksize: int = 4, each=None) -> list:
+    """fn over jobs in order, in `workers` processes (0 = every core), with a progress bar; `each(result)` is
+    called as every result arrives (e.g. to record progress that survives an interruption)."""
     workers = workers or os.cpu_count() or 1
     from tqdm import tqdm
 
@@ -33,11 +34,15 @@ def map_jobs(fn, jobs: list, workers: int = 0, desc: str = "", unit: str = "item
     if workers == 1 or len(jobs) <= 1:
         for j in jobs:
             out.append(fn(j))
+            if each:
+                each(out[-1])
             bar.update()
     else:
         with ProcessPoolExecutor(workers) as pool:
             for r in pool.map(fn, jobs, chunksize=chunksize):
                 out.append(r)
+                if each:
+                    each(r)
                 bar.update()
     bar.close()
     return out

@@ -3,8 +3,9 @@
 `rank_metrics(sim)` takes sim[i, j] = similarity of study i's videos and study j's report, correct pairs on the
 diagonal. Ranks are 1-based and ties count against the correct item: rank = 1 + #{other candidates with
 similarity >= the correct one}, so a collapsed model (all similarities equal) gets the worst rank, not the best.
-MCMRR is the mean rank of the correct item. Computed in row chunks, so N = 200,000 needs no N x N matrix when
-`sim` is given as the two embedding matrices (`rank_metrics_from_embeddings`).
+MCMRR is the mean rank of the correct item. Computed in row chunks sized to a memory budget (1 GiB by default),
+so N = 200,000 needs no N x N matrix when `sim` is given as the two embedding matrices
+(`rank_metrics_from_embeddings`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,23 @@ def study_embeddings(clip_emb: torch.Tensor | np.ndarray, study_ids) -> tuple[to
     return torch.nn.functional.normalize(sums / counts, dim=-1), order
 
 
-def _ranks_rows(sim_rows: torch.Tensor, offset: int) -> torch.Tensor:
+def _ranks_rows(sim_rows: torch.Tensor, offset: int, inplace: bool = False) -> torch.Tensor:
+    """1-based ranks of the correct item of each row (column `offset + i` of row i); with `inplace` the rows
+    (a scratch chunk) are overwritten by the comparison instead of allocating a boolean copy."""
     n = sim_rows.shape[0]
-    correct = sim_rows[torch.arange(n), torch.arange(n) + offset].unsqueeze(1)
+    correct = sim_rows[torch.arange(n), torch.arange(n) + offset].unsqueeze(1).clone()
+    if inplace:
+        return sim_rows.ge_(correct).sum(dim=1, dtype=torch.int64)
     return (sim_rows >= correct).sum(dim=1)  # includes the correct item itself -> 1-based, ties count against
+
+
+#: memory the chunked ranking may use for its scratch similarity rows (the default budget)
+MEMORY_BUDGET = 1 << 30
+
+
+def chunk_rows(n_candidates: int, budget: int = MEMORY_BUDGET) -> int:
+    """Rows of similarities (float32, ranked in place) that fit in `budget` bytes, at least one."""
+    return max(1, budget // (4 * max(n_candidates, 1)))
 
 
 def ranks(sim: torch.Tensor | np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -42,12 +56,16 @@ def ranks(sim: torch.Tensor | np.ndarray, chunk: int = 4096) -> tuple[np.ndarray
     return v2r.numpy(), r2v.numpy()
 
 
-def ranks_from_embeddings(video: torch.Tensor, text: torch.Tensor, chunk: int = 2048):
-    """Same as ranks(video @ text.T) without materialising the N x N matrix."""
+def ranks_from_embeddings(video: torch.Tensor, text: torch.Tensor, chunk: int | None = None,
+                          budget: int = MEMORY_BUDGET):
+    """Same as ranks(video @ text.T) without materialising the N x N matrix: rows of similarities in chunks sized
+    to `budget` bytes (or `chunk` rows), each ranked in place (N = 200,000 stays within 1 GiB)."""
     video, text = torch.as_tensor(video).float(), torch.as_tensor(text).float()
     out = []
     for a, b in ((video, text), (text, video)):
-        parts = [_ranks_rows(a[i:i + chunk] @ b.T, i) for i in range(0, a.shape[0], chunk)]
+        step = chunk or chunk_rows(b.shape[0], budget)
+        bt = b.T.contiguous()
+        parts = [_ranks_rows(a[i:i + step] @ bt, i, inplace=True) for i in range(0, a.shape[0], step)]
         out.append(torch.cat(parts).numpy())
     return out[0], out[1]
 
@@ -66,5 +84,5 @@ def rank_metrics(sim, chunk: int = 4096) -> dict:
     return metrics_from_ranks(*ranks(sim, chunk))
 
 
-def rank_metrics_from_embeddings(video, text, chunk: int = 2048) -> dict:
-    return metrics_from_ranks(*ranks_from_embeddings(video, text, chunk))
+def rank_metrics_from_embeddings(video, text, chunk: int | None = None, budget: int = MEMORY_BUDGET) -> dict:
+    return metrics_from_ranks(*ranks_from_embeddings(video, text, chunk, budget))

@@ -63,16 +63,18 @@ def _title_of(page: Path) -> str:
 
 
 def build_index(out: str | Path, pages: list[str | Path], title: str, metrics: list[str | Path] = (),
-                pending: tuple[str | Path, ...] = ()) -> Path:
+                pending: tuple[str | Path, ...] = (), link_from: str | Path | None = None) -> Path:
     """Landing page linking each stage's HTML (relative links) and listing the metric files' contents.
-    `pending` pages are linked although they are written after the index (the report's own page)."""
+    `pending` pages are linked although they are written after the index (the report's own page); links are
+    relative to `link_from` (default: the index's folder), where the index will finally lie."""
     out = Path(out)
+    base = Path(link_from or out.parent).resolve()
     rows = []
     for p in pages:
         p = Path(p)
         if not p.is_file() and p not in map(Path, pending):
             raise FileNotFoundError(f"report index: stage page {p} does not exist (did its stage run?)")
-        rel = Path(os.path.relpath(Path(p).resolve(), out.parent.resolve()))
+        rel = Path(os.path.relpath(Path(p).resolve(), base))
         rows.append(f'<li><a href="{html.escape(rel.as_posix())}">{html.escape(p.stem)}</a></li>')
     blocks = []
     for m in metrics:
@@ -123,7 +125,8 @@ def run_report(ctx) -> Path:
     pages = [own, *sorted((root / "reports" / "stages").glob("*.html"))]
     metrics = [p for pattern in ("*.json", "train/*.json", "retrieval/*.json")
                for p in sorted((root / "metrics").glob(pattern))]
-    return build_index(ctx.out_root / "reports" / "index.html", pages, ctx.report.title, metrics, pending=(own,))
+    return build_index(ctx.out_root / "reports" / "index.html", pages, ctx.report.title, metrics, pending=(own,),
+                       link_from=root / "reports")
 
 
 def dvclive_curves(dvclive_dir: str | Path) -> pl.DataFrame:

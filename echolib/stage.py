@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -31,6 +33,9 @@ from . import config as C
 from .io.files import write_json
 
 SCRATCH = Path("scratch")
+STAGING = Path(".stage")  # a stage writes here; its declared outputs are swapped into place when it succeeds
+#: stages whose work an interrupted attempt leaves for the next one to resume (their staging is kept)
+RESUMABLE = {"cache", "train"}
 #: stages that only one kind of data source runs
 SOURCE_STAGES = {"synthesize": lambda source: source == "synthetic", "ingest": lambda source: source != "synthetic"}
 KERNEL = "echolib"
@@ -208,7 +213,12 @@ class Context:
 
     @property
     def out_root(self) -> Path:
-        return self.root if self.pipeline else self.root / SCRATCH
+        """Where outputs go: the runner's staging folder (swapped into place on success), the project when a
+        stage function is called directly, scratch/ when the notebook is explored by hand."""
+        if not self.pipeline:
+            return self.root / SCRATCH
+        staged = os.environ.get("ECHOLIB_STAGE_OUT")
+        return Path(staged) if staged else self.root
 
     def out(self, *parts: str) -> Path:
         """Where this stage writes data: data/... in the pipeline, scratch/data/... when explored by hand."""
@@ -273,7 +283,7 @@ def _kernel() -> str:
     return KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-def _skip(sp: StageSpec, root: Path, source: str, params: dict) -> None:
+def _skip(sp: StageSpec, staging: Path, source: str, params: dict) -> None:
     """Placeholder outputs of a data stage `base.source` does not select, and a page saying so."""
     import nbformat
 
@@ -281,24 +291,43 @@ def _skip(sp: StageSpec, root: Path, source: str, params: dict) -> None:
 
     note = (f"Not selected: `base.source` is `{source}`, so the "
             f"{'ingest' if source != 'synthetic' else 'synthesize'} stage provides the data.")
-    data_root = C.get(params, "base.data_root")
-    for out in sp.outs:
-        path = root / out.replace("${base.data_root}", data_root)
-        if not out.startswith("reports/"):
-            path.mkdir(parents=True, exist_ok=True)
-            (path / "NOT_SELECTED").write_text(note + "\n")
+    for out in _outputs(sp, params):
+        if not out.startswith("reports/") and not out.endswith(".json"):
+            (staging / out).mkdir(parents=True, exist_ok=True)
+            (staging / out / "NOT_SELECTED").write_text(note + "\n")
     for m in sp.metrics:
-        write_json(root / m, {"selected": False, "source": source})
+        write_json(staging / m, {"selected": False, "source": source})
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {sp.notebook.stem}\n\n{note}")])
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL, "language": "python"}
-    page = root / sp.page
-    page.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, page)
-    notebook_to_html(page)
+    (staging / sp.page).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, staging / sp.page)
+    notebook_to_html(staging / sp.page)
+
+
+def _outputs(sp: StageSpec, params: dict) -> list[str]:
+    """The stage's declared outputs and metrics, interpolations resolved."""
+    data_root = C.get(params, "base.data_root")
+    return [o.replace("${base.data_root}", data_root) for o in (*sp.outs, *sp.metrics)]
+
+
+def _publish(sp: StageSpec, root: Path, staging: Path, params: dict) -> None:
+    """Swap every declared output from the staging folder into place; refuse if one is missing (nothing moved)."""
+    from .io.files import swap_into_place
+
+    outs = _outputs(sp, params)
+    missing = [o for o in outs if not (staging / o).exists()]
+    if missing:
+        raise StageError(f"stage {sp.name} did not write its declared output(s) {missing}; previous outputs kept")
+    for o in outs:
+        swap_into_place(staging / o, root / o)
+    shutil.rmtree(staging)
 
 
 def run(name: str, root: str | Path | None = None, log_output: bool = False) -> Path:
-    """Execute stage `name`: check params.yaml, inject the listed params, write the page and its HTML."""
+    """Execute stage `name`: check params.yaml, inject the listed params, write the page and its HTML.
+
+    Everything is written to a staging folder (.stage/NAME) first and swapped into place only when the stage
+    succeeds, so a failure or a kill at any point leaves the previous outputs as they were."""
     import papermill as pm
 
     from .report import notebook_to_html
@@ -307,22 +336,33 @@ def run(name: str, root: str | Path | None = None, log_output: bool = False) -> 
     params = C.load_params(root / "params.yaml")
     C.validate(params)
     sp = spec(name, root, params)
-    page = root / sp.page
+    staging = root / STAGING / sp.name
+    if sp.stage not in RESUMABLE:
+        shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
     source = C.get(params, "base.source")
     if sp.stage in SOURCE_STAGES and not SOURCE_STAGES[sp.stage](source):
-        _skip(sp, root, source, params)
+        _skip(sp, staging, source, params)
+        _publish(sp, root, staging, params)
         print(f"stage {sp.name}: not selected by base.source = {source!r}; placeholders written")
-        return page.with_suffix(".html")
+        return root / sp.page.with_suffix(".html")
+    page = staging / sp.page
     page.parent.mkdir(parents=True, exist_ok=True)
     parameters = {**injected(sp, params), "outputs": "pipeline", **({"key": sp.key} if sp.key else {})}
-    print(f"stage {sp.name}: {sp.notebook} -> {page.relative_to(root)}", flush=True)
+    print(f"stage {sp.name}: {sp.notebook} -> {sp.page}", flush=True)
+    os.environ["ECHOLIB_STAGE_OUT"] = str(staging)  # the kernel inherits it: the notebook's context writes here
     try:
         pm.execute_notebook(str(root / sp.notebook), str(page), parameters=parameters, kernel_name=_kernel(),
                             cwd=str(root), log_output=log_output, progress_bar=False)
     except pm.PapermillExecutionError as e:
-        raise StageError(f"stage {sp.name} failed in cell {e.exec_count}: {e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
-                         f" (the executed notebook: {page.relative_to(root)})") from None
-    return notebook_to_html(page)
+        first = str(e.evalue).splitlines()[0] if e.evalue else ""
+        raise StageError(f"stage {sp.name} failed in cell {e.exec_count}: {e.ename}: {first} (the executed "
+                         f"notebook: {page.relative_to(root)}; previous outputs kept)") from None
+    finally:
+        os.environ.pop("ECHOLIB_STAGE_OUT", None)
+    notebook_to_html(page)
+    _publish(sp, root, staging, params)
+    return root / sp.page.with_suffix(".html")
 
 
 def main(argv: list[str] | None = None) -> int:

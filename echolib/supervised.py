@@ -18,7 +18,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from .cache import ClipCache, frame_indices, frames_tensor, max_offset, model_input
+from .cache import ClipCache, frame_indices, frames_tensor, max_offset, model_input, open_store
 from .vocab import FINDINGS, VISIBILITY
 
 
@@ -146,7 +146,10 @@ def run_positive_control(ctx) -> dict:
         why = "positive_control.steps is 0" if findings else "the data source has no ground-truth findings"
         print(f"no positive control: {why}")
         return {"skipped": why}
-    cache = ClipCache(ctx.data / "cache")
+    cache = open_store(ctx.data / "cache")
+    if cache.kind != "memmap":
+        raise ValueError("the positive control reads clips at random: it needs cache.store: memmap "
+                         "(or positive_control.steps: 0)")
     split = pl.read_parquet(ctx.data / "split" / "studies.parquet")
     y, seen = clip_targets(cache.index, studies, pl.read_parquet(ctx.raw / "videos.parquet"), findings)
     torch.manual_seed(ctx.base.seed)

@@ -69,6 +69,18 @@ def load_tokenizer(path: str | Path, max_length: int | None = None):
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True, **kw)
 
 
+def vocab_size(path: str | Path) -> int:
+    """Vocabulary size of a local tokenizer directory without loading it (vocab.txt, else config.json)."""
+    import json
+
+    path = Path(path)
+    if (path / "vocab.txt").is_file():
+        return sum(1 for line in (path / "vocab.txt").read_text(encoding="utf-8").splitlines() if line)
+    if (path / "config.json").is_file():
+        return int(json.loads((path / "config.json").read_text())["vocab_size"])
+    raise FileNotFoundError(f"{path}: no vocab.txt or config.json (run the tokenizer stage first)")
+
+
 def encode(tokenizer, texts: list[str], max_length: int):
     """input_ids / attention_mask tensors (padded to max_length) and how many reports were truncated."""
     texts = [normalize(t) for t in texts]

@@ -60,7 +60,8 @@ class RunSetup:
     text: C.TextConfig
     run: C.RunConfig
     data: Path
-    tokenizer: object
+    tokenizer_dir: Path
+    vocab_size: int
     model: EchoClip
     frames: int
     datamodule: object
@@ -69,10 +70,11 @@ class RunSetup:
     steps: int
 
 
-def setup_run(name: str, params_path: str | Path = "params.yaml") -> RunSetup:
-    """Everything a run needs before training: typed params, tokenizer, model and the data module (set up)."""
+def setup_run(name: str, params_path: str | Path = "params.yaml", seed: int = 0) -> RunSetup:
+    """Everything a run needs before training: typed params, the model and the data module (set up). Reports are
+    tokenized in the clip store already: only the tokenizer's vocabulary size is read here."""
     from .lit import ClipDataModule
-    from .text import load_tokenizer
+    from .text import vocab_size
 
     p = C.load(params_path)
     base, train, text = p.base, p.train, p.text
@@ -80,44 +82,94 @@ def setup_run(name: str, params_path: str | Path = "params.yaml") -> RunSetup:
         raise C.ConfigError(f"run {name!r} is not in params.yaml runs: {sorted(p.runs)}")
     run = p.runs[name]
     data = C.project_root(Path(params_path).resolve().parent) / base.data_root
-    tokenizer = load_tokenizer(text.pretrained_dir or data / "tokenizer")
+    tokenizer_dir = Path(text.pretrained_dir) if text.pretrained_dir else data / "tokenizer"
+    n_vocab = vocab_size(tokenizer_dir)
     cache_meta = json.loads((data / "cache" / "meta.json").read_text())
-    model, frames = build_model(run, vocab_size=len(tokenizer), stored_frames=cache_meta["frames"],
+    model, frames = build_model(run, vocab_size=n_vocab, stored_frames=cache_meta["frames"],
                                 max_length=text.max_length, text_layers=text.layers,
                                 pretrained_dir=text.pretrained_dir, loss=train.loss)
     batch = run.batch_size or train.batch_size
     dm = ClipDataModule(str(data / "cache"), list(run.views), frames, batch, train.num_workers,
-                        text.shuffle_findings, text.max_findings)
+                        text.shuffle_findings, text.max_findings, seed)
     dm.setup()
-    return RunSetup(base, train, text, run, data, tokenizer, model, frames, dm, batch, cache_meta,
+    return RunSetup(base, train, text, run, data, tokenizer_dir, n_vocab, model, frames, dm, batch, cache_meta,
                     run_steps(p, name, dm.cache.index))
 
 
-def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", resume: bool = False,
+class ResumeError(RuntimeError):
+    """A run cannot resume (no checkpoint, or one written with other settings); the message says which."""
+
+
+def run_signature(r: RunSetup, seed: int) -> str:
+    """What makes two training runs the same run: its settings, the seed and the clip store it reads."""
+    import hashlib
+
+    keys = ("shape", "frames", "fps", "size", "store", "clips", "studies", "max_length")
+    blob = json.dumps({"run": r.run.to_dict(), "train": r.train.to_dict(), "text": r.text.to_dict(), "seed": seed,
+                       "steps": r.steps, "cache": {k: r.cache_meta.get(k) for k in keys}}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _prepare_folder(out: Path, resume: bool | str, signature: str) -> bool:
+    """Whether to resume from out/checkpoints/last.ckpt. resume=True requires that checkpoint and its signature;
+    "auto" resumes when it matches and starts afresh otherwise; a fresh run moves an earlier run aside, so that
+    two runs never mix."""
+    import shutil
+
+    last = out / "checkpoints" / "last.ckpt"
+    found = torch.load(last, map_location="cpu", weights_only=False).get("echolib", {}).get("signature") \
+        if last.is_file() else None
+    if resume is True and found is None:
+        raise ResumeError(f"--resume: no checkpoint to resume from at {last}")
+    if resume is True and found != signature:
+        raise ResumeError(f"--resume: {last} was written by a run with other settings (signature {found}, this run "
+                          f"{signature}); start afresh without --resume")
+    if resume and found == signature:
+        return True
+    if out.exists() and any(out.iterdir()):
+        aside = out.with_name(f".{out.name}.replaced")
+        shutil.rmtree(aside, ignore_errors=True)
+        out.rename(aside)
+        print(f"an earlier run in {out} was moved aside to {aside.name}")
+    return False
+
+
+def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", resume: bool | str = False,
               fast_dev_run: bool = False, out_root: str | Path | None = None) -> dict:
+    """Train run `name` with `seed` into OUT_ROOT/NAME/seedSEED. `resume`: True continues from the run's last
+    checkpoint (exactly: model, optimiser, schedule, every random state and the position in the epoch), "auto"
+    does so when that checkpoint belongs to the same run, False starts afresh."""
+    import warnings
+
     import lightning as L
-    from dvclive.lightning import DVCLiveLogger
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from .lit import EchoClipModule
+    from .lit import EchoClipModule, ResumeState
 
     if train_threads := C.load(params_path).train.torch_threads:
         torch.set_num_threads(train_threads)
-    L.seed_everything(seed, workers=True)
-    r = setup_run(name, params_path)
-    base, train, text, run, data, tokenizer = r.base, r.train, r.text, r.run, r.data, r.tokenizer
+    L.seed_everything(seed, workers=True, verbose=False)
+    r = setup_run(name, params_path, seed)
+    base, train, text, run, data = r.base, r.train, r.text, r.run, r.data
     model, frames, dm, batch, cache_meta = r.model, r.frames, r.datamodule, r.batch_size, r.cache_meta
     out = Path(out_root or data / "runs") / name / f"seed{seed}"
+    signature = run_signature(r, seed)
+    resuming = _prepare_folder(out, resume, signature) if not fast_dev_run else False
     out.mkdir(parents=True, exist_ok=True)
     world = train.devices * train.num_nodes if train.strategy != "auto" or train.devices > 1 else 1
     steps = r.steps
     val_every = min(steps, max(1, round(train.val_check_clips / (batch * world))))  # the same clips for every run
     module = EchoClipModule(model, train.loss, run.lr, train.weight_decay, train.warmup_steps, steps)
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="min",
-                           save_last=True, save_top_k=1)
-    callbacks = [ckpt] + ([EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience)]
-                          if train.patience else [])
-    logger = DVCLiveLogger(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, resume=resume)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="min", save_top_k=1)
+    last_ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", save_top_k=0, save_last=True,
+                                every_n_train_steps=train.checkpoint_steps)
+    callbacks = [ResumeState(signature), ckpt, last_ckpt] + (
+        [EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience)] if train.patience else [])
+    if kill_at := int(os.environ.get("ECHOLIB_KILL_AT_STEP", "0")):  # fault injection for the resume test
+        callbacks.insert(0, _KillAt(kill_at))
+    # our sampler continues mid-epoch itself (EpochSampler.resume_at): Lightning's warning does not apply
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    logger = _logger(out, resuming)
     trainer = L.Trainer(
         accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
         precision=_precision(train), max_steps=steps, max_epochs=-1, gradient_clip_val=train.grad_clip,
@@ -128,7 +180,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     )
     last = out / "checkpoints" / "last.ckpt"
     t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resuming else None)
     seconds = time.time() - t0
     if trainer.global_rank != 0:
         return {}
@@ -151,12 +203,41 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     }
     torch.save({"state_dict": module.model.state_dict(), "run": run.to_dict(), "profile": base.profile,
                 "frames": frames, "size": cache_meta["size"], "cache_frames": cache_meta["frames"],
-                "cache_fps": cache_meta["fps"], "vocab_size": len(tokenizer),
+                "cache_fps": cache_meta["fps"], "vocab_size": r.vocab_size,
                 "max_length": text.max_length, "text_layers": model_text_layers(module.model),
-                "loss": train.loss, "tokenizer_dir": str(text.pretrained_dir or data / "tokenizer")},
+                "loss": train.loss, "tokenizer_dir": str(r.tokenizer_dir)},
                out / "model.pt")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+class _KillAt:
+    """SIGKILL this process at the start of training step `step` (after the checkpoints of the step before)."""
+
+    def __new__(cls, step: int):
+        from lightning.pytorch.callbacks import Callback
+
+        class KillAt(Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == step:
+                    import signal
+
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return KillAt()
+
+
+def _logger(out: Path, resume: bool):
+    """dvclive (curves for the pipeline's pages and `dvc plots`); Lightning's CSV logger in an environment without
+    it (a bare GPU node running `python -m echolib.train` from a copied store)."""
+    try:
+        from dvclive.lightning import DVCLiveLogger
+    except ImportError:
+        from lightning.pytorch.loggers import CSVLogger
+
+        print("dvclive is not installed: curves go to csv/ (Lightning's CSVLogger)")
+        return CSVLogger(str(out), name="csv")
+    return DVCLiveLogger(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, resume=resume)
 
 
 def model_text_layers(model: EchoClip) -> int:
@@ -184,7 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run", required=True, help="a run name under `runs:` in params.yaml")
     ap.add_argument("--seed", type=int, default=None, help="one seed (default: every seed in base.seeds)")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--resume", action="store_true", help="continue from checkpoints/last.ckpt")
+    ap.add_argument("--resume", action="store_true", help="continue exactly from checkpoints/last.ckpt (error if none)")
+    ap.add_argument("--resume-if-possible", action="store_true",
+                    help="continue from checkpoints/last.ckpt when it belongs to this run, else start afresh")
     ap.add_argument("--fast-dev-run", action="store_true")
     ap.add_argument("--out-root", default=None, help="folder for RUN/seedS (default: <data_root>/runs)")
     a = ap.parse_args(argv)
@@ -194,7 +277,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: run {a.run!r} is not in {a.params} runs: {sorted(p.runs)}")
     seeds = [a.seed] if a.seed is not None else (p.runs[a.run].seeds or p.base.seeds)
     for seed in seeds:
-        s = train_run(a.run, seed, a.params, a.resume, a.fast_dev_run, a.out_root)
+        try:
+            s = train_run(a.run, seed, a.params, "auto" if a.resume_if_possible else a.resume, a.fast_dev_run,
+                          a.out_root)
+        except (C.ConfigError, ResumeError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}") from None
         if s:
             print(json.dumps(s), flush=True)
 
@@ -205,7 +292,9 @@ def run_train(ctx) -> dict:
     from .proc import run_module
 
     out_root = ctx.out("runs")
-    run_module("echolib.train", "--run", ctx.key, "--params", ctx.params_file, "--out-root", out_root, cwd=ctx.root)
+    # an attempt interrupted before (its staging kept by the runner) continues where it stopped
+    run_module("echolib.train", "--run", ctx.key, "--params", ctx.params_file, "--out-root", out_root,
+               "--resume-if-possible", cwd=ctx.root)
     summary = summarize_seeds(out_root / ctx.key)
     if len(summary["seeds"]) != len(ctx.run.seeds or ctx.base.seeds):
         raise RuntimeError(f"train@{ctx.key}: seeds {summary['seeds']} trained, expected {ctx.run.seeds or ctx.base.seeds}")

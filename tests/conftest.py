@@ -20,7 +20,8 @@ def tiny_params(**sections) -> dict:
     params = config.apply_profile(config.load_params(ROOT / "params.yaml"), "tiny")
     params["base"].update(seeds=[0], workers=2)
     params["synth"].update(n_patients=8)
-    params["train"].update(batch_size=4, steps=6, val_check_clips=12, num_workers=0, warmup_steps=2)
+    params["train"].update(batch_size=4, steps=6, val_check_clips=12, num_workers=0, warmup_steps=2,
+                           checkpoint_steps=3)
     params["positive_control"].update(steps=4, batch_size=4)
     params["text"].update(vocab_size=1000)
     for name, values in sections.items():

@@ -49,3 +49,18 @@ def test_study_embeddings_mean_then_normalise():
     assert order == ["a", "b"]
     torch.testing.assert_close(emb[0], torch.tensor([1.0, 1.0]) / 2**0.5)
     torch.testing.assert_close(emb[1], torch.tensor([0.6, 0.8]))
+
+
+def test_chunks_follow_a_memory_budget_and_rank_like_the_full_matrix():
+    from echolib.ranking import chunk_rows, ranks_from_embeddings
+
+    torch.manual_seed(3)
+    v = torch.nn.functional.normalize(torch.randn(50, 8), dim=-1)
+    t = v.clone()
+    t[7] = t[3]  # a tie: study 7's report equals study 3's
+    budget = 4 * 50 * 3  # three rows of 50 float32 similarities
+    assert chunk_rows(50, budget) == 3 and chunk_rows(200_000) == 1342  # 1 GiB at N = 200,000
+    full = ranks(v @ t.T)
+    got = ranks_from_embeddings(v, t, budget=budget)
+    np.testing.assert_array_equal(got[0], full[0])
+    np.testing.assert_array_equal(got[1], full[1])

@@ -57,11 +57,16 @@ def test_dataset_train_random_val_deterministic(tiny_project):
     a, b = val[0], val[0]
     torch.testing.assert_close(a["video"], b["video"])
     assert a["video"].shape == (8, 3, 64, 64) and a["input_ids"].shape == (256,)
-    tr = ClipReportDataset(cache, rows, 8, train=True)
-    torch.manual_seed(0)
-    draws = [tr[0] for _ in range(6)]
+    tr = ClipReportDataset(cache, rows, 8, train=True, seed=1)
+    draws = []
+    for epoch in range(6):  # a training item's window and augmentation are drawn from (seed, epoch, item) alone
+        tr.set_epoch(epoch)
+        draws.append(tr[0])
     x = torch.stack([model_input(d["video"], d["gain"], d["bias"]) for d in draws])
-    assert any(not torch.allclose(x[0], x[i]) for i in range(1, 6))  # augmentation / offset vary per draw
+    assert any(not torch.allclose(x[0], x[i]) for i in range(1, 6))  # they vary from epoch to epoch ...
+    tr.set_epoch(2)
+    torch.manual_seed(123)  # ... and not with the global random state: a resumed run draws the same
+    torch.testing.assert_close(model_input(tr[0]["video"], tr[0]["gain"], tr[0]["bias"]), x[2])
     assert a["video"].dtype == torch.uint8 and float(a["gain"]) == 1.0 and float(a["bias"]) == 0.0
 
 
@@ -156,3 +161,45 @@ def test_exposure_matched_steps_see_as_many_clips_of_the_views():
     assert p.train.steps == 600 and p.train.batch_size == 32
     assert run_steps(p, "SingleVideo-exposure", index) == round(600 * 32 * 0.2 / 32) == 120
     assert run_steps(p, "MultiVideo", index) == 600
+
+
+def _train(project, out, *extra, env=None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "echolib.train", "--run", "MultiVideo", "--seed", "0", "--params",
+                           str(project / "params_resume.yaml"), "--out-root", str(out), *extra], cwd=project,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.slow
+def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tiny_project, tmp_path):
+    """SIGKILL at the start of step 7 (the last checkpoint: step 6, in the middle of an epoch of 9 batches), then
+    --resume: the best weights and the metrics equal those of a run that was never interrupted."""
+    import yaml
+
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["train"].update(steps=12, checkpoint_steps=3, val_check_clips=16)
+    (tiny_project / "params_resume.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    assert _train(tiny_project, tmp_path / "a").returncode == 0
+    killed = _train(tiny_project, tmp_path / "b", env={"ECHOLIB_KILL_AT_STEP": "7"})
+    assert killed.returncode == -9  # SIGKILL, mid-epoch
+    last = torch.load(tmp_path / "b" / "MultiVideo" / "seed0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 6 and last["global_step"] % 9  # not at an epoch boundary
+    resumed = _train(tiny_project, tmp_path / "b", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = (torch.load(p / "MultiVideo" / "seed0" / "model.pt", weights_only=False) for p in (tmp_path / "a", tmp_path / "b"))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    sa, sb = (json.loads((p / "MultiVideo" / "seed0" / "summary.json").read_text()) for p in (tmp_path / "a", tmp_path / "b"))
+    assert sa["best_val_mcmrr"] == sb["best_val_mcmrr"] and sa["global_steps"] == sb["global_steps"] == 12
+    # --resume with nothing to resume from, and from a checkpoint of other settings: one line each
+    missing = _train(tiny_project, tmp_path / "c", "--resume")
+    assert missing.returncode == 1 and missing.stderr.strip().startswith("error: --resume: no checkpoint to resume")
+    params["train"]["steps"] = 14
+    (tiny_project / "params_resume.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    other = _train(tiny_project, tmp_path / "b", "--resume")
+    assert other.returncode == 1 and "written by a run with other settings" in other.stderr
+    # a fresh run into a finished folder moves the earlier run aside: resume never mixes two runs
+    fresh = _train(tiny_project, tmp_path / "b")
+    assert fresh.returncode == 0 and (tmp_path / "b" / "MultiVideo" / ".seed0.replaced" / "model.pt").is_file()

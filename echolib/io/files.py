@@ -1,4 +1,4 @@
-"""Small files the pipeline writes: metrics JSON (one convention for every stage), written atomically."""
+"""What the pipeline writes, atomically: metrics JSON (one convention for every stage), folders swapped into place."""
 
 from __future__ import annotations
 
@@ -33,3 +33,46 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def swap_into_place(new: str | Path, dest: str | Path) -> None:
+    """Replace `dest` (a file or folder, which may not exist yet) by `new`, by renames: the old one is moved
+    aside first and removed only once the new one is in place, so an interruption leaves one or the other."""
+    import shutil
+
+    new, dest = Path(new), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = dest.with_name(f".{dest.name}.old")
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    if dest.exists() or dest.is_symlink():
+        dest.rename(old)
+    new.rename(dest)
+    if old.exists() or old.is_symlink():
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+
+
+class atomic_dir:
+    """`with atomic_dir(dest) as tmp:` write into `tmp` (a fresh folder beside `dest`); on success it replaces
+    `dest`, on an error or a kill `dest` stays as it was (a leftover tmp is removed by the next attempt)."""
+
+    def __init__(self, dest: str | Path):
+        self.dest = Path(dest)
+        self.tmp = self.dest.with_name(f".{self.dest.name}.part")
+
+    def __enter__(self) -> Path:
+        import shutil
+
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, kind, value, tb) -> bool:
+        import shutil
+
+        if kind is None:
+            swap_into_place(self.tmp, self.dest)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return False

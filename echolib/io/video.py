@@ -80,7 +80,7 @@ def _last_index_reachable(n: int, start: int, stride: int) -> int:
     return start + ((n - 1 - start) // stride) * stride
 
 
-def _rgb_to_yuv420(frame: np.ndarray) -> np.ndarray:
+def rgb_to_yuv420(frame: np.ndarray) -> np.ndarray:
     """BT.601 limited-range YUV 4:2:0 planes stacked as FFmpeg's yuv420p layout (H * 3/2, W), uint8."""
     rgb = frame.astype(np.float32) / 255.0
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
@@ -152,7 +152,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, lossless: bool
             if lossless:
                 vf = av.VideoFrame.from_ndarray(np.array(frame, copy=True), format="rgb24")
             else:  # our own RGB -> YUV 4:2:0: FFmpeg's scaler output was not byte-reproducible here
-                vf = av.VideoFrame.from_ndarray(_rgb_to_yuv420(frame), format="yuv420p")
+                vf = av.VideoFrame.from_ndarray(rgb_to_yuv420(frame), format="yuv420p")
             vf.pts = i
             vf.time_base = 1 / rate
             out.mux(stream.encode(vf))
