@@ -41,9 +41,11 @@ def study_clips(folder: str | Path, workdir: str | Path) -> pl.DataFrame:
             info = video_info(p)
             rows.append({"video_id": p.stem, "path": str(p.resolve()), "n_frames": info["n_frames"], "fps": info["fps"]})
         except VideoDecodeError as e:
-            bad.append(str(e))
+            bad.append(f"{p.name}: {str(e).split(': ', 1)[-1]}")
     if not rows:
         raise RetrievalInputError(f"{folder}: no clip could be decoded: {bad[:3]}")
+    for b in bad:  # listed, never dropped silently
+        print(f"skipped clip {b}")
     return pl.DataFrame(rows)
 
 
@@ -55,7 +57,7 @@ def _ingested_clips(folder: Path, workdir: Path) -> pl.DataFrame:
 
     rejected = Rejections()
     tables = ingest(dicom_items(folder, rejected), workdir, secrets.token_bytes(32), rejected=rejected, workers=1,
-                    progress=False)
+                    progress=False, require_reports=False)
     if tables["videos"].height == 0:
         reasons = tables["rejected"].select("source", "reason").head(5).to_dicts()
         raise RetrievalInputError(f"{folder}: no video file and no usable DICOM cine; e.g. {reasons}")
@@ -69,6 +71,24 @@ def _clip_tensor(path: str, fps: float, ck: dict, frames: int) -> torch.Tensor:
 
     stored, _ = read_at_rate(path, ck["cache_frames"], fps, ck["cache_fps"], size=ck["size"])
     return model_input(frames_tensor(stored[frame_indices(len(stored), frames, 0)])).unsqueeze(0)
+
+
+def read_candidates(reports: str | Path) -> pl.DataFrame:
+    """The candidate reports: a parquet table with study_id and report, none empty."""
+    try:
+        table = pl.read_parquet(reports)
+    except (OSError, pl.exceptions.ComputeError) as e:
+        raise RetrievalInputError(f"{reports}: not a readable parquet table ({type(e).__name__})") from None
+    missing = [c for c in ("study_id", "report") if c not in table.columns]
+    if missing:
+        raise RetrievalInputError(f"{reports}: column(s) {missing} missing")
+    if table.height == 0:
+        raise RetrievalInputError(f"{reports}: the table of candidate reports is empty")
+    empty = table.filter(pl.col("report").is_null() | (pl.col("report").str.strip_chars() == ""))
+    if empty.height:
+        raise RetrievalInputError(f"{reports}: {empty.height} candidate report(s) are empty, e.g. study "
+                                  f"{empty['study_id'][0]}")
+    return table
 
 
 def retrieve(model_dir: str | Path, study: str | Path, reports: str | Path, k: int = 5,
@@ -97,10 +117,7 @@ def _retrieve(model_dir, clips: pl.DataFrame, study, reports, k: int, views_dir,
         embs = [model.encode_video(_clip_tensor(r["path"], r["fps"], ck, frames))
                 for r in kept.iter_rows(named=True)]
         study_emb = torch.nn.functional.normalize(torch.cat(embs).mean(0, keepdim=True), dim=-1)
-    table = pl.read_parquet(reports)
-    missing = [c for c in ("study_id", "report") if c not in table.columns]
-    if missing:
-        raise RetrievalInputError(f"{reports}: column(s) {missing} missing")
+    table = read_candidates(reports)
     tok = load_tokenizer(ck["tokenizer_dir"])
     text = torch.cat([embed_sentences(model, tok, table["report"][i:i + 256].to_list(), ck["max_length"])
                       for i in range(0, table.height, 256)])
@@ -120,6 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--views-model", default="data/views")
     ap.add_argument("--threshold", type=float, default=0.9)
     a = ap.parse_args(argv)
+    if a.k < 1:
+        raise SystemExit(f"error: -k must be at least 1, got {a.k}")
+    if not 0 <= a.threshold <= 1:
+        raise SystemExit(f"error: --threshold must lie in [0, 1], got {a.threshold}")
     try:
         res = retrieve(a.model, a.study, a.reports, a.k, a.views_model, a.threshold)
     except (RetrievalInputError, FileNotFoundError) as e:

@@ -84,6 +84,8 @@ def setup_run(name: str, params_path: str | Path = "params.yaml", seed: int = 0)
     data = C.project_root(Path(params_path).resolve().parent) / base.data_root
     tokenizer_dir = Path(text.pretrained_dir) if text.pretrained_dir else data / "tokenizer"
     n_vocab = vocab_size(tokenizer_dir)
+    if not (data / "cache" / "meta.json").is_file():
+        raise FileNotFoundError(f"{data / 'cache'}: no clip store (run the cache stage first: dvc repro cache)")
     cache_meta = json.loads((data / "cache" / "meta.json").read_text())
     model, frames = build_model(run, vocab_size=n_vocab, stored_frames=cache_meta["frames"],
                                 max_length=text.max_length, text_layers=text.layers,

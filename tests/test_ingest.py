@@ -51,8 +51,7 @@ def dicom_run(tmp_path_factory):
         w.writerow(["study_key", "report_text"])
         w.writerow([F.IDENTIFIERS["AccessionNumber"], "左室壁運動は正常。"])  # joined by accession number
         w.writerow([a2, "左室駆出率は55%。"])  # joined by StudyInstanceUID
-    with open(reports, "ab") as f:  # a Shift-JIS row in a UTF-8 file
-        f.write(f"{b1},".encode() + "大動脈弁狭窄".encode("cp932") + b"\n")
+        w.writerow([b1, "大動脈弁狭窄なし。"])
     salt = root / "salt"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
@@ -67,9 +66,8 @@ def test_dicom_archive_is_grouped_by_patient_and_study(dicom_run):
     assert dicom_run["code"] == 0
     assert t["patients"].height == 2 and sorted(t["patients"]["n_studies"]) == [1, 2]
     assert t["studies"].height == 3 and t["videos"].height == 4
-    a = t["studies"].filter(pl.col("report").is_not_null()).sort("study_index")
-    assert a["report"].to_list() == ["左室壁運動は正常。", "左室駆出率は55%。"]  # ordered by study date
-    assert a["patient_id"].n_unique() == 1
+    a = t["studies"].filter(pl.col("patient_id") == t["patients"].filter(pl.col("n_studies") == 2)["patient_id"])
+    assert a.sort("study_index")["report"].to_list() == ["左室壁運動は正常。", "左室駆出率は55%。"]  # by study date
     v = t["videos"]
     assert set(v.columns) >= {"video_id", "study_id", "path", "fps", "n_frames", "height", "width", "fps_source"}
     assert (v["n_frames"] == 30).all() and (v["width"] == 320).all() and (v["height"] == 240).all()
@@ -85,8 +83,6 @@ def test_every_bad_input_is_recorded_with_its_reason(dicom_run):
     assert rej["c/trunc.dcm"].startswith("truncated file")
     assert rej["c/README.txt"] == "not a DICOM file"
     assert rej["b/cine_copy.dcm"].startswith("duplicate SOP instance")
-    assert any(k.startswith("reports.csv:row") and "not valid utf-8" in r for k, r in rej.items())
-    assert any(k.startswith("study S") and r.startswith("no report") for k, r in rej.items())
     v = dicom_run["tables"]["videos"]
     warned = v.filter(pl.col("fps_source") == "default")
     assert warned.height == 1 and warned["fps"][0] == 30.0 and "30 fps assumed" in warned["warning"][0]
@@ -109,23 +105,28 @@ def test_no_identifier_reaches_any_output(dicom_run):
     assert "kept: 4 clips, 3 studies, 2 patients" in dicom_run["printed"]
     # the same salt gives the same keys; another salt gives others
     out2 = dicom_run["out"].parent / "again"
-    ingest_source("dicom", dicom_run["src"], out2, dicom_run["salt"], workers=1, progress=False)
+    ingest_source("dicom", dicom_run["src"], out2, dicom_run["salt"], dicom_run["reports"], workers=1, progress=False)
     assert sorted(pl.read_parquet(out2 / "patients.parquet")["patient_id"]) == \
         sorted(dicom_run["tables"]["patients"]["patient_id"])
     other = dicom_run["out"].parent / "other_salt"
     (other.parent / "salt2").write_text("another-salt-that-is-long-enough")
-    ingest_source("dicom", dicom_run["src"], other, other.parent / "salt2", workers=1, progress=False)
+    ingest_source("dicom", dicom_run["src"], other, other.parent / "salt2", dicom_run["reports"], workers=1,
+                  progress=False)
     assert not set(pl.read_parquet(other / "patients.parquet")["patient_id"]) & \
         set(dicom_run["tables"]["patients"]["patient_id"])
 
 
-def test_cli_prints_the_summary_and_fails_when_nothing_is_kept(tmp_path, capsys):
+def test_cli_fails_in_one_line_when_nothing_is_kept_and_keeps_the_previous_output(tmp_path, capsys, dicom_run):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "notes.txt").write_text("nothing here")
+    shutil.copytree(dicom_run["out"], tmp_path / "o")
+    before = {p.relative_to(tmp_path / "o"): p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()}
     assert cli(["dicom", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--salt-file",
-                str(tmp_path / "s"), "--workers", "1"]) == 1
-    out = capsys.readouterr()
-    assert "kept: 0 clips" in out.out and "not a DICOM file" in out.out and "nothing could be kept" in out.err
+                str(tmp_path / "s"), "--workers", "1"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars: one line
+    assert last.startswith("error: ") and last.endswith("nothing usable was found (1 x not a DICOM file)")
+    after = {p.relative_to(tmp_path / "o"): p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()}
+    assert after == before  # the rerun that keeps nothing left the earlier output byte-identical
     assert cli(["dicom", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -146,7 +147,7 @@ def test_paper_csv_keeps_view_labels_for_the_view_classifier(tmp_path):
     assert v["view_label"].to_list() == ["2CH", "4CH"] and v["view"].to_list() == ["2CH", "4CH"]
     assert v["view_prob"].to_list() == [0.55, 0.97]
     assert t["studies"]["report"].to_list() == ["僧帽弁逆流は軽度。"]
-    assert t["rejected"].row(0, named=True)["reason"] == "file listed in the CSV does not exist"
+    assert t["rejected"].row(0, named=True)["reason"] == "file listed in the CSV does not exist (row 4)"
     from echolib import views
 
     labelled = views.apply_filter(views.from_labels(t["videos"]), 0.9)
@@ -168,10 +169,15 @@ def test_echonet_dynamic_layout(tmp_path):
             out.mux(p)
     (tmp_path / "FileList.csv").write_text("FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split\n"
                                            "0X1A2B,61.5,20,52,112,112,50,30,TRAIN\n0X9999,40,1,1,112,112,50,30,TEST\n")
-    t = ingest_source("echonet-dynamic", tmp_path, tmp_path / "out", tmp_path / "salt", workers=1, progress=False)
+    # EchoNet carries EF and no reports: without a reports CSV nothing can train a CLIP model (one clear error)
+    with pytest.raises(ValueError, match=r"nothing usable was found \(1 x no report in the source"):
+        ingest_source("echonet-dynamic", tmp_path, tmp_path / "none", tmp_path / "salt", workers=1, progress=False)
+    (tmp_path / "r.csv").write_text("study_key,report_text\n0X1A2B,左室収縮能は正常。\n", encoding="utf-8")
+    t = ingest_source("echonet-dynamic", tmp_path, tmp_path / "out", tmp_path / "salt", tmp_path / "r.csv",
+                      workers=1, progress=False)
     assert t["videos"].height == 1 and t["videos"]["fps"][0] == 50.0 and t["videos"]["view"][0] == "4CH"
     assert t["videos"]["n_frames"][0] == 30 and t["studies"]["ef"].to_list() == [61.5]
-    assert t["studies"]["report"].to_list() == [None]
+    assert t["studies"]["report"].to_list() == ["左室収縮能は正常。"]
     assert t["rejected"]["reason"].to_list() == ["listed in FileList.csv but missing"]
 
 
@@ -188,9 +194,10 @@ def test_mimic_iv_echo_layout_uses_subject_and_study_ids(tmp_path):
     (tmp_path / "r.csv").write_text("study_key,report_text\n90000002,大動脈弁狭窄は中等度。\n", encoding="utf-8")
     t = ingest_source("mimic-iv-echo", tmp_path, tmp_path / "out", tmp_path / "salt", reports=tmp_path / "r.csv",
                       workers=1, progress=False)
-    assert t["patients"].height == 1 and t["studies"].height == 2
-    first = t["studies"].sort("study_index").row(0, named=True)
-    assert first["report"] == "大動脈弁狭窄は中等度。"  # 2179 comes before 2180
+    assert t["patients"].height == 1 and t["studies"].height == 1  # the study without a report is left out ...
+    assert t["studies"]["report"].to_list() == ["大動脈弁狭窄は中等度。"]
+    assert t["rejected"].filter(pl.col("step") == "report")["reason"].to_list() == [
+        "no report in the reports CSV: the study and its 1 clip(s) are left out"]  # ... with its reason
     assert "10000032" not in str(t["studies"].to_dicts()) + str(t["videos"].to_dicts())
 
 

@@ -145,8 +145,10 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path):
     archive = d / "archive"
     for k in range(2):
         F.save(F.variant(patient=f"T-{k}"), archive / f"IMG{k:04d}")
+    (d / "reports.csv").write_text(f"study_key,report_text\n{F.cine().StudyInstanceUID},左室拡大なし。\n",
+                                   encoding="utf-8")
     params["base"]["source"] = "dicom"
-    params["ingest"].update(src="archive", salt_file="salt")
+    params["ingest"].update(src="archive", salt_file="salt", reports="reports.csv")
     (d / "params.yaml").write_text(json.dumps(params))
     r = subprocess.run([sys.executable, "-m", "echolib.stage", "ingest"], cwd=d, capture_output=True, text=True,
                        timeout=600)

@@ -42,7 +42,12 @@ def ingest_source(source: str, src: str | Path, out: str | Path, salt_file: str 
     else:
         raise ValueError(f"unknown source {source!r}; choose one of {list(SOURCES)}")
     table = read_reports(reports, rejected, encoding) if reports else None
-    return ingest(items, out, load_salt(salt_file), table, rejected, workers, progress)
+    tables = ingest(items, out, load_salt(salt_file), table, rejected, workers, progress)
+    if tables["videos"].height == 0:
+        top = tables["rejected"].group_by("reason").len().sort("len", descending=True).head(3)
+        why = "; ".join(f"{n} x {r}" for r, n in top.iter_rows()) or "the source lists no files"
+        raise ValueError(f"{src}: nothing usable was found ({why})")
+    return tables
 
 
 def run_ingest(ctx) -> dict:

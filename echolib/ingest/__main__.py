@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..io.files import atomic_dir
 from . import SOURCES, ingest_source, summary
 
 
@@ -21,14 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
     a = ap.parse_args(argv)
     try:
-        tables = ingest_source(a.source, a.src, a.out, a.salt_file, a.reports, a.encoding, a.workers)
-    except ValueError as e:
+        with atomic_dir(a.out) as tmp:  # the previous output is replaced only by a complete new one
+            tables = ingest_source(a.source, a.src, tmp, a.salt_file, a.reports, a.encoding, a.workers)
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary(tables))
-    if tables["videos"].height == 0:
-        print("error: nothing could be kept", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -4,27 +4,58 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
+from ..vocab import CLASSES
 from .core import Item, Rejections, walk_files
 
 SOURCES = ("dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo")
 
 
+#: encodings a Japanese hospital's export may use, tried to name the right one when the given one fails
+_LIKELY_ENCODINGS = ("utf-8", "cp932", "euc_jp", "utf-16")
+
+
 def read_csv_rows(path: Path, rejected: Rejections, encoding: str = "utf-8") -> list[dict]:
-    """CSV rows as dicts. Rows with text that does not decode in `encoding` are rejected, not guessed."""
+    """CSV rows as dicts, parsed strictly: a file that is not valid `encoding` text is an error naming the
+    encoding to try; a row with more or fewer fields than the header (an unquoted comma, a cut line) is a
+    recorded reject with its row number."""
     raw = path.read_bytes()
-    text = raw.decode(encoding, errors="surrogateescape")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        fits = [enc for enc in _LIKELY_ENCODINGS if enc != encoding and _decodes(raw, enc)]
+        hint = f"; it reads as {fits[0]}: pass --encoding {fits[0]} (ingest.encoding)" if fits else ""
+        raise ValueError(f"{path}: not valid {encoding} text (byte {e.start}){hint}") from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    rows = []
-    for n, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
-        bad = [k for k, v in row.items() if isinstance(v, str) and any(0xDC80 <= ord(c) <= 0xDCFF for c in v)]
-        if bad:
-            rejected.add(f"{path.name}:row {n}", f"{', '.join(bad)} is not valid {encoding} text", "csv")
-            continue
-        rows.append(row)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if not header:
+            raise ValueError(f"{path}: empty CSV (no header row)")
+        rows = []
+        for row in reader:
+            n = reader.line_num
+            if not row:
+                continue
+            if len(row) != len(header):
+                rejected.add(f"{path.name}:row {n}", f"{len(row)} fields where the header has {len(header)} "
+                             "(an unquoted comma or a cut line?)", "csv")
+                continue
+            rows.append(dict(zip(header, row, strict=True)))
+    except csv.Error as e:
+        raise ValueError(f"{path}: malformed CSV at line {reader.line_num} ({e})") from None
     return rows
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+        return True
+    except (UnicodeDecodeError, LookupError):
+        return False
 
 
 def require_columns(rows: list[dict], path: Path, columns) -> None:
@@ -40,38 +71,48 @@ def read_reports(path: str | Path, rejected: Rejections, encoding: str = "utf-8"
     path = Path(path)
     rows = read_csv_rows(path, rejected, encoding)
     require_columns(rows, path, ("study_key", "report_text"))
-    out = {}
-    for r in rows:
+    if not rows:
+        raise ValueError(f"{path}: the reports CSV has no rows")
+    out, first = {}, {}
+    for n, r in enumerate(rows, start=2):
         key, text = (r["study_key"] or "").strip(), (r["report_text"] or "").strip()
-        if key and text:
-            out[key] = text
+        if not key or not text:
+            rejected.add(f"{path.name}:row {n}", f"empty {'study_key' if not key else 'report_text'}", "csv")
+        elif key in first:  # which report is right cannot be told: neither is used
+            rejected.add(f"{path.name}:row {n}", f"duplicate study_key (also row {first[key]}): both left out", "csv")
+            out.pop(key, None)
+        else:
+            first[key], out[key] = n, text
     return out
 
 
 def dicom_items(src: Path, rejected: Rejections) -> list[Item]:
     """Every file under src; headers decide later which are ultrasound cines."""
-    return [Item(str(p.relative_to(src)), p) for p in walk_files(src)]
+    return [Item(str(p.relative_to(src)), p) for p in walk_files(src, rejected)]
 
 
 def paper_csv_items(csv_path: Path, rejected: Rejections, encoding: str = "utf-8") -> list[Item]:
     """The authors' CSV: one row per DICOM with dicom_path, report_text, view_label, view_prob (kept)."""
     rows = read_csv_rows(csv_path, rejected, encoding)
     require_columns(rows, csv_path, ("dicom_path", "report_text", "view_label", "view_prob"))
-    items = []
+    items, seen = [], {}
     for n, r in enumerate(rows, start=2):
         p = Path(r["dicom_path"])
         p = p if p.is_absolute() else csv_path.parent / p
         src = r["dicom_path"]
-        if not p.is_file():
-            rejected.add(src, "file listed in the CSV does not exist", "csv")
+        label = (r["view_label"] or "").strip().upper()
+        prob = _float(r["view_prob"])
+        reason = ("file listed in the CSV does not exist" if not p.is_file() else
+                  f"duplicate dicom_path (also row {seen[src]})" if src in seen else
+                  f"view_prob {r['view_prob']!r} is not a number in [0, 1]" if prob is None or not 0 <= prob <= 1 else
+                  f"unknown view_label {r['view_label']!r} (known: {', '.join(CLASSES)})" if label not in CLASSES
+                  else None)
+        if reason:
+            rejected.add(src, f"{reason} (row {n})", "csv")
             continue
-        try:
-            prob = float(r["view_prob"])
-        except (TypeError, ValueError):
-            rejected.add(src, f"view_prob {r['view_prob']!r} is not a number (row {n})", "csv")
-            continue
+        seen[src] = n
         items.append(Item(src, p, report=(r["report_text"] or "").strip() or None,
-                          extra={"view_label": (r["view_label"] or "").strip(), "view_prob": prob}))
+                          extra={"view_label": label, "view_prob": prob}))
     return items
 
 
@@ -79,18 +120,22 @@ def echonet_items(root: Path, rejected: Rejections) -> list[Item]:
     """EchoNet-Dynamic: FileList.csv + Videos/*.avi, one apical-4-chamber clip per patient; EF kept, no reports."""
     rows = _listing(root / "FileList.csv", "EchoNet-Dynamic (FileList.csv + Videos/)", rejected, ("FileName", "EF"))
     items = []
-    for r in rows:
+    for n, r in enumerate(rows, start=2):
         name = r["FileName"].strip()
         name = name if name.lower().endswith(".avi") else name + ".avi"
         p = root / "Videos" / name
+        ef = _float(r["EF"])
         if not p.is_file():
             rejected.add(f"Videos/{name}", "listed in FileList.csv but missing", "csv")
+            continue
+        if ef is None or not 0 <= ef <= 100:
+            rejected.add(f"Videos/{name}", f"EF {r['EF']!r} is not a number in [0, 100] (row {n})", "csv")
             continue
         stem = name[:-4]
         # the dataset is curated apical 4-chamber: its label is carried like the paper CSV's view label
         items.append(Item(f"Videos/{name}", p, kind="video", patient=stem, study=stem, instance=stem,
                           fps=_float(r.get("FPS")),
-                          extra={"ef": _float(r["EF"]), "view_label": "4CH", "view_prob": 1.0}))
+                          extra={"ef": ef, "view_label": "4CH", "view_prob": 1.0}))
     return items
 
 
@@ -125,7 +170,9 @@ def _listing(path: Path, layout: str, rejected: Rejections, columns) -> list[dic
 
 
 def _float(v) -> float | None:
+    """A finite number, or None (empty, not a number, NaN, infinite)."""
     try:
-        return float(v) if v not in (None, "") else None
+        x = float(v) if v not in (None, "") else None
     except (TypeError, ValueError):
         return None
+    return x if x is not None and math.isfinite(x) else None

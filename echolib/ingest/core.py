@@ -16,6 +16,7 @@ import os
 import secrets
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from tqdm import tqdm
 
@@ -26,6 +27,7 @@ from ..io.video import VideoDecodeError, read_clip, video_info, write_video
 from ..proc import map_jobs
 
 VIDEO_QUALITY = 3  # MPEG-4 fixed quantiser for the masked clips (2 best .. 31)
+MIN_SIDE = 32  # a cine smaller than this (pixels, either way) is not an echo clip
 
 
 @dataclasses.dataclass
@@ -140,12 +142,19 @@ def _process(job) -> dict:
         return {"reject": str(e).split(": ", 1)[-1] if isinstance(e, VideoDecodeError) else str(e)}
     except Exception as e:  # anything unexpected in a third-party decoder: recorded, never fatal
         return {"reject": f"decode failed ({type(e).__name__})"}
-    mask, minfo = sector_mask(frames, regions)
-    masked = apply_mask(frames, mask)
-    t, h, w, _ = masked.shape
-    masked = masked[:, : h - h % 2, : w - w % 2]  # yuv420p needs even sizes
-    path = Path(out_dir) / rel
-    write_video(path, masked, fps, lossless=False, quality=VIDEO_QUALITY)
+    t, h, w = frames.shape[:3]
+    if min(h, w) < MIN_SIDE:
+        return {"reject": f"implausibly small image ({w}x{h} px; at least {MIN_SIDE} px each way)"}
+    if not np.isfinite(fps) or not 1 <= fps <= 1000:
+        return {"reject": f"implausible frame rate {fps} fps"}
+    try:
+        mask, minfo = sector_mask(frames, regions)
+        masked = apply_mask(frames, mask)
+        masked = masked[:, : h - h % 2, : w - w % 2]  # yuv420p needs even sizes
+        path = Path(out_dir) / rel
+        write_video(path, masked, fps, lossless=False, quality=VIDEO_QUALITY)
+    except Exception as e:  # masking or encoding a strange cine: recorded with its reason, never fatal
+        return {"reject": f"cannot be masked or encoded ({type(e).__name__}: {str(e)[:100]})"}
     return {"n_frames": t, "height": masked.shape[1], "width": masked.shape[2], "fps": float(fps),
             "fps_source": fps_source, "mask_fraction": round(minfo["fraction"], 4), "mask_method": minfo["method"],
             "regions_ignored": minfo["regions_ignored"], "bytes": path.stat().st_size,
@@ -153,10 +162,13 @@ def _process(job) -> dict:
 
 
 def ingest(items: list[Item], out_dir: str | Path, salt: bytes, reports: dict[str, str] | None = None,
-           rejected: Rejections | None = None, workers: int = 0, progress: bool = True) -> dict[str, pl.DataFrame]:
+           rejected: Rejections | None = None, workers: int = 0, progress: bool = True,
+           require_reports: bool = True) -> dict[str, pl.DataFrame]:
     """Write patients/studies/videos/rejected tables and masked videos under out_dir; return the tables.
 
-    `rejected` may already hold what the adapter dropped (missing files, bad report rows).
+    `rejected` may already hold what the adapter dropped (missing files, bad report rows). With
+    `require_reports` (training data), a study without a report is a recorded reject with its clips; retrieval
+    of a single study folder needs none.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,12 +189,13 @@ def ingest(items: list[Item], out_dir: str | Path, salt: bytes, reports: dict[st
             continue
         rows.append({"video_id": vid, "study_id": sid, "patient_id": pid, "path": rel,
                      "order": it.order, "report": it.report, **r, **it.extra})
-    tables = build_tables(rows, rejected, reports is not None)
+    tables = build_tables(rows, rejected, reports is not None, require_reports)
     write_tables(out, tables)
     return tables
 
 
-def build_tables(rows: list[dict], rejected: Rejections, reports_expected: bool) -> dict[str, pl.DataFrame]:
+def build_tables(rows: list[dict], rejected: Rejections, reports_expected: bool, require_reports: bool = True
+                 ) -> dict[str, pl.DataFrame]:
     videos = pl.DataFrame(rows) if rows else pl.DataFrame(schema={"video_id": pl.String, "study_id": pl.String,
                                                                    "patient_id": pl.String, "path": pl.String,
                                                                    "order": pl.String, "report": pl.String})
@@ -194,9 +207,15 @@ def build_tables(rows: list[dict], rejected: Rejections, reports_expected: bool)
                     *([pl.col("ef").drop_nulls().first()] if "ef" in videos.columns else []))
                .sort("patient_id", "order", "study_id")
                .with_columns(study_index=pl.col("study_id").cum_count().over("patient_id").cast(pl.Int64)))
-    if reports_expected:
-        for sid in studies.filter(pl.col("report").is_null())["study_id"]:
-            rejected.add(f"study {sid}", "no report for this study in the reports CSV (its clips are kept)", "report")
+    report = pl.col("report").cast(pl.String)
+    no_report = studies.filter(report.is_null() | (report.str.strip_chars() == "")) if require_reports \
+        else studies.clear()
+    for sid, n in zip(no_report["study_id"], videos.filter(pl.col("study_id").is_in(no_report["study_id"].implode()))
+                      .group_by("study_id", maintain_order=True).len().sort("study_id")["len"], strict=False):
+        where = "in the reports CSV" if reports_expected else "in the source (give a reports CSV: ingest.reports)"
+        rejected.add(f"study {sid}", f"no report {where}: the study and its {n} clip(s) are left out", "report")
+    studies = studies.filter(~pl.col("study_id").is_in(no_report["study_id"].implode()))
+    videos = videos.filter(pl.col("study_id").is_in(studies["study_id"].implode()))
     patients = studies.group_by("patient_id", maintain_order=True).agg(n_studies=pl.len())
     videos = videos.drop("order", "report", "patient_id")
     return {"patients": patients, "studies": studies.drop("order"), "videos": videos, "rejected": rejected.frame()}
@@ -211,6 +230,16 @@ def summary(tables: dict[str, pl.DataFrame]) -> str:
     return "\n".join(lines)
 
 
-def walk_files(src: Path) -> list[Path]:
-    """Every regular file under src (any extension), sorted; hidden files included (DICOM names are arbitrary)."""
-    return sorted(p for p in src.rglob("*") if p.is_file())
+def walk_files(src: Path, rejected: Rejections | None = None) -> list[Path]:
+    """Every regular file under src (any extension), sorted; hidden files included (DICOM names are arbitrary).
+    A folder that cannot be read is recorded in `rejected`, never skipped silently."""
+    files = []
+
+    def unreadable(err: OSError) -> None:
+        if rejected is not None:
+            where = Path(err.filename).relative_to(src) if err.filename else src
+            rejected.add(str(where), f"folder cannot be read ({err.strerror or type(err).__name__})", "walk")
+
+    for folder, _, names in os.walk(src, onerror=unreadable):
+        files += [Path(folder) / n for n in names if (Path(folder) / n).is_file()]
+    return sorted(files)

@@ -136,14 +136,22 @@ def read_cine(path: str | Path) -> tuple[np.ndarray, float]:
 
 
 def _decode_pixels(ds, ts: str) -> np.ndarray:
-    try:
-        arr = ds.pixel_array  # YBR_* already converted to RGB by pydicom 3
-    except NotImplementedError as e:
-        raise DicomError(f"unsupported transfer syntax {ts or 'missing'} (no decoder)") from e
-    except Exception as e:
-        raise DicomError(f"pixel data cannot be decoded ({type(e).__name__}: {str(e)[:120]})") from e
-    pi = str(ds.get("PhotometricInterpretation", ""))
+    import warnings
+
     n = int(_num(ds.get("NumberOfFrames")) or 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            arr = ds.pixel_array  # YBR_* already converted to RGB by pydicom 3
+        except NotImplementedError as e:
+            raise DicomError(f"unsupported transfer syntax {ts or 'missing'} (no decoder)") from e
+        except Exception as e:
+            short = "fewer frames than NumberOfFrames" if isinstance(e, StopIteration) or "less than expected" in \
+                str(e) else f"{type(e).__name__}: {str(e)[:120]}"
+            raise DicomError(f"pixel data cannot be decoded ({short}; header NumberOfFrames {n})") from e
+    if any("(0028,0008)" in str(w.message) or "larger than the given" in str(w.message) for w in caught):
+        raise DicomError(f"header NumberOfFrames ({n}) disagrees with the pixel data, which holds more frames")
+    pi = str(ds.get("PhotometricInterpretation", ""))
     samples = int(ds.get("SamplesPerPixel", 1))
     if n == 1 and arr.ndim == (3 if samples > 1 else 2):
         arr = arr[None]

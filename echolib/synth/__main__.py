@@ -6,6 +6,7 @@ import argparse
 import time
 
 from .. import config
+from ..io.files import atomic_dir
 from .build import generate
 
 
@@ -20,9 +21,13 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     t0 = time.time()
     synth = config.preset(a.profile, "synth").to_dict()
-    if a.n_patients:
+    if a.n_patients is not None:
         synth["n_patients"] = a.n_patients
-    tables = generate(a.out, config.SynthConfig.from_dict(synth), a.seed, workers=a.workers)
+    try:
+        with atomic_dir(a.out) as tmp:  # the previous benchmark is replaced only by a complete new one
+            tables = generate(tmp, config.SynthConfig.from_dict(synth), a.seed, workers=a.workers)
+    except (config.ConfigError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
     n = {k: v.height for k, v in tables.items()}
     print(f"{a.out}: {n['patients']} patients, {n['studies']} studies, {n['videos']} videos "
           f"in {time.time() - t0:.1f}s")
