@@ -63,6 +63,14 @@ def _batch(cache: ClipCache, rows: np.ndarray, num_frames: int, train: bool, gen
     return model_input(torch.stack(out))
 
 
+def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int):
+    """One cycle, warming up over 10 % of the steps. A short run (the tiny profile) warms up over at least 2 steps,
+    which OneCycleLR needs (with fewer it divides by zero); under 4 steps the rate stays constant."""
+    if steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
+
+
 def train_classifier(model: FindingClassifier, cache: ClipCache, rows: np.ndarray, y: np.ndarray, seen: np.ndarray,
                      steps: int, batch_size: int, lr: float, seed: int) -> list[float]:
     """AdamW with cosine decay; each step a batch of training clips that show at least one finding, the loss the
@@ -70,7 +78,7 @@ def train_classifier(model: FindingClassifier, cache: ClipCache, rows: np.ndarra
     gen = torch.Generator().manual_seed(seed)
     usable = rows[seen[rows].any(1)]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    sched = one_cycle(opt, lr, steps)
     losses = []
     model.train()
     for _ in range(steps):
