@@ -90,15 +90,15 @@ def build_cache(raw: str | Path, videos: pl.DataFrame, studies: pl.DataFrame, to
 
 def _write_memmap(raw, videos: pl.DataFrame, mm_path: Path, shape: tuple, fps: float, size: int, workers: int,
                   progress: bool) -> tuple[dict, int]:
-    from tqdm import tqdm
+    from .progress import track
 
     np.memmap(mm_path, dtype=np.uint8, mode="w+", shape=shape).flush()
     jobs = [(str(Path(raw) / p), r, str(mm_path), shape, float(f), fps, size)
             for r, p, f in zip(videos["row"], videos["path"], videos["fps"], strict=True)]
     errors, short = {}, 0
     with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        for row, err, padded in tqdm(pool.map(_decode_into, jobs, chunksize=16), total=len(jobs), desc="cache",
-                                     disable=not progress, mininterval=10):
+        for row, err, padded in track(pool.map(_decode_into, jobs, chunksize=16), len(jobs), "cache", "clip",
+                                      enabled=progress):
             if err:
                 errors[row] = err
             short += padded > 0

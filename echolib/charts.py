@@ -1,6 +1,9 @@
-"""Altair charts the stage pages share: estimates with confidence intervals as dots on a line."""
+"""Altair charts the stage pages share: estimates with confidence intervals as dots on a line, training curves
+from dvclive's logs."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import altair as alt
 import polars as pl
@@ -27,3 +30,34 @@ def ci_dots(df: pl.DataFrame, y: str, value: str = "value", lo: str = "lo", hi: 
         return chart
     chart = chart.facet(facet=f"{facet}:N", columns=columns)
     return chart.resolve_scale(x="independent") if independent else chart
+
+
+def dvclive_curves(dvclive_dir: str | Path) -> pl.DataFrame:
+    """Every logged scalar of a dvclive folder as a long table: metric, step, value."""
+    import polars as pl
+
+    root = Path(dvclive_dir) / "plots" / "metrics"
+    parts = []
+    for tsv in sorted(root.rglob("*.tsv")):
+        df = pl.read_csv(tsv, separator="\t")
+        name = tsv.relative_to(root).with_suffix("").as_posix()
+        value_col = [c for c in df.columns if c not in ("step", "timestamp")][0]
+        parts.append(df.select(pl.lit(name).alias("metric"), pl.col("step").cast(pl.Int64),
+                               pl.col(value_col).cast(pl.Float64).alias("value")))
+    if not parts:
+        raise FileNotFoundError(f"{dvclive_dir}: no dvclive metrics found")
+    return pl.concat(parts)
+
+
+def training_curves(run_dir: str | Path):
+    """Loss, learning rate, logit scale and validation scores of every seed of a run (dvclive), one panel each."""
+    import altair as alt
+    import polars as pl
+
+    seeds = sorted(Path(run_dir).glob("seed*"))
+    curves = pl.concat([dvclive_curves(d / "dvclive").with_columns(seed=pl.lit(d.name)) for d in seeds])
+    show = curves.filter(pl.col("metric").is_in(["train/loss", "train/lr", "train/logit_scale", "val/loss",
+                                                  "val/r10_v2r", "val/mcmrr"]))
+    return alt.Chart(show.to_pandas()).mark_line(point=False).encode(
+        x="step:Q", y=alt.Y("value:Q", scale=alt.Scale(zero=False)), color="seed:N",
+        facet=alt.Facet("metric:N", columns=3)).properties(width=220, height=140).resolve_scale(y="independent")

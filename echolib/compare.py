@@ -109,24 +109,6 @@ def finding_differences(eval_dir: str | Path, method: str = "probe", pairs=FINDI
     return pl.DataFrame(rows)
 
 
-def retrieval_examples(ranks: dict[str, pl.DataFrame], studies: pl.DataFrame, findings, n: int = 3,
-                       seed: int = 0) -> pl.DataFrame:
-    """Fig. 3-style examples: for `n` evaluation studies, each run's top retrieved report and the findings in
-    which the retrieved study differs from the true one (finding: true -> retrieved)."""
-    base = next(iter(ranks.values()))
-    picks = base.sample(min(n, base.height), seed=seed)["study_id"].to_list()
-    truth = {r["study_id"]: r for r in studies.iter_rows(named=True)}
-    rows = []
-    for sid in picks:
-        for run, df in ranks.items():
-            got = df.filter(pl.col("study_id") == sid)["top1_v2r"].item()
-            diff = [f"{f}: {truth[sid][f]} → {truth[got][f]}" for f in findings
-                    if f in truth[sid] and truth[sid][f] != truth[got][f]]
-            rows.append({"study_id": sid, "model": run, "retrieved": got, "correct": got == sid,
-                         "differing_findings": "; ".join(diff) or "none", "retrieved_report": truth[got]["report"]})
-    return pl.DataFrame(rows)
-
-
 def format_ci(v: dict, digits: int) -> str:
     """{value, lo, hi} as 'value [lo, hi]'."""
     return f"{v['value']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
@@ -227,28 +209,142 @@ def check_exposure(train_metrics: str | Path) -> None:
 
 def run_compare(ctx) -> dict:
     """Stage `compare`: Table 1 with paired-bootstrap CIs (evaluate.n_bootstrap, evaluate.level, base.seed) over
-    every evaluated run in data/eval, and the paper's differences; returns metrics/table1.json."""
+    every evaluated run in data/eval and the paper's differences (metrics/table1.json); for the report, the claims
+    in sentences (claims.json), per-finding paired differences (findings.json), Fig. 3-style examples
+    (examples.json) and the files dvc.yaml's plots show (metrics/plots/). Returns Table 1."""
     check_exposure(ctx.root / "metrics" / "train")
     ranks = load_ranks(ctx.data / "eval", all_seeds=True)
     if not ranks:
         raise FileNotFoundError(f"{ctx.data / 'eval'}: no evaluated run (run the evaluate stages first)")
     res = bootstrap_ci(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level, list(TABLE1_PAIRS))
     print(f"{res['n_studies']} evaluation studies, runs: {sorted(ranks)}")
+    ctx.write_metrics("table1", res)
+    ctx.write_metrics("claims", {"mcmrr_v2r": claim_sentences(res, "mcmrr_v2r"),
+                                 "r10_v2r": claim_sentences(res, "r10_v2r")})
+    diffs = finding_differences(ctx.data / "eval", "probe", seed=ctx.base.seed, level=ctx.evaluate.level)
+    ctx.write_metrics("findings", {"probe_differences": diffs.to_dicts()})
+    studies = pl.read_parquet(ctx.raw / "studies.parquet")
+    first = {k: v[0] for k, v in ranks.items()}
+    ctx.write_metrics("examples", {"examples": example_records(first, studies, n=3, seed=ctx.base.seed)})
+    write_plot_files(ctx.out_root / "metrics" / "plots", res, training_curves_table(ctx.data / "runs"))
     return res
 
 
-def example_markdown(ranks: dict[str, pl.DataFrame], studies: pl.DataFrame, n: int = 3, seed: int = 0) -> list[str]:
-    """Fig. 3-style examples as Markdown: per study, the true report and each run's top retrieved study, with the
-    findings in which it differs."""
+# --- what the report reads: claims in plain words, curves, examples, per-finding results ------------------------
+
+#: the paper's claims, one per pair of TABLE1_PAIRS (a, b): a name, what is expected of a against b ("worse": a
+#: ranks the true report lower; "better"; "same": no difference; None: no expectation), where the expectation comes
+#: from, and whether the paper itself made the comparison
+CLAIMS = {
+    ("SingleImage", "SingleVideo"): ("Video over image", "worse",
+                                     "the paper: SingleImage MCMRR 1222 vs SingleVideo 676, video about 2x better", True),
+    ("SingleVideo", "MultiVideo"): ("Several views over the 4CH view", "worse",
+                                    "the paper: SingleVideo MCMRR 676 vs MultiVideo 595, about 1.2x better", True),
+    ("MultiVideo-4CH", "SingleVideo"): ("No transfer from training on several views", "same",
+                                        "the paper: MultiVideo-4CH 705 vs SingleVideo 676, read as equal", True),
+    ("MultiVideo-4CH", "SingleVideo-exposure"): (
+        "No transfer, at equal exposure to 4CH clips", "same",
+        "our control for training exposure: SingleVideo trained on as many 4CH clips as MultiVideo saw", False),
+    ("SingleVideo", "MultiVideo-matched"): (
+        "Other views' information, not more clips to average", "worse",
+        "our control: MultiVideo averaging only as many clips per study as the study has 4CH clips", False),
+    ("SingleImage-1frame", "SingleImage"): ("One frame instead of the mean of a clip's frames", None,
+                                            "a check of how the image model is read; no expectation", False),
+}
+
+
+def claim_sentences(res: dict, metric: str = "mcmrr_v2r") -> list[dict]:
+    """One plain sentence per difference of bootstrap_ci output that a claim rests on, on `metric` (MCMRR
+    video->report by default; lower is better): what was measured, its CI, and how it compares with what the paper
+    found (or, for our own controls, with what was expected)."""
+    lower_better = metric.startswith("mcmrr")
+    unit, d = ("ranks", 1) if lower_better else ("(R@10)", 3)
+    out = []
+    for (a, b), (title, expected, source, in_paper) in CLAIMS.items():
+        v = res.get("differences", {}).get(f"{a} - {b}", {}).get(metric)
+        if v is None:
+            continue
+        value, lo, hi = v["value"], v["lo"], v["hi"]
+        if lo > 0 or hi < 0:
+            worse = (value > 0) == lower_better
+            seen = "worse" if worse else "better"
+            what = (f"{a} ranks the true report {'lower' if worse else 'higher'} than {b} " if lower_better else
+                    f"{a}'s R@10 is {'lower' if worse else 'higher'} than {b}'s ")
+            what += f"by {abs(value):.{d}f} {unit} (95 % CI {lo:.{d}f} to {hi:.{d}f})."
+        else:
+            seen = "same"
+            what = (f"No difference shown between {a} and {b}: {value:+.{d}f} {unit}, and the 95 % CI "
+                    f"({lo:.{d}f} to {hi:.{d}f}) includes zero.")
+        who = "the paper" if in_paper else "expected"
+        if expected is None:
+            verdict = None
+        elif seen == expected:
+            verdict = "Agrees with the paper." if in_paper else "As expected."
+        elif seen == "same":
+            verdict = ("The paper found a difference here; this run shows none." if in_paper else
+                       "A difference was expected; this run shows none.")
+        elif expected == "same":
+            verdict = ("The paper found none here." if in_paper else "No difference was expected.")
+        else:
+            verdict = f"Opposite to {who}."
+        out.append({"claim": title, "pair": f"{a} - {b}", "metric": metric, "value": value, "lo": lo, "hi": hi,
+                    "observed": seen, "expected": expected, "in_paper": in_paper,
+                    "agrees": None if verdict is None else seen == expected,
+                    "sentence": what + (f" {verdict}" if verdict else ""), "source": source})
+    return out
+
+
+def training_curves_table(runs_dir: str | Path) -> pl.DataFrame:
+    """Every run's and seed's logged curves (dvclive) as one long table: run, seed, metric, step, value."""
+    from .charts import dvclive_curves
+
+    parts = []
+    for run in sorted(p for p in Path(runs_dir).iterdir() if p.is_dir()):
+        for seed_dir in sorted(run.glob("seed*")):
+            if (seed_dir / "dvclive").is_dir():
+                parts.append(dvclive_curves(seed_dir / "dvclive").with_columns(
+                    run=pl.lit(run.name), seed=pl.lit(int(seed_dir.name[4:]))))
+    return pl.concat(parts).select("run", "seed", "metric", "step", "value") if parts else pl.DataFrame()
+
+
+def write_plot_files(out_dir: str | Path, res: dict, curves: pl.DataFrame) -> list[Path]:
+    """The files dvc.yaml's `plots:` show: Table 1 (run, metric, value, lo, hi) and per logged curve one
+    step-by-run table (run_seed, step, value), CSV."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "table1.csv"]
+    table1_long(res).write_csv(written[0])
+    names = {"train/loss": "train_loss", "val/mcmrr": "val_mcmrr", "val/r10_v2r": "val_r10_v2r"}
+    for metric, name in names.items():
+        part = curves.filter(pl.col("metric") == metric) if not curves.is_empty() else curves
+        if part.is_empty():
+            continue
+        path = out_dir / f"{name}.csv"
+        part.select(pl.format("{} seed {}", "run", "seed").alias("run"), "step", pl.col("value").alias(name)) \
+            .sort("run", "step").write_csv(path)
+        written.append(path)
+    return written
+
+
+def example_records(ranks: dict[str, pl.DataFrame], studies: pl.DataFrame, n: int = 3, seed: int = 0) -> list[dict]:
+    """Fig. 3-style examples as data for the report: per study, the true report and each run's top retrieved
+    report, with the findings in which the retrieved study differs (finding, true grade, retrieved grade)."""
     from .vocab import FINDINGS
 
-    examples = retrieval_examples(ranks, studies, list(FINDINGS), n=n, seed=seed)
+    if not ranks:
+        return []
+    base = next(iter(ranks.values()))
+    picks = base.sample(min(n, base.height), seed=seed)["study_id"].to_list()
+    truth = {r["study_id"]: r for r in studies.iter_rows(named=True)}
     out = []
-    for sid in examples["study_id"].unique(maintain_order=True):
-        true_report = studies.filter(pl.col("study_id") == sid)["report"].item()
-        lines = [f"### {sid}", "**True report**  ", true_report.replace("\n", "  \n"), ""]
-        for r in examples.filter(pl.col("study_id") == sid).iter_rows(named=True):
-            mark = "correct" if r["correct"] else f"**differs in:** {r['differing_findings']}"
-            lines.append(f"- **{r['model']}** → {r['retrieved']} ({mark})")
-        out.append("\n".join(lines))
+    for sid in picks:
+        rec = {"study_id": sid, "report": truth[sid]["report"], "retrieved": [],
+               "has_findings": any(f in truth[sid] and truth[sid][f] is not None for f in FINDINGS)}
+        for run, df in ranks.items():
+            got = df.filter(pl.col("study_id") == sid)["top1_v2r"].item()
+            diff = [{"finding": f, "true": truth[sid][f], "retrieved": truth[got][f]} for f in FINDINGS
+                    if f in truth[sid] and truth[sid][f] != truth[got][f]]
+            rec["retrieved"].append({"model": run, "study_id": got, "correct": got == sid,
+                                     "report": truth[got]["report"], "differs": diff})
+        out.append(rec)
     return out

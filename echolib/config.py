@@ -494,6 +494,29 @@ def preset(profile: str, section: str) -> Section:
     return SECTIONS[section].from_dict(values, section)
 
 
+def profile_drift(params: dict[str, Any]) -> list[str]:
+    """The keys whose values differ from the profile params.yaml names (base.profile): empty when the file is
+    that profile as preset; what a report must say besides the profile's name."""
+    profile = get(params, "base.profile")
+    out = []
+    for key, value in profile_values(profile, list(params.get("runs") or {})).items():
+        try:
+            now = get(params, key)
+        except (KeyError, ConfigError):
+            now = None
+        if now != value:
+            out.append(key)
+    return out
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """A short digest of every value of params.yaml (key order and formatting ignored): what ran, in 12 hex."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def profile_overrides(profile: str, params: dict[str, Any] | None = None) -> list[str]:
     """`-S key=value` arguments for `dvc exp run` that switch every stage to `profile`."""
     runs = list((params or load_params()).get("runs") or {})

@@ -17,6 +17,7 @@ import torch
 from . import encoders
 from .cache import StoreBase, frame_indices, frames_tensor, model_input, open_store
 from .models import load_clip_model
+from .progress import bar as progress_bar
 from .ranking import KS, metrics_from_ranks, ranks_from_embeddings, study_embeddings
 
 METRICS = ("mcmrr_v2r", "mcmrr_r2v", "median_rank_v2r", "median_rank_r2v", *(f"r{k}_v2r" for k in KS),
@@ -32,12 +33,15 @@ def embed_clips(model, cache: StoreBase, rows: pl.DataFrame, frames: int, batch_
         out.append(model.encode_video(model_input(torch.stack(batch))).float())
         batch.clear()
 
-    for _, clip in cache.iter_frames(rows):
-        batch.append(frames_tensor(clip[frame_indices(len(clip), frames, 0)]))
-        if len(batch) == batch_size:
+    with progress_bar(len(rows), "embed clips", "clip") as bar:
+        for _, clip in cache.iter_frames(rows):
+            batch.append(frames_tensor(clip[frame_indices(len(clip), frames, 0)]))
+            if len(batch) == batch_size:
+                flush()
+                bar.update(batch_size)
+        if batch:
+            bar.update(len(batch))
             flush()
-    if batch:
-        flush()
     return torch.cat(out) if out else torch.zeros(0, 1)
 
 

@@ -87,6 +87,32 @@ class EchoClipModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+class StepProgress(L.Callback):
+    """Training progress (steps, loss) for the terminal, through echolib.progress (never into a stage page)."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from .progress import bar
+
+        if trainer.global_rank == 0:
+            self.bar = bar(trainer.max_steps, self.desc, "step")
+            self.bar.update(trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.bar is not None:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+            self.bar.update(trainer.global_step - self.bar.n)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 class ResumeState(L.Callback):
     """Puts into every checkpoint what Lightning leaves out, and restores it: the random states (torch, numpy,
     Python) and the run's signature; on loading, it also points the epoch sampler past the batches the

@@ -26,10 +26,10 @@ def map_jobs(fn, jobs: list, workers: int = 0, desc: str = "", unit: str = "item
              chunksize: int = 4, each=None) -> list:
     """fn over jobs in order, in `workers` processes (0 = every core), with a progress bar; `each(result)` is
     called as every result arrives (e.g. to record progress that survives an interruption)."""
-    workers = workers or os.cpu_count() or 1
-    from tqdm import tqdm
+    from .progress import bar as progress_bar
 
-    bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress, mininterval=10)
+    workers = workers or os.cpu_count() or 1
+    bar = progress_bar(len(jobs), desc, unit, enabled=progress)
     out = []
     if workers == 1 or len(jobs) <= 1:
         for j in jobs:

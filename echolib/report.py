@@ -1,163 +1,46 @@
-"""Rendering helpers shared by the notebooks: Altair set-up, offline HTML export, the report index.
+"""What the collaborators' page shows (how notebooks display tables and charts is echolib.site's).
 
-`python -m echolib.report html NOTEBOOK.ipynb` converts an executed notebook to HTML next to it, with no
-script loaded from a CDN; `python -m echolib.report index --out reports/index.html PAGE.html ...` writes the
-landing page that links every stage's page.
+The collaborators' page (notebooks/99_report.ipynb, exported as reports/site/index.html by echolib.site) is built
+from the functions below, which read only metrics/ (what the stages measured) and params.yaml:
+a banner saying what ran, Table 1 beside the paper's numbers, the claims in plain sentences, per-finding results
+with where each finding can be seen, Table 2, the view classifier's quality, training curves, Fig. 3-style
+examples, and links to every stage's page.
+
+    python -m echolib.report summary      the report's path and Table 1 in the terminal (`make repro` ends so)
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import html
 import json
-import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .site import SITE, gt_table
 
 if TYPE_CHECKING:
     import polars as pl
 
-TEMPLATES = Path(__file__).parent / "templates"
-_REMOTE_SCRIPT = re.compile(r"<script[^>]+src=[\"']?(https?:)?//", re.I)
+#: the paper's Table 1 (shared/PAPER.md): MCMRR and R@10 in percent, on its N test studies with a 4CH clip
+PAPER_N = 5515
+PAPER_TABLE1 = {
+    "MultiVideo": {"mcmrr_v2r": 595, "mcmrr_r2v": 584, "r10_v2r": 10.9, "r10_r2v": 10.3},
+    "MultiVideo-4CH": {"mcmrr_v2r": 705, "mcmrr_r2v": 695, "r10_v2r": 8.4, "r10_r2v": 8.0},
+    "SingleVideo": {"mcmrr_v2r": 676, "mcmrr_r2v": 686, "r10_v2r": 8.8, "r10_r2v": 7.1},
+    "SingleImage": {"mcmrr_v2r": 1222, "mcmrr_r2v": 1115, "r10_v2r": 3.6, "r10_r2v": 4.8},
+}
+#: the paper's Table 2 (patients, studies per split)
+PAPER_TABLE2 = {"train": {"patients": 29886, "studies": 60747}, "valid": {"patients": 853, "studies": 1685},
+                "test": {"patients": 3416, "studies": 7050}}
+#: fewer evaluation studies than this, or the tiny profile, and the first page says it is a smoke test
+SMOKE_STUDIES = 100
 
 
-def setup_notebook() -> None:
-    """Make Altair charts render as inline SVG (vl-convert), so exported HTML needs no Vega from a CDN."""
-    import altair as alt
-
-    alt.renderers.enable("svg")
-    alt.data_transformers.disable_max_rows()
-
-
-def chart_to_svg(chart) -> str:
-    import vl_convert as vlc
-
-    return vlc.vegalite_to_svg(chart.to_dict())
-
-
-def notebook_to_html(notebook: str | Path, out: str | Path | None = None) -> Path:
-    """Convert an executed notebook to offline HTML; raises if a remote script slipped in."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    notebook = Path(notebook)
-    out = Path(out) if out else notebook.with_suffix(".html")
-    nb = nbformat.read(notebook, as_version=4)
-    exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)])
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": notebook.stem}})
-    remote = _REMOTE_SCRIPT.search(body)
-    if remote:
-        raise RuntimeError(f"{notebook}: exported HTML still loads a remote script: {remote.group(0)!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(out)
-    return out
-
-
-def _title_of(page: Path) -> str:
-    m = re.search(r"<title>(.*?)</title>", page.read_text(encoding="utf-8", errors="replace"), re.S)
-    return html.unescape(m.group(1)).strip() if m else page.stem
-
-
-def build_index(out: str | Path, pages: list[str | Path], title: str, metrics: list[str | Path] = (),
-                pending: tuple[str | Path, ...] = (), link_from: str | Path | None = None) -> Path:
-    """Landing page linking each stage's HTML (relative links) and listing the metric files' contents.
-    `pending` pages are linked although they are written after the index (the report's own page); links are
-    relative to `link_from` (default: the index's folder), where the index will finally lie."""
-    out = Path(out)
-    base = Path(link_from or out.parent).resolve()
-    rows = []
-    for p in pages:
-        p = Path(p)
-        if not p.is_file() and p not in map(Path, pending):
-            raise FileNotFoundError(f"report index: stage page {p} does not exist (did its stage run?)")
-        rel = Path(os.path.relpath(Path(p).resolve(), base))
-        rows.append(f'<li><a href="{html.escape(rel.as_posix())}">{html.escape(p.stem)}</a></li>')
-    blocks = []
-    for m in metrics:
-        m = Path(m)
-        data = json.loads(m.read_text(encoding="utf-8"))
-        blocks.append(f"<h3>{html.escape(m.as_posix())}</h3><pre>{html.escape(json.dumps(data, indent=2))}</pre>")
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}
-pre{{background:#f6f6f6;padding:.6em;overflow:auto}}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<p>Generated {stamp} by <code>dvc repro</code>. Every page below is an executed notebook of one pipeline
-stage, readable offline.</p>
-<h2>Stages</h2><ol>{''.join(rows)}</ol>
-{'<h2>Metrics</h2>' + ''.join(blocks) if blocks else ''}
-</body></html>
-"""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(body, encoding="utf-8")
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m echolib.report", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    h = sub.add_parser("html", help="executed notebook(s) -> offline HTML next to each")
-    h.add_argument("notebooks", nargs="+")
-    i = sub.add_parser("index", help="write the landing page")
-    i.add_argument("pages", nargs="+")
-    i.add_argument("--out", default="reports/index.html")
-    i.add_argument("--title", default="Video CLIP for multi-view echocardiography")
-    i.add_argument("--metrics", nargs="*", default=[])
-    a = ap.parse_args(argv)
-    if a.cmd == "html":
-        for nb in a.notebooks:
-            print(notebook_to_html(nb))
-    else:
-        print(build_index(a.out, a.pages, a.title, a.metrics))
-
-
-
-def run_report(ctx) -> Path:
-    """Stage `report`: reports/index.html linking the summary page and every stage page (reports/stages/), with
-    the metrics files (report.title)."""
-    root = ctx.root
-    own = root / ctx.spec.page.with_suffix(".html")
-    pages = [own, *sorted((root / "reports" / "stages").glob("*.html"))]
-    metrics = [p for pattern in ("*.json", "train/*.json", "retrieval/*.json")
-               for p in sorted((root / "metrics").glob(pattern))]
-    return build_index(ctx.out_root / "reports" / "index.html", pages, ctx.report.title, metrics, pending=(own,),
-                       link_from=root / "reports")
-
-
-def dvclive_curves(dvclive_dir: str | Path) -> pl.DataFrame:
-    """Every logged scalar of a dvclive folder as a long table: metric, step, value."""
-    import polars as pl
-
-    root = Path(dvclive_dir) / "plots" / "metrics"
-    parts = []
-    for tsv in sorted(root.rglob("*.tsv")):
-        df = pl.read_csv(tsv, separator="\t")
-        name = tsv.relative_to(root).with_suffix("").as_posix()
-        value_col = [c for c in df.columns if c not in ("step", "timestamp")][0]
-        parts.append(df.select(pl.lit(name).alias("metric"), pl.col("step").cast(pl.Int64),
-                               pl.col(value_col).cast(pl.Float64).alias("value")))
-    if not parts:
-        raise FileNotFoundError(f"{dvclive_dir}: no dvclive metrics found")
-    return pl.concat(parts)
-
-
-def training_curves(run_dir: str | Path):
-    """Loss, learning rate, logit scale and validation scores of every seed of a run (dvclive), one panel each."""
-    import altair as alt
-    import polars as pl
-
-    seeds = sorted(Path(run_dir).glob("seed*"))
-    curves = pl.concat([dvclive_curves(d / "dvclive").with_columns(seed=pl.lit(d.name)) for d in seeds])
-    show = curves.filter(pl.col("metric").is_in(["train/loss", "train/lr", "train/logit_scale", "val/loss",
-                                                  "val/r10_v2r", "val/mcmrr"]))
-    return alt.Chart(show.to_pandas()).mark_line(point=False).encode(
-        x="step:Q", y=alt.Y("value:Q", scale=alt.Scale(zero=False)), color="seed:N",
-        facet=alt.Facet("metric:N", columns=3)).properties(width=220, height=140).resolve_scale(y="independent")
+# --- what the stages measured ----------------------------------------------------------------------------------
 
 
 def load_metrics(metrics_dir: str | Path) -> dict[str, dict]:
@@ -165,21 +48,366 @@ def load_metrics(metrics_dir: str | Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(metrics_dir).glob("*.json"))}
 
 
-def summary_frame(metrics: dict[str, dict]):
-    """Data and view filtering in one table, from the synth, views and filter metrics."""
+# --- the collaborators' page -----------------------------------------------------------------------------------
+
+
+def git_revision(root: str | Path) -> str:
+    """`git describe --always --dirty` of the project, or a sentence saying there is no git checkout."""
+    try:
+        r = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"], cwd=root, capture_output=True,
+                           text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (git not available)"
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown (not a git checkout)"
+
+
+def run_facts(root: str | Path, metrics: dict[str, dict]) -> dict:
+    """What ran: profile (and any setting changed from it), data source and size, git revision, params digest,
+    date, and whether this is a smoke test whose numbers mean nothing."""
+    from . import config as C
+
+    root = Path(root)
+    params = C.load_params(root / "params.yaml")
+    profile, source = C.get(params, "base.profile"), C.get(params, "base.source")
+    data = metrics.get("synth") if source == "synthetic" else metrics.get("ingest")
+    data = data or {}
+    split, filt = metrics.get("split", {}), metrics.get("filter", {})
+    n_eval = (metrics.get("table1") or {}).get("n_studies")
+    smoke = profile == "tiny" or (n_eval is not None and n_eval < SMOKE_STUDIES)
+    return {
+        "profile": profile, "changed": C.profile_drift(params), "source": source,
+        "patients": data.get("patients"), "studies": data.get("studies"), "clips": data.get("videos", data.get("clips")),
+        "kept_clips": filt.get("kept"), "evaluation_studies": n_eval,
+        "test_patients": (split.get("test") or {}).get("patients"), "runs": list(params.get("runs") or {}),
+        "seeds": C.get(params, "base.seeds"), "git": git_revision(root), "params_digest": C.params_digest(params),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "smoke": smoke,
+    }
+
+
+def _n(v) -> str:
+    return "–" if v is None else f"{v:,}" if isinstance(v, int) else html.escape(str(v))
+
+
+def banner_html(f: dict) -> str:
+    """The first thing on the page: what was run, and a loud warning when it is a smoke test."""
+    source = {"synthetic": "synthetic benchmark (shared/DATA.md), no patient data",
+              "dicom": "DICOM archive", "echonet": "EchoNet-Dynamic"}.get(f["source"], f["source"])
+    changed = (f" — with {len(f['changed'])} setting(s) changed from it: " + ", ".join(f["changed"][:8]) +
+               (" …" if len(f["changed"]) > 8 else "")) if f["changed"] else ""
+    rows = [("Profile", f"<code>{html.escape(f['profile'])}</code>{html.escape(changed)}"),
+            ("Data", html.escape(source)),
+            ("Size", f"{_n(f['patients'])} patients, {_n(f['studies'])} studies, {_n(f['clips'])} clips "
+                     f"({_n(f['kept_clips'])} kept by the view filter)"),
+            ("Evaluated on", f"{_n(f['evaluation_studies'])} test studies with a 4CH clip "
+                             f"({_n(f['test_patients'])} test patients); seeds {html.escape(str(f['seeds']))}"),
+            ("Code", f"git <code>{html.escape(f['git'])}</code>"),
+            ("Parameters", f"params.yaml digest <code>{html.escape(f['params_digest'])}</code>"),
+            ("Built", html.escape(f["date"]))]
+    dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
+    smoke = ""
+    if f["smoke"]:
+        smoke = ('<div class="echolib-smoke" role="alert">Smoke test — not a result. This page comes from the '
+                 f"<code>{html.escape(f['profile'])}</code> profile with {_n(f['evaluation_studies'])} evaluation "
+                 "studies: it shows that the pipeline runs end to end. Its numbers say nothing about the models "
+                 "(with so few candidates almost any model finds the right report). Run <code>make repro</code> "
+                 "on the default profile for the benchmark.</div>")
+    return f'{smoke}<div class="echolib-banner"><dl>{dl}</dl></div>'
+
+
+def table1_beside_paper(res: dict):
+    """Table 1 with 95 % CIs beside the paper's numbers. MCMRR is divided by the number of candidate studies
+    (ours: res['n_studies'], the paper's: 5,515) so that both read on one scale (chance about 0.5); R@10 in
+    percent, whose chance level (10 / N) differs between the two and is stated under the table."""
+    import polars as pl
+    from great_tables import loc, style
+
+    from .compare import TABLE1_ROWS
+
+    n = res["n_studies"]
+    runs = [r for r in TABLE1_ROWS if r in res["runs"]] + [r for r in res["runs"] if r not in TABLE1_ROWS]
+
+    def ours(run: str, m: str) -> str:
+        v = res["runs"][run][m]
+        k, d = (1 / n, 3) if m.startswith("mcmrr") else (100, 1)
+        return f"{v['value'] * k:.{d}f} [{v['lo'] * k:.{d}f}, {v['hi'] * k:.{d}f}]"
+
+    def paper(run: str, m: str) -> str:
+        p = PAPER_TABLE1.get(run)
+        if not p:
+            return ""
+        return f"{p[m] / PAPER_N:.3f}" if m.startswith("mcmrr") else f"{p[m]:.1f}"
+
+    metrics = ("mcmrr_v2r", "r10_v2r", "mcmrr_r2v", "r10_r2v")
+    rows = [{"model": r, **{f"{m}_ours": ours(r, m) for m in metrics}, **{f"{m}_paper": paper(r, m) for m in metrics},
+             "seeds": res["runs"][r]["mcmrr_v2r"].get("seeds", 1)} for r in runs]
+    df = pl.DataFrame(rows)
+    labels = {"mcmrr_v2r": "MCMRR / N, video → report", "r10_v2r": "R@10 %, video → report",
+              "mcmrr_r2v": "MCMRR / N, report → video", "r10_r2v": "R@10 %, report → video"}
+    t = gt_table(df.select("model", *[f"{m}_{w}" for m in metrics for w in ("ours", "paper")], "seeds"),
+                 title="Table 1: finding the right report among every test study",
+                 subtitle=f"Ours: mean over seeds with 95 % bootstrap CI over studies and seeds, N = {n:,}. "
+                          f"Paper: N = {PAPER_N:,}.")
+    for m in metrics:
+        t = t.tab_spanner(label=labels[m], columns=[f"{m}_ours", f"{m}_paper"])
+    t = t.cols_label(**{f"{m}_{w}": w for m in metrics for w in ("ours", "paper")})
+    t = t.tab_style(style=style.text(color="#666"), locations=loc.body(columns=[f"{m}_paper" for m in metrics]))
+    return t.tab_source_note(
+        f"MCMRR: mean rank of the correct item divided by N; lower is better, chance ≈ 0.5. R@10: share of queries "
+        f"whose correct item is among the top 10; higher is better; chance is 10/N = {100 * min(10 / n, 1):.1f} % "
+        f"here and {1000 / PAPER_N:.2f} % in the paper, so R@10 is not comparable across the two; MCMRR / N is.")
+
+
+def claims_html(sentences: list[dict]) -> str:
+    """The differences the paper's claims rest on, one plain sentence each (from compare.claim_sentences)."""
+    if not sentences:
+        return "<p>No pair of runs that a claim compares was evaluated.</p>"
+    items = []
+    for s in sentences:
+        mark = {True: "✔", False: "✘", None: "·"}[s["agrees"]]
+        items.append(f"<li><strong>{html.escape(s['claim'])}</strong> ({html.escape(s['pair'])}): {mark} "
+                     f"{html.escape(s['sentence'])} <small>({html.escape(s['source'])})</small></li>")
+    return f'<ul class="echolib-sentences">{"".join(items)}</ul>'
+
+
+def findings_table(probe: pl.DataFrame, control: pl.DataFrame, differences: pl.DataFrame):
+    """Per finding: where DATA.md says it can be judged (needs motion, views showing it, colour Doppler), each run's
+    linear-probe macro-F1 with CI (first seed), the supervised positive control, and the paired differences
+    video − image and several views − 4CH with CIs."""
+    import polars as pl
+    from great_tables import loc, style
+
+    from .vocab import FINDING_NAMES, VISIBILITY
+
+    def ci(v, lo, hi) -> str:
+        return "" if v is None else f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    runs = [r for r in ("SingleImage", "SingleVideo", "MultiVideo-4CH", "MultiVideo")
+            if not probe.is_empty() and r in probe["model"].to_list()]
+    rows = []
+    for f, vis in VISIBILITY.items():
+        row = {"finding": FINDING_NAMES[f], "motion": "yes" if vis["motion"] else "",
+               "Doppler": "yes" if vis["doppler"] else "", "seen in": ", ".join(vis["views"])}
+        for r in runs:
+            p = probe.filter((pl.col("model") == r) & (pl.col("finding") == f))
+            row[r] = ci(*p.select("macro_f1", "macro_f1_lo", "macro_f1_hi").row(0)) if p.height else ""
+        c = control.filter(pl.col("finding") == f) if not control.is_empty() else control
+        row["supervised"] = ci(*c.select("macro_f1", "macro_f1_lo", "macro_f1_hi").row(0)) if c.height else ""
+        for pair, name in (("SingleVideo - SingleImage", "video − image"), ("MultiVideo - SingleVideo", "views − 4CH")):
+            d = differences.filter((pl.col("difference") == pair) & (pl.col("finding") == f)) \
+                if not differences.is_empty() else differences
+            row[name] = ci(*d.select("macro_f1", "lo", "hi").row(0)) if d.height else ""
+        rows.append(row)
+    df = pl.DataFrame(rows)
+    t = gt_table(df, title="What the video embeddings carry, finding by finding",
+                 subtitle="Linear-probe macro-F1 on frozen study embeddings (first seed), 95 % CI; 'supervised' "
+                          "is a classifier trained on the pixels for each finding (the positive control).")
+    t = t.tab_spanner(label="where DATA.md says it can be judged", columns=["motion", "Doppler", "seen in"])
+    if runs:
+        t = t.tab_spanner(label="probe macro-F1", columns=[*runs, "supervised"])
+    t = t.tab_spanner(label="paired difference", columns=["video − image", "views − 4CH"])
+    t = t.tab_style(style=style.text(weight="bold"), locations=loc.body(columns="motion", rows=pl.col("motion") == "yes"))
+    return t.tab_source_note("video − image should be above zero where a finding needs motion; views − 4CH where it "
+                             "is seen in views other than 4CH (DATA.md). A CI that includes zero shows no difference.")
+
+
+def table2_table(split: dict):
+    """Table 2 (patients, studies, clips per view for each split) with the paper's split shares beside."""
     import polars as pl
 
-    synth, views, filt = metrics.get("synth", {}), metrics.get("views", {}), metrics.get("filter", {})
-    return pl.DataFrame({
-        "quantity": ["patients", "studies", "clips", "OTHER or poor-quality share", "view classifier accuracy",
-                     "calibration error (ECE) after temperature scaling", "clips kept at the threshold",
-                     "studies left without any clip"],
-        "value": [str(synth.get("patients", "–")), str(synth.get("studies", "–")), str(synth.get("videos", "–")),
-                  str(synth.get("other_or_poor_share", "–")), f"{views.get('accuracy', float('nan')):.3f}",
-                  f"{views.get('ece_after', float('nan')):.3f}", f"{filt.get('kept', '–')} of {filt.get('clips', '–')}",
-                  str(filt.get("studies_without_kept_clip", "–"))],
-    })
+    from .splits import table2_frame
+
+    ours = table2_frame(split)
+    total = {k: sum(split[s][k] for s in ("train", "valid", "test") if s in split) for k in ("patients", "studies")}
+    ptotal = {k: sum(PAPER_TABLE2[s][k] for s in PAPER_TABLE2) for k in ("patients", "studies")}
+    df = ours.with_columns(
+        pl.col("split").map_elements(lambda s: f"{100 * split[s]['patients'] / max(total['patients'], 1):.1f} %",
+                                     return_dtype=pl.String).alias("patients, share"),
+        pl.col("split").map_elements(lambda s: f"{100 * PAPER_TABLE2[s]['patients'] / ptotal['patients']:.1f} %",
+                                     return_dtype=pl.String).alias("paper's share"))
+    t4 = split.get("test_4ch", {})
+    return gt_table(df, title="Table 2: patient-level split",
+                    subtitle=f"No patient is in two splits ({split.get('patients_in_two_splits', '–')} found). "
+                             f"Test studies with a 4CH clip (the evaluation candidates): {_n(t4.get('studies'))}."
+                    ).tab_spanner(label="kept clips per view", columns=["LAX", "SAX", "2CH", "3CH", "4CH"])
+
+
+def view_qc_table(views: dict, filt: dict):
+    """The view classifier's quality and what the filter kept."""
+    import polars as pl
+
+    def f3(v):
+        return "–" if v is None else f"{v:.3f}"
+
+    dropped = filt.get("dropped_by_reason") or {}
+    rows = [("classifier", str(views.get("model", "labels (no classifier)"))),
+            ("accuracy on held-out patients' clips", f3(views.get("accuracy"))),
+            ("calibration error (ECE) before → after temperature scaling",
+             f"{f3(views.get('ece_before'))} → {f3(views.get('ece_after'))}"),
+            ("threshold on the predicted view's probability", str(filt.get("threshold", "–"))),
+            ("clips kept", f"{_n(filt.get('kept'))} of {_n(filt.get('clips'))}"),
+            ("dropped, by reason", "; ".join(f"{k}: {v}" for k, v in dropped.items()) or "none"),
+            ("accuracy of the kept clips' views", f3(filt.get("kept_view_accuracy"))),
+            ("studies left without a kept clip", _n(filt.get("studies_without_kept_clip")))]
+    return gt_table(pl.DataFrame(rows, schema=["quantity", "value"], orient="row"),
+                    title="View classification (the paper keeps LAX, SAX, 2CH, 3CH, 4CH at probability ≥ 0.9)")
+
+
+def curves_chart(plots_dir: str | Path):
+    """Training loss and validation MCMRR of every run and seed, from the plot files the compare stage wrote."""
+    import altair as alt
+    import polars as pl
+
+    parts = []
+    for name, title in (("train_loss", "training loss"), ("val_mcmrr", "validation MCMRR (lower is better)")):
+        p = Path(plots_dir) / f"{name}.csv"
+        if p.is_file():
+            parts.append(pl.read_csv(p).rename({name: "value"}).with_columns(curve=pl.lit(title)))
+    if not parts:
+        return None
+    df = pl.concat(parts).with_columns(model=pl.col("run").str.replace(r" seed \d+$", ""))
+    return alt.Chart(df.to_pandas()).mark_line().encode(
+        x=alt.X("step:Q"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+        color=alt.Color("model:N"), detail="run:N", tooltip=["run", "step", "value"],
+    ).properties(width=330, height=200).facet(column=alt.Column("curve:N", title=None)).resolve_scale(y="independent")
+
+
+_SENTENCE = re.compile(r"[^。\n]+。?")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+
+
+def sentence_findings(sentence: str) -> set[str]:
+    """The findings a report sentence speaks of (vocab.FINDING_WORDS)."""
+    from .vocab import FINDING_WORDS
+
+    return {f for f, words in FINDING_WORDS.items() if re.search(words, sentence)}
+
+
+def _marked(report: str, true_report: str, differs: list[dict] | None) -> str:
+    """A retrieved report, escaped, with the sentences that differ from the true report in <mark>: with ground
+    truth (`differs`), the sentences about a finding whose grade differs; without, the sentences the true report
+    does not contain."""
+    true_set = set(_sentences(true_report))
+    diff = {d["finding"] for d in differs} if differs is not None else None
+    out = []
+    for s in _sentences(report):
+        hit = (sentence_findings(s) & diff) if diff is not None else s not in true_set
+        out.append(f"<mark>{html.escape(s)}</mark>" if hit else html.escape(s))
+    return "".join(out)
+
+
+def examples_html(records: list[dict], models: tuple[str, ...] | None = None) -> str:
+    """Fig. 3-style examples: the true report, and each model's top retrieved report with the differing findings
+    (ground truth) listed and the sentences about them highlighted. Every text is escaped. `models`: only these."""
+    from .vocab import FINDING_NAMES
+
+    out = []
+    for rec in records:
+        parts = [f'<div class="echolib-example"><h4>Test study {html.escape(rec["study_id"])}</h4>',
+                 f'<p><strong>True report</strong></p><p class="report" lang="ja">{html.escape(rec["report"])}</p>']
+        for r in rec["retrieved"]:
+            if models and r["model"] not in models:
+                continue
+            if r["correct"]:
+                parts.append(f'<p class="retrieved correct"><strong>{html.escape(r["model"])}</strong>: retrieved '
+                             "the true report first.</p>")
+                continue
+            truth = r["differs"] if rec.get("has_findings", True) else None
+            diff = "; ".join(f'{html.escape(FINDING_NAMES.get(d["finding"], d["finding"]))}: '
+                             f'<span lang="ja">{html.escape(str(d["true"]))} → {html.escape(str(d["retrieved"]))}</span>'
+                             for d in r["differs"]) or "none (a report of the same findings)"
+            what = f"findings that differ: {diff}" if truth is not None else "no ground-truth findings to compare"
+            parts.append(f'<p class="retrieved"><strong>{html.escape(r["model"])}</strong> retrieved study '
+                         f'{html.escape(r["study_id"])}; {what}</p>'
+                         f'<p class="report" lang="ja">{_marked(r["report"], rec["report"], truth)}</p>')
+        parts.append("</div>")
+        out.append("".join(parts))
+    note = ("<p>Highlighted: the sentences of a retrieved report about the findings in which its study differs "
+            "from the true one (without ground truth: the sentences the true report does not contain).</p>"
+            if records else "<p>No examples (no evaluated run).</p>")
+    return note + "".join(out)
+
+
+def stage_links_html(pages: list[str | Path], site: str | Path = SITE) -> str:
+    """Links (relative to the site's first page) to every stage's page, in pipeline order."""
+    site = Path(site)
+    items = []
+    for p in sorted(Path(x) for x in pages):
+        rel = p.relative_to(site).as_posix() if p.is_relative_to(site) else p.as_posix()
+        items.append(f'<li><a href="{html.escape(rel)}">{html.escape(p.stem)}</a></li>')
+    return f"<ol>{''.join(items)}</ol>"
+
+
+def summary_metrics(metrics: dict[str, dict], facts: dict) -> dict[str, dict]:
+    """The files of metrics/summary/, the only DVC metrics (cached: each experiment keeps its own). One file per
+    row of Table 1 (table1/RUN.json: MCMRR and R@10 both ways, mean over seeds), so `dvc metrics show` prints
+    Table 1 as a table, one row per model; and data.json: profile, evaluation studies, view accuracy, patients per
+    split.
+    Every detail stays in the other metrics files."""
+    t1 = metrics.get("table1") or {}
+    split = metrics.get("split") or {}
+    views = metrics.get("views") or {}
+    out = {f"table1/{r}": {"mcmrr_v2r": round(v["mcmrr_v2r"]["value"], 2), "mcmrr_r2v": round(v["mcmrr_r2v"]["value"], 2),
+                           "r10_v2r": round(v["r10_v2r"]["value"], 4), "r10_r2v": round(v["r10_r2v"]["value"], 4)}
+           for r, v in (t1.get("runs") or {}).items()}
+    out["data"] = {"profile": facts["profile"], "eval_studies": t1.get("n_studies"),
+                   "view_accuracy": round(views["accuracy"], 4) if views.get("accuracy") is not None else None,
+                   "patients": {s: split[s]["patients"] for s in ("train", "valid", "test") if s in split}}
+    return out
+
+
+def terminal_summary(root: str | Path) -> str:
+    """What `make repro` prints last: where the report is, what ran, and Table 1 (one screen)."""
+    root = Path(root)
+    metrics = load_metrics(root / "metrics")
+    page = (root / SITE / "index.html").resolve()
+    lines = [f"Report: {page}" + ("" if page.is_file() else " (not built yet)")]
+    data = root / "metrics" / "summary" / "data.json"
+    s = json.loads(data.read_text(encoding="utf-8")) if data.is_file() else None
+    t1 = metrics.get("table1")
+    if s:
+        lines.append(f"profile {s['profile']}, {s['eval_studies']} evaluation studies"
+                     + ("  -- SMOKE TEST: these numbers mean nothing" if s["profile"] == "tiny" or
+                        (s["eval_studies"] or 0) < SMOKE_STUDIES else ""))
+    if t1:
+        from .compare import TABLE1_ROWS
+
+        head = f"{'model':<22}{'MCMRR v->r':>22}{'R@10 v->r':>22}{'MCMRR r->v':>22}{'R@10 r->v':>22}"
+        lines += ["Table 1 (mean over seeds [95 % CI])", head]
+        runs = [r for r in TABLE1_ROWS if r in t1["runs"]] + [r for r in t1["runs"] if r not in TABLE1_ROWS]
+        for r in runs:
+            v = t1["runs"][r]
+            cells = [f"{v[m]['value']:.1f} [{v[m]['lo']:.0f}, {v[m]['hi']:.0f}]" if m.startswith("mcmrr") else
+                     f"{v[m]['value']:.3f} [{v[m]['lo']:.2f}, {v[m]['hi']:.2f}]"
+                     for m in ("mcmrr_v2r", "r10_v2r", "mcmrr_r2v", "r10_r2v")]
+            lines.append(f"{r:<22}" + "".join(f"{c:>22}" for c in cells))
+    return "\n".join(lines)
+
+
+def run_report(ctx) -> dict:
+    """Stage `report`: metrics/summary/ (the declared DVC metrics); the page itself is the notebook's output,
+    exported to reports/site/index.html by the stage runner."""
+    metrics = load_metrics(ctx.root / "metrics")
+    facts = run_facts(ctx.root, metrics)
+    for name, values in summary_metrics(metrics, facts).items():
+        ctx.write_metrics(f"summary/{name}", values)
+    return facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .config import project_root
+
+    ap = argparse.ArgumentParser(prog="python -m echolib.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cmd", choices=["summary"])
+    ap.parse_args(argv)
+    print(terminal_summary(project_root()))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,6 +23,8 @@ import os
 import re
 import shutil
 import sys
+import tempfile
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ import yaml
 
 from . import config as C
 from .io.files import write_json
+from .progress import ENV as PROGRESS_ENV
+from .progress import Relay
 
 SCRATCH = Path("scratch")
 STAGING = Path(".stage")  # a stage writes here; its declared outputs are swapped into place when it succeeds
@@ -39,6 +43,8 @@ RESUMABLE = {"cache", "train"}
 #: stages that only one kind of data source runs
 SOURCE_STAGES = {"synthesize": lambda source: source == "synthetic", "ingest": lambda source: source != "synthetic"}
 KERNEL = "echolib"
+#: stages whose page is for readers of the report (no code); every other stage's page folds its code
+READER_STAGES = {"report"}
 
 
 class StageError(RuntimeError):
@@ -51,7 +57,8 @@ class StageSpec:
     stage: str  # the dvc.yaml key: train
     key: str | None  # the foreach item: MultiVideo
     notebook: Path  # relative to the project root
-    page: Path  # the executed notebook (its HTML lies beside it), relative to the project root
+    page: Path  # the executed notebook, relative to the project root
+    html: Path  # its page in the report site (reports/site/...), relative to the project root
     params: tuple[str, ...]  # dotted params.yaml keys the stage lists, `${key}` resolved
     outs: tuple[str, ...]  # outputs as listed (interpolations left as written)
     metrics: tuple[str, ...]
@@ -92,10 +99,11 @@ def spec(name: str, root: Path, params: dict | None = None) -> StageSpec:
     notebooks = [d for d in _entries(body.get("deps")) if re.fullmatch(r"notebooks/[^/]+\.ipynb", d)]
     outs = tuple(sub(o) for o in _entries(body.get("outs")))
     pages = [o for o in outs if o.endswith(".ipynb")]
-    if len(notebooks) != 1 or len(pages) != 1:
+    htmls = [o for o in outs if o.endswith(".html")]
+    if len(notebooks) != 1 or len(pages) != 1 or len(htmls) != 1:
         raise StageError(f"stage {stage!r}: dvc.yaml must list one notebooks/*.ipynb among its deps and one "
-                         "executed .ipynb among its outs")
-    return StageSpec(name, stage, key or None, Path(notebooks[0]), Path(pages[0]),
+                         "executed .ipynb and one .html page among its outs")
+    return StageSpec(name, stage, key or None, Path(notebooks[0]), Path(pages[0]), Path(htmls[0]),
                      tuple(sub(p) for p in _entries(body.get("params"))), outs,
                      tuple(sub(m) for m in _entries(body.get("metrics"))))
 
@@ -228,9 +236,12 @@ class Context:
         return self.out_root / "metrics" / f"{name}.json"
 
     def write_metrics(self, name: str, metrics: dict) -> dict:
-        """metrics/NAME.json (NAME may hold a folder: 'train/MultiVideo'); returns `metrics` for display."""
+        """metrics/NAME.json (NAME may hold a folder: 'train/MultiVideo'); returns `metrics` as a dict that displays
+        as a table (echolib.site.Fields)."""
+        from .site import Fields
+
         write_json(self.metrics_path(name), metrics)
-        return metrics
+        return Fields(metrics)
 
     @property
     def params_file(self) -> Path:
@@ -249,7 +260,7 @@ def context(stage: str, outputs: str = "scratch", key: str | None = None, root: 
     `sections` are the notebook's parameters (None when not injected). With none injected (JupyterLab), the
     stage's listed keys are read from params.yaml, checked as a whole; `key` None then means the first run.
     `root`: the project folder (default: found above the working directory)."""
-    from .report import setup_notebook
+    from .site import setup_notebook
 
     if outputs not in ("scratch", "pipeline"):
         raise C.ConfigError(f"outputs must be 'scratch' or 'pipeline', got {outputs!r}")
@@ -277,6 +288,27 @@ def context(stage: str, outputs: str = "scratch", key: str | None = None, root: 
 # --- the runner -------------------------------------------------------------------------------------------------
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _ipc_kernel_manager(ip: Path):
+    """The kernel manager class papermill starts the stage's kernel with: local IPC sockets under `ip` (a private
+    temporary folder) instead of TCP on localhost, so nothing listens on the network and the kernel has nothing to
+    warn about."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import Unicode
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = Unicode("ipc")
+
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.ip = str(ip)
+
+    return IPCKernelManager
+
+
 def _kernel() -> str:
     from jupyter_client.kernelspec import KernelSpecManager
 
@@ -287,21 +319,30 @@ def _skip(sp: StageSpec, staging: Path, source: str, params: dict) -> None:
     """Placeholder outputs of a data stage `base.source` does not select, and a page saying so."""
     import nbformat
 
-    from .report import notebook_to_html
-
     note = (f"Not selected: `base.source` is `{source}`, so the "
             f"{'ingest' if source != 'synthetic' else 'synthesize'} stage provides the data.")
     for out in _outputs(sp, params):
-        if not out.startswith("reports/") and not out.endswith(".json"):
+        if out.endswith(".json"):
+            write_json(staging / out, {"selected": False, "source": source})
+        elif not out.startswith("reports/"):
             (staging / out).mkdir(parents=True, exist_ok=True)
             (staging / out / "NOT_SELECTED").write_text(note + "\n")
-    for m in sp.metrics:
-        write_json(staging / m, {"selected": False, "source": source})
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {sp.notebook.stem}\n\n{note}")])
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL, "language": "python"}
     (staging / sp.page).parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, staging / sp.page)
-    notebook_to_html(staging / sp.page)
+    _export(sp, staging, staging, params)
+
+
+def _export(sp: StageSpec, staging: Path, root: Path, params: dict) -> Path:
+    """The stage's page in the report site, from its executed notebook (echolib.site)."""
+    from .site import SITE, export
+
+    home = os.path.relpath(SITE / "index.html", sp.html.parent)
+    reader = sp.stage in READER_STAGES
+    title = C.get(params, "report.title") if reader else f"{sp.name} · {C.get(params, 'report.title')}"
+    return export(staging / sp.page, staging / sp.html, "reader" if reader else "stage", root=root,
+                  home=None if reader else home, title=title, staging=staging)
 
 
 def _outputs(sp: StageSpec, params: dict) -> list[str]:
@@ -330,8 +371,6 @@ def run(name: str, root: str | Path | None = None, log_output: bool = False) -> 
     succeeds, so a failure or a kill at any point leaves the previous outputs as they were."""
     import papermill as pm
 
-    from .report import notebook_to_html
-
     root = Path(root).resolve() if root else C.project_root()
     params = C.load_params(root / "params.yaml")
     C.validate(params)
@@ -345,24 +384,36 @@ def run(name: str, root: str | Path | None = None, log_output: bool = False) -> 
         _skip(sp, staging, source, params)
         _publish(sp, root, staging, params)
         print(f"stage {sp.name}: not selected by base.source = {source!r}; placeholders written")
-        return root / sp.page.with_suffix(".html")
+        return root / sp.html
     page = staging / sp.page
     page.parent.mkdir(parents=True, exist_ok=True)
     parameters = {**injected(sp, params), "outputs": "pipeline", **({"key": sp.key} if sp.key else {})}
     print(f"stage {sp.name}: {sp.notebook} -> {sp.page}", flush=True)
-    os.environ["ECHOLIB_STAGE_OUT"] = str(staging)  # the kernel inherits it: the notebook's context writes here
+    # the kernel inherits these: the notebook's context writes to staging, progress bars write to the relay's file
+    env = {"ECHOLIB_STAGE_OUT": str(staging), PROGRESS_ENV: str(staging / "progress.log"), "TQDM_DISABLE": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    t0 = time.time()
     try:
-        pm.execute_notebook(str(root / sp.notebook), str(page), parameters=parameters, kernel_name=_kernel(),
-                            cwd=str(root), log_output=log_output, progress_bar=False)
+        with Relay(staging / "progress.log", sp.name), tempfile.TemporaryDirectory(prefix="echolib-k") as sock:
+            pm.execute_notebook(str(root / sp.notebook), str(page), parameters=parameters, kernel_name=_kernel(),
+                                cwd=str(root), log_output=log_output, progress_bar=False,
+                                kernel_manager_class=_ipc_kernel_manager(Path(sock) / "kernel"))
     except pm.PapermillExecutionError as e:
         first = str(e.evalue).splitlines()[0] if e.evalue else ""
         raise StageError(f"stage {sp.name} failed in cell {e.exec_count}: {e.ename}: {first} (the executed "
                          f"notebook: {page.relative_to(root)}; previous outputs kept)") from None
     finally:
-        os.environ.pop("ECHOLIB_STAGE_OUT", None)
-    notebook_to_html(page)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    (staging / "progress.log").unlink(missing_ok=True)
+    print(f"stage {sp.name}: done in {_minutes(time.time() - t0)}", flush=True)
+    _export(sp, staging, root, params)
     _publish(sp, root, staging, params)
-    return root / sp.page.with_suffix(".html")
+    return root / sp.html
 
 
 def main(argv: list[str] | None = None) -> int:

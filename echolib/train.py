@@ -146,7 +146,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from .lit import EchoClipModule, ResumeState
+    from .lit import EchoClipModule, ResumeState, StepProgress
 
     if train_threads := C.load(params_path).train.torch_threads:
         torch.set_num_threads(train_threads)
@@ -165,7 +165,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="min", save_top_k=1)
     last_ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", save_top_k=0, save_last=True,
                                 every_n_train_steps=train.checkpoint_steps)
-    callbacks = [ResumeState(signature), ckpt, last_ckpt] + (
+    callbacks = [ResumeState(signature), ckpt, last_ckpt, StepProgress(f"train {name} seed {seed}")] + (
         [EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience)] if train.patience else [])
     if kill_at := int(os.environ.get("ECHOLIB_KILL_AT_STEP", "0")):  # fault injection for the resume test
         callbacks.insert(0, _KillAt(kill_at))
@@ -239,7 +239,32 @@ def _logger(out: Path, resume: bool):
 
         print("dvclive is not installed: curves go to csv/ (Lightning's CSVLogger)")
         return CSVLogger(str(out), name="csv")
-    return DVCLiveLogger(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, resume=resume)
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+
+    class CurvesOnly(Live):
+        """dvclive as a curve logger (no experiment saved, no dvc.yaml written). dvclive 3.49 asks git for the
+        current commit before checking that there is one, and raises in a repository without commits: where a
+        user who ran `git init && dvc init && dvc repro` stands. There it carries on without the repository."""
+
+        def _init_dvc(self):
+            try:
+                super()._init_dvc()
+            except SCMError:
+                self._dvc_repo, self._save_dvc_exp = None, False
+                self._dvc_file = self._init_dvc_file()
+
+    from lightning.fabric.loggers.logger import rank_zero_experiment
+
+    class CurvesLogger(DVCLiveLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> Live:  # created on rank 0 only, when first used, as DVCLiveLogger does
+            if self._experiment is None:
+                self._experiment = CurvesOnly(**self._kwargs)
+            return self._experiment
+
+    return CurvesLogger(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, resume=resume)
 
 
 def model_text_layers(model: EchoClip) -> int:

@@ -46,7 +46,7 @@ def _load_one(job):
 def load_clips(root: str | Path, videos: pl.DataFrame, frames: int, size: int, workers: int = 0,
                progress: bool = True) -> tuple[np.ndarray, list[str]]:
     """Decode every clip of `videos` (a few frames each) with a process pool; returns array and errors."""
-    from tqdm import tqdm
+    from .progress import track
 
     jobs = [(str(Path(root) / p), n, frames, size) for p, n in zip(videos["path"], videos["n_frames"], strict=True)]
     out = np.zeros((len(jobs), frames, size, size, 3), np.uint8)
@@ -54,8 +54,7 @@ def load_clips(root: str | Path, videos: pl.DataFrame, frames: int, size: int, w
     workers = workers or os.cpu_count() or 1
     with ProcessPoolExecutor(workers) as pool:
         it = pool.map(_load_one, jobs, chunksize=32)
-        for i, (arr, err) in enumerate(tqdm(it, total=len(jobs), desc="decode", disable=not progress,
-                                            mininterval=10)):
+        for i, (arr, err) in enumerate(track(it, len(jobs), "decode", "clip", enabled=progress)):
             out[i], errors[i] = arr, err
     return out, errors
 

@@ -43,6 +43,34 @@ FINDINGS: dict[str, tuple[str, ...]] = {
     "rv_dilation": RV_DILATION,
 }
 
+#: finding column -> its name in English, as DATA.md's table (for pages a clinician reads)
+FINDING_NAMES: dict[str, str] = {
+    "ef_grade": "LV systolic function (EF)", "rwma_territory": "regional wall motion: territory",
+    "rwma_grade": "regional wall motion: grade", "lv_dilation": "LV dilation", "lvh": "LV hypertrophy",
+    "la_enlargement": "LA enlargement", "mr": "mitral regurgitation", "ar": "aortic regurgitation",
+    "tr": "tricuspid regurgitation", "as_grade": "aortic stenosis", "effusion": "pericardial effusion",
+    "rv_dilation": "RV dilation",
+}
+
+_RWMA_WORDS = r"局所壁運動|壁運動異常|asynergy|前壁中隔|心尖部|下壁|側壁|無収縮|壁運動低下"
+_LATIN = r"(?<![A-Za-z]){}(?![A-Za-z])"
+#: finding column -> words by which a report sentence speaks of it (a regular expression): which sentences of a
+#: retrieved report differ from the true one when the two studies' findings differ
+FINDING_WORDS: dict[str, str] = {
+    "ef_grade": r"駆出率|収縮能|左室壁運動は良好|びまん性|" + _LATIN.format("L?V?EF"),
+    "rwma_territory": _RWMA_WORDS,
+    "rwma_grade": _RWMA_WORDS,
+    "lv_dilation": r"左室径|左室の大きさ|左室内腔|左室の?拡大|左室は(軽度|高度)に?拡大|左室拡大",
+    "lvh": r"肥大|壁厚|肥厚",
+    "la_enlargement": r"左房",
+    "mr": r"僧帽弁逆流|" + _LATIN.format("MR"),
+    "ar": r"大動脈弁逆流|" + _LATIN.format("AR"),
+    "tr": r"三尖弁逆流|" + _LATIN.format("TR"),
+    "as_grade": r"大動脈弁狭窄|大動脈弁の開放|大動脈弁に狭窄|" + _LATIN.format("AS"),
+    "effusion": r"心嚢液",
+    "rv_dilation": r"右室",
+}
+
 _ALL = VIEWS
 #: finding -> views where it can be seen (DATA.md's table; "weak" counts as visible) and whether motion is needed
 VISIBILITY: dict[str, dict] = {

@@ -73,3 +73,17 @@ def tiny_project(tmp_path_factory, tiny_data) -> Path:
                       ("cache", run_cache)):
         run_stage_entry(d, stage, fn)
     return d
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium for the browser tests. `make test` installs it when missing (as root); without it these
+    tests are skipped, unless ECHOLIB_REQUIRE_BROWSER=1 (CI) turns the absence into a failure."""
+    from tests.browser import find_chromium
+
+    try:
+        return find_chromium()
+    except FileNotFoundError as e:
+        if os.environ.get("ECHOLIB_REQUIRE_BROWSER") == "1":
+            pytest.fail(str(e))
+        pytest.skip(str(e))

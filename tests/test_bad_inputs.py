@@ -304,3 +304,22 @@ def test_a_stage_killed_mid_run_leaves_the_previous_outputs_byte_identical(tmp_p
     proc.wait()
     assert {p: p.read_bytes() for p in (d / "data").rglob("*") if p.is_file()} == before
     assert not (d / "reports" / "stages" / "00_synthesize.ipynb").exists()
+
+
+def test_training_curves_are_logged_in_a_git_repository_without_commits(tmp_path, monkeypatch):
+    """`git init && dvc init && dvc repro` before a first commit: dvclive 3.49 alone raises there ("Empty git
+    repo"); our logger carries on without the repository."""
+    import subprocess
+    import sys
+
+    from echolib.train import _logger
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    logger = _logger(tmp_path / "run", resume=False)
+    logger.log_metrics({"train/loss": 1.5}, step=3)
+    logger.finalize("success")
+    tsv = tmp_path / "run" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv"
+    header, row = tsv.read_text().splitlines()[:2]
+    assert dict(zip(header.split("\t"), row.split("\t"), strict=True)) == {"step": "3", "loss": "1.5"}

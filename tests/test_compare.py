@@ -62,17 +62,18 @@ def test_table1_beside_round_trip_and_errors(tmp_path):
 
 
 
-def test_retrieval_examples_list_differing_findings():
-    from echolib.compare import retrieval_examples
+def test_example_records_list_differing_findings():
+    from echolib.compare import example_records
 
     studies = pl.DataFrame({"study_id": ["A", "B"], "mr": ["軽度", "高度"], "ar": ["なし", "なし"],
                             "report": ["rA", "rB"]})
     ranks = {"M": pl.DataFrame({"study_id": ["A", "B"], "top1_v2r": ["B", "B"]})}
-    ex = retrieval_examples(ranks, studies, ["mr", "ar"], n=2)
-    a = ex.filter(pl.col("study_id") == "A").row(0, named=True)
-    assert a["differing_findings"] == "mr: 軽度 → 高度" and not a["correct"] and a["retrieved_report"] == "rB"
-    b = ex.filter(pl.col("study_id") == "B").row(0, named=True)
-    assert b["correct"] and b["differing_findings"] == "none"
+    ex = {r["study_id"]: r for r in example_records(ranks, studies, n=2)}
+    a = ex["A"]["retrieved"][0]
+    assert a["differs"] == [{"finding": "mr", "true": "軽度", "retrieved": "高度"}] and not a["correct"]
+    assert a["report"] == "rB" and ex["A"]["report"] == "rA"
+    b = ex["B"]["retrieved"][0]
+    assert b["correct"] and b["differs"] == []
 
 
 def test_averaging_frame_separates_clip_and_study_scores(tmp_path):

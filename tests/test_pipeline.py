@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 
@@ -119,28 +120,51 @@ def test_runner_reports_a_failing_stage_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_through_dvc_repro(tmp_path):
+def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     """`dvc repro` of the tiny profile with a fourth run added to params.yaml only: it is trained, evaluated,
-    compared and reported; every page renders offline; the ingest notebook runs on a DICOM archive."""
+    compared and reported; the site opens offline in Chromium (every chart drawn, no missing glyph, the smoke-test
+    warning); `dvc metrics show` is short and `dvc plots show` renders offline; the ingest notebook runs on a DICOM
+    archive. Screenshots and the browser check's result are kept under reports/ of this checkout."""
     from tests import dicom_fixtures as F
+    from tests.browser import check_site
 
     params = tiny_params(views={"epochs": 1, "threshold": 0.0}, evaluate={"n_bootstrap": 50})
     params["runs"]["SingleVideoB"] = {**params["runs"]["SingleVideo"], "lr": 0.001}
     d = make_project(tmp_path / "p", params)
-    for cmd in (["dvc", "init", "--no-scm", "-q"], ["dvc", "repro", "-q"]):
-        r = subprocess.run([sys.executable, "-m", *cmd], cwd=d, capture_output=True, text=True, timeout=1500)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=d, check=True)
+    with open(d / ".dvc" / "config", "a") as f:  # our offline plots template and the plot templates
+        f.write("[plots]\n    html_template = plots/offline.html\n")
+    (d / ".dvc" / "plots").symlink_to(ROOT / ".dvc" / "plots")
+    r = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=d, capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "without encryption" not in r.stdout + r.stderr  # the kernels talk over IPC
+    assert re.search(r"train@SingleVideoB: train SingleVideoB seed 0: 6/6 step \(100 %\)", r.stdout)  # progress
     assert "train@SingleVideoB" in stage_names(d)
     table1 = json.loads((d / "metrics" / "table1.json").read_text())
     assert {"MultiVideo", "MultiVideo-4CH", "SingleVideo", "SingleVideoB", "SingleImage"} <= set(table1["runs"])
     for name in ("synth", "views", "filter", "split", "tokenizer", "cache", "train/SingleVideoB",
-                 "retrieval/SingleVideoB", "interpret/SingleVideoB", "table1", "ingest"):
+                 "retrieval/SingleVideoB", "interpret/SingleVideoB", "table1", "ingest", "summary/data", "claims",
+                 "summary/table1/SingleVideoB"):
         assert (d / "metrics" / f"{name}.json").is_file(), name
-    index = (d / "reports" / "index.html").read_text()
-    assert 'href="stages/06_train_SingleVideoB.html"' in index and 'href="99_report.html"' in index
-    for page in [*(d / "reports" / "stages").glob("*.html"), d / "reports" / "99_report.html"]:
-        text = page.read_text()
-        assert "<script src=\"http" not in text and "cdnjs" not in text, page.name
+    index = (d / "reports" / "site" / "index.html").read_text()
+    assert 'href="stages/06_train_SingleVideoB.html"' in index and "Smoke test" in index
+    assert str(d) not in index and "Kernel is running" not in index
+    shots = ROOT / "reports" / "screenshots" / "tiny"
+    res = check_site(d / "reports" / "site", shots)
+    (ROOT / "reports" / "browser_check.json").write_text(json.dumps(res, indent=2, ensure_ascii=False))
+    assert res["ok"], {k: v for k, v in res["pages"].items() if not v["ok"]} or res["blocked_requests"]
+    assert res["charts"] >= 20 and res["pages"]["index.html"]["cjk_characters_checked"] > 50
+    # DVC: one short metrics file; plots rendered with the offline template
+    r = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=d, capture_output=True, text=True)
+    rows = r.stdout.splitlines()
+    assert r.returncode == 0 and "metrics/table1.json" not in r.stdout and len(rows) == 1 + 8 + 1  # Table 1's rows
+    assert any(x.startswith("metrics/summary/table1/SingleVideoB.json") for x in rows)
+    assert max(map(len, rows)) < 250, "dvc metrics show should be Table 1, one row per model"
+    r = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots"], cwd=d, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    plots = (d / "dvc_plots" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in plots and "vegaEmbed" in plots and "SingleVideoB seed 0" in plots
     # the ingest stage on a real (DICOM) archive, through the same runner
     archive = d / "archive"
     for k in range(2):

@@ -1,46 +1,193 @@
+"""The report site's pieces: cleaning and exporting pages, the collaborators' page builders, the terminal summary,
+progress relayed to the terminal, and the offline template of `dvc plots show`."""
+
 import json
+import subprocess
+import sys
+import textwrap
 
 import altair as alt
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from echolib.report import build_index, notebook_to_html
+from echolib import report as R
+from echolib.compare import claim_sentences
+from echolib.site import clean_notebook, dvc_plots_template, export
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
+    """A notebook as a stage leaves it: placeholder and injected parameters, a chart, a table, stderr chatter, a
+    progress bar's residue and this machine's paths in its outputs."""
     d = tmp_path_factory.mktemp("nb")
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# Title $x^2$"),
-                nbformat.v4.new_code_cell(
-                    "import altair as alt, pandas as pd\nfrom echolib.report import setup_notebook\nsetup_notebook()\n"
-                    "alt.Chart(pd.DataFrame({'a': [1, 2]})).mark_bar().encode(x='a')")]
+    params = nbformat.v4.new_code_cell("base = None")
+    params.metadata["tags"] = ["parameters"]
+    injected = nbformat.v4.new_code_cell("base = {'seed': 0}")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Title"), params, injected,
+        nbformat.v4.new_code_cell(
+            "import sys, altair as alt, pandas as pd, polars as pl\nfrom echolib.site import setup_notebook\n"
+            "setup_notebook()\n"
+            f"print('written to {d}/data/x.parquet')\n"
+            "print('GPU available: False, used: False')\n"
+            "print('keep this line')\n"
+            "print('/x/lightning/a.py:21: `isinstance(t, LeafSpec)` is deprecated')\n"
+            "print('{\"run\": \"M\", \"seed\": 0}')\n"
+            "print('decode:  40%|####      | 4/10 [00:01<00:02, 3.1it/s]')\n"
+            "print('a warning', file=sys.stderr)\n"
+            "display(pl.DataFrame({'a': list(range(25)), 'b': ['左室'] * 25}))\n"
+            "alt.Chart(pd.DataFrame({'a': [1, 2]})).mark_bar().encode(x='a')"),
+    ]
     NotebookClient(nb, kernel_name="python3").execute()
     path = d / "demo.ipynb"
     nbformat.write(nb, path)
     return path
 
 
-def test_html_is_offline_and_chart_is_inline(executed):
-    html = notebook_to_html(executed).read_text()
-    assert "require.min.js" not in html and "MathJax" not in html.replace("mathjax", "")
-    assert "<script src=" not in html
-    assert "image/svg+xml" in html or "<svg" in html  # the Altair chart travels inside the page
-    assert "vega@" not in html and "cdn.jsdelivr" not in html
+def test_cleaning_drops_placeholders_stderr_chatter_and_paths(executed):
+    nb = clean_notebook(nbformat.read(executed, 4), root=executed.parent)
+    sources = [c.source for c in nb.cells]
+    assert "base = None" not in sources and "base = {'seed': 0}" in sources
+    outs = nb.cells[-1].outputs
+    assert all(o.get("name") != "stderr" for o in outs)
+    text = "".join(o.get("text", "") for o in outs if o.output_type == "stream")
+    assert "keep this line" in text and "written to data/x.parquet" in text
+    assert str(executed.parent) not in json.dumps(nb) and "GPU available" not in text and "it/s]" not in text
+    assert "is deprecated" not in text and '"seed"' not in text  # a library's warning, a CLI's JSON line
 
 
-def test_index_links_pages_relatively(tmp_path, executed):
-    page = notebook_to_html(executed, tmp_path / "notebooks" / "demo.html")
-    m = tmp_path / "m.json"
-    m.write_text(json.dumps({"studies": 3}))
-    index = build_index(tmp_path / "index.html", [page], "Demo", [m]).read_text()
-    assert 'href="notebooks/demo.html"' in index and '&quot;studies&quot;: 3' in index
-    with pytest.raises(FileNotFoundError, match="missing.html"):
-        build_index(tmp_path / "index.html", [tmp_path / "missing.html"], "Demo")
+def test_stage_page_folds_code_reader_page_has_none_and_nothing_loads_from_a_network(executed, tmp_path):
+    stage = export(executed, tmp_path / "stages" / "demo.html", "stage", root=executed.parent,
+                   home="../index.html").read_text()
+    assert '<details class="echolib-code"><summary>code</summary>' in stage and 'href="../index.html"' in stage
+    reader = export(executed, tmp_path / "index.html", "reader", root=executed.parent).read_text()
+    assert "setup_notebook" not in reader and '<details class="echolib-code">' not in reader
+    assert 'hl-ipython3' not in reader and 'hl-ipython3' in stage  # highlighted code cells
+    for page in (stage, reader):
+        assert "<script src=" not in page and "require.min.js" not in page and "cdn.jsdelivr" not in page
+        assert "<svg" in page  # the Altair chart travels inside the page
+        assert "Noto Sans CJK JP" in page  # a font stack with Japanese faces
+        assert page.count("<td") >= 50 and "shape:" not in page  # every row, no polars dtype/shape rows
+        assert "gt_table" in page  # the DataFrame is a great-tables table
+    assert reader.count("左室") == 25  # the 25 rows (the stage page also holds the code that made them)
+
+
+def test_export_refuses_a_page_that_would_load_from_the_network(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("display_data", {"text/html": '<script src="https://cdn.x/y.js"></script>'})]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "bad.ipynb")
+    with pytest.raises(RuntimeError, match="would load from the network"):
+        export(tmp_path / "bad.ipynb", tmp_path / "bad.html")
+    assert not (tmp_path / "bad.html").exists()
+
+
+def _res(diffs: dict) -> dict:
+    return {"differences": {k: {"mcmrr_v2r": dict(zip(("value", "lo", "hi"), v, strict=True))}
+                            for k, v in diffs.items()}}
+
+
+def test_claim_sentences_read_the_interval_against_the_papers_direction():
+    res = _res({"SingleImage - SingleVideo": (40.0, 20.0, 60.0),  # image ranks lower: as the paper
+                "SingleVideo - MultiVideo": (-2.0, -9.0, 5.0),  # CI includes 0: the paper found a gain
+                "MultiVideo-4CH - SingleVideo": (-15.0, -25.0, -5.0)})  # a difference where the paper saw none
+    s = {c["pair"]: c for c in claim_sentences(res)}
+    assert s["SingleImage - SingleVideo"]["agrees"] and s["SingleImage - SingleVideo"]["observed"] == "worse"
+    assert "by 40.0 ranks (95 % CI 20.0 to 60.0)" in s["SingleImage - SingleVideo"]["sentence"]
+    assert not s["SingleVideo - MultiVideo"]["agrees"] and "includes zero" in s["SingleVideo - MultiVideo"]["sentence"]
+    assert s["MultiVideo-4CH - SingleVideo"]["observed"] == "better" and not s["MultiVideo-4CH - SingleVideo"]["agrees"]
+    assert "the paper found none here" in s["MultiVideo-4CH - SingleVideo"]["sentence"].lower()
+    assert len(s) == 3  # pairs that were not evaluated have no sentence
+
+
+def test_examples_escape_report_text_and_mark_sentences_not_in_the_true_report():
+    rec = [{"study_id": "S1", "report": "左室拡大なし。<script>alert(1)</script>。",
+            "retrieved": [{"model": "M", "study_id": "S2", "correct": False,
+                           "report": "左室拡大なし。軽度僧帽弁逆流あり。<img src=x onerror=alert(2)>",
+                           "differs": [{"finding": "mr", "true": "なし・微量", "retrieved": "軽度"}]}]}]
+    page = R.examples_html(rec)
+    assert "<script>" not in page and "<img" not in page and "&lt;script&gt;" in page
+    assert "<mark>軽度僧帽弁逆流あり。</mark>" in page and "<mark>左室拡大なし。</mark>" not in page
+    assert "mitral regurgitation" in page and 'lang="ja"' in page
+    # a paraphrase of the same finding is not a difference; without ground truth, sentences not in the true report
+    rec[0]["retrieved"][0].update(report="左室の拡大は認めない。僧帽弁逆流なし。", differs=[])
+    assert "<mark>" not in R.examples_html(rec)
+    page = R.examples_html([{**rec[0], "has_findings": False}])
+    assert "<mark>左室の拡大は認めない。</mark>" in page and "no ground-truth findings" in page
+
+
+def _table1(n: int) -> dict:
+    v = {"value": 0.5 * n, "lo": 0.4 * n, "hi": 0.6 * n, "seeds": 3}
+    r = {"value": 0.1, "lo": 0.05, "hi": 0.15}
+    return {"n_studies": n, "runs": {m: {"mcmrr_v2r": v, "mcmrr_r2v": v, "r10_v2r": r, "r10_r2v": r}
+                                     for m in ("SingleImage", "MultiVideo")}, "differences": {}}
+
+
+def test_table1_beside_paper_normalises_by_each_n():
+    page = R.table1_beside_paper(_table1(200)).as_raw_html()
+    assert "0.108" in page and "0.222" in page  # the paper's MultiVideo 595 / 5515 and SingleImage 1222 / 5515
+    assert "0.500 [0.400, 0.600]" in page and "10.0 [5.0, 15.0]" in page  # ours / 200, R@10 in percent
+
+
+def test_banner_says_smoke_test_for_tiny_or_few_studies(tmp_path):
+    facts = {"profile": "default", "changed": [], "source": "synthetic", "patients": 10, "studies": 20, "clips": 100,
+             "kept_clips": 90, "evaluation_studies": 500, "test_patients": 40, "seeds": [0], "git": "abc",
+             "params_digest": "0123", "date": "today", "smoke": False}
+    assert "Smoke test" not in R.banner_html(facts)
+    assert "Smoke test" in R.banner_html({**facts, "profile": "tiny", "smoke": True})
+    assert "train.steps" in R.banner_html({**facts, "changed": ["train.steps"]})
+
+
+def test_summary_metrics_are_one_small_file_per_table1_row_and_the_terminal_summary_fits_a_screen(tmp_path):
+    metrics = {"table1": _table1(300), "split": {s: {"patients": 3, "studies": 4} for s in ("train", "valid", "test")},
+               "views": {"accuracy": 0.91234}}
+    files = R.summary_metrics(metrics, {"profile": "default"})
+    assert set(files) == {"table1/SingleImage", "table1/MultiVideo", "data"}
+    assert files["table1/MultiVideo"] == {"mcmrr_v2r": 150.0, "mcmrr_r2v": 150.0, "r10_v2r": 0.1, "r10_r2v": 0.1}
+    assert files["data"]["view_accuracy"] == 0.9123 and files["data"]["patients"]["test"] == 3
+    (tmp_path / "metrics" / "summary").mkdir(parents=True)
+    for name, m in metrics.items():
+        (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(m))
+    (tmp_path / "metrics" / "summary" / "data.json").write_text(json.dumps(files["data"]))
+    out = R.terminal_summary(tmp_path).splitlines()
+    assert out[0].startswith("Report: ") and "(not built yet)" in out[0] and "SMOKE" not in out[1]
+    assert any(line.startswith("MultiVideo") for line in out) and all(len(x) <= 110 for x in out[1:])
+
+
+def test_progress_reaches_the_terminal_through_the_relay_and_not_the_notebook(tmp_path):
+    from echolib.progress import Relay
+
+    log = tmp_path / "progress.log"
+    code = textwrap.dedent("""
+        import time
+        from echolib.progress import track
+        for _ in track(range(5), desc="work", unit="clip", mininterval=0):
+            time.sleep(0.01)
+        print("done")
+    """)
+    with Relay(log, "stageX", poll=0.05) as relay:
+        r = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "ECHOLIB_PROGRESS": str(log)},
+                           capture_output=True, text=True, check=True)
+    assert r.stdout == "done\n" and r.stderr == ""  # nothing on the process's own streams
+    assert relay.lines[-1].startswith("work: 5/5 clip (100 %)")
+
+
+def test_dvc_plots_template_inlines_scripts_and_keeps_the_placeholder(tmp_path):
+    js = tmp_path / "a.js"
+    js.write_text("window.vega = {};")
+    page = dvc_plots_template([js], tmp_path / "offline.html").read_text()
+    assert "<script>window.vega = {};</script>" in page and "{plot_divs}" in page and "{scripts}" not in page
+    js.write_text("var s = '</script>';")
+    with pytest.raises(ValueError, match="cannot be inlined"):
+        dvc_plots_template([js], tmp_path / "x.html")
 
 
 def test_svg_helper():
-    svg = __import__("echolib.report", fromlist=["chart_to_svg"]).chart_to_svg(
-        alt.Chart(alt.Data(values=[{"a": 1}])).mark_point().encode(x="a:Q"))
+    from echolib.site import chart_to_svg
+
+    svg = chart_to_svg(alt.Chart(alt.Data(values=[{"a": 1}])).mark_point().encode(x="a:Q"))
     assert svg.lstrip().startswith("<svg")

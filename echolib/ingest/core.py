@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from tqdm import tqdm
 
 from ..io.dicom import DicomError, load_cine
 from ..io.mask import apply_mask, sector_mask
 from ..io.tables import write_tables
 from ..io.video import VideoDecodeError, read_clip, video_info, write_video
 from ..proc import map_jobs
+from ..progress import track
 
 VIDEO_QUALITY = 3  # MPEG-4 fixed quantiser for the masked clips (2 best .. 31)
 MIN_SIDE = 32  # a cine smaller than this (pixels, either way) is not an echo clip
@@ -84,7 +84,7 @@ def read_headers(items: list[Item], rejected: Rejections, progress: bool = True)
     from ..io.dicom import check_cine_header, read_dataset
 
     kept = []
-    for it in tqdm(items, desc="read headers", unit="file", disable=not progress, mininterval=5):
+    for it in track(items, len(items), "read headers", "file", enabled=progress):
         if it.kind != "dicom":
             kept.append(it)
             continue

@@ -1,0 +1,281 @@
+"""The report as a small static site: reports/site/, one folder that opens from disk and still works zipped.
+
+    reports/site/index.html          the collaborators' page (the report stage's notebook, no code shown)
+    reports/site/stages/NAME.html    one page per pipeline stage (its executed notebook, code folded)
+
+Made with nbconvert and our templates (echolib/templates/site, .../reader): the executed notebooks already are the
+pages, so no second execution engine is involved (Quarto would re-run or re-render them and ships its own pandoc),
+and a template decides what a reader sees. Tables are great-tables HTML (`setup_notebook` makes every polars
+DataFrame display as one: all rows, no dtype row), charts are inline SVG (vl-convert), so no page loads anything:
+no script, font or image from a network.
+
+Before export every page is cleaned: the placeholder parameters cell is dropped (the injected one, with the values
+the stage ran with, stays), stderr (warnings, library tips), widget and progress-bar residue are removed, and the
+project's, the environment's and the home folder's absolute paths are written relative.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import polars as pl
+
+TEMPLATES = Path(__file__).parent / "templates"
+SITE = Path("reports/site")
+#: fonts that hold Japanese glyphs, tried in order, then the platform's sans-serif
+CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans JP", "Hiragino Sans", "Hiragino Kaku Gothic ProN", "Yu Gothic",
+             "Meiryo", "Source Han Sans JP", "IPAexGothic", "IPAGothic")
+FONT_STACK = ", ".join(["system-ui", "-apple-system", "'Segoe UI'", "Roboto", "'Helvetica Neue'", "Arial",
+                        *(f"'{f}'" for f in CJK_FONTS), "sans-serif"])
+
+_REMOTE = re.compile(r"""(<script[^>]+src=["']?|<link[^>]+href=["']?|@import\s+url\(["']?|<img[^>]+src=["']?)"""
+                     r"""(https?:)?//""", re.I)
+#: stdout lines that are library chatter, not results (Lightning tips and banners, warnings, progress redraws)
+_NOISE = re.compile(r"(💡|\bTip: |\w+Warning: |warnings\.warn\(|GPU available: |TPU available: |HPU available: |"
+                    r"LOCAL_RANK: |IProgress not found|it/s\]|s/it\]|\d+%\||^\s*\S+\.py:\d+: )")
+
+
+def _scrubber(root: Path | None, staging: Path | None = None):
+    """A function that writes absolute paths of this machine relative (project root and the stage's staging
+    folder -> '', venv -> '<venv>', home -> '~')."""
+    pairs = []
+    if staging is not None:
+        pairs.append((str(Path(staging).resolve()) + os.sep, ""))
+    if root is not None:
+        pairs.append((str(Path(root).resolve()) + os.sep, ""))
+        pairs.append((str(Path(root).resolve()), "."))
+    for prefix, name in ((sys.prefix, "<venv>"), (os.path.expanduser("~"), "~")):
+        if prefix and prefix not in ("/", ""):
+            pairs.append((prefix, name))
+    pairs.sort(key=lambda p: -len(p[0]))
+
+    def scrub(text: str) -> str:
+        for a, b in pairs:
+            text = text.replace(a, b)
+        return text
+
+    return scrub
+
+
+#: the line a stage's context prints first (where it writes): for the notebook's reader, not the report's
+_CONTEXT_NOTE = re.compile(r"^stage \S+: writing to ")
+
+
+def _is_json_object(line: str) -> bool:
+    """A line that is a JSON object (what a CLI prints for machines, e.g. the training summary): not for a page."""
+    line = line.strip()
+    if not (line.startswith("{") and line.endswith("}")):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _clean_stream(text: str, reader: bool = False) -> str:
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if "\r" in line:  # a redrawn progress line: keep what it last said only if it is not a bar
+            line = line.rsplit("\r", 1)[-1]
+        if _NOISE.search(line) or (reader and _CONTEXT_NOTE.match(line)) or _is_json_object(line):
+            continue
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def clean_notebook(nb, root: str | Path | None = None, staging: str | Path | None = None, reader: bool = False):
+    """A copy of an executed notebook fit to publish (see the module's docstring); `reader`: for the report's
+    readers (the stage context's note on where it writes goes too)."""
+    nb = copy.deepcopy(nb)
+    scrub = _scrubber(Path(root) if root else None, Path(staging) if staging else None)
+    cells = []
+    for cell in nb.cells:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if "parameters" in tags and "injected-parameters" not in tags:
+            continue  # the placeholders; the injected cell below holds the values used
+        if cell.cell_type == "code":
+            outs = []
+            for out in cell.get("outputs", []):
+                kind = out.get("output_type")
+                if kind == "stream":
+                    if out.get("name") == "stderr":
+                        continue
+                    text = _clean_stream(scrub(out.get("text", "")), reader)
+                    if not text.strip():
+                        continue
+                    out["text"] = text
+                elif kind in ("display_data", "execute_result"):
+                    data = out.get("data", {})
+                    if "application/vnd.jupyter.widget-view+json" in data:
+                        continue
+                    for mime in ("text/plain", "text/html", "text/markdown", "text/latex"):
+                        if mime in data:
+                            value = data[mime]
+                            value = "".join(value) if isinstance(value, list) else value
+                            data[mime] = scrub(value)
+                    if set(data) == {"text/plain"} and _NOISE.search(data["text/plain"]):
+                        continue
+                elif kind == "error":
+                    out["traceback"] = [scrub(t) for t in out.get("traceback", [])]
+                    out["evalue"] = scrub(out.get("evalue", ""))
+                outs.append(out)
+            cell["outputs"] = outs
+            cell["source"] = scrub(cell.source)
+        elif cell.cell_type == "markdown":
+            cell["source"] = scrub(cell.source)
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def export(notebook: str | Path, out: str | Path, audience: str = "stage", root: str | Path | None = None,
+           title: str | None = None, home: str | None = None, staging: str | Path | None = None) -> Path:
+    """One page of the site from an executed notebook. audience 'stage': code folded under each cell;
+    'reader': no code at all (the collaborators' page). `home`: the link back to the site's first page.
+    Written whole or not at all; raises if anything in the page would load from a network."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    if audience not in ("stage", "reader"):
+        raise ValueError(f"audience must be 'stage' or 'reader', got {audience!r}")
+    notebook, out = Path(notebook), Path(out)
+    nb = clean_notebook(nbformat.read(notebook, as_version=4), root, staging, reader=audience == "reader")
+    if title:
+        nb.metadata["title"] = title
+    exporter = HTMLExporter(template_name=audience, extra_template_basedirs=[str(TEMPLATES / "site")],
+                            extra_template_paths=[str(TEMPLATES / "site")],
+                            exclude_input=audience == "reader", exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    resources = {"metadata": {"name": notebook.stem}, "echolib": {"font_stack": FONT_STACK, "home": home}}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
+    remote = _REMOTE.search(body)
+    if remote:
+        raise RuntimeError(f"{notebook}: the page would load from the network: {remote.group(0)!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+# --- how notebooks display -------------------------------------------------------------------------------------
+
+_gt_ids = itertools.count()
+
+def setup_notebook() -> None:
+    """Charts as inline SVG in our font stack (no Vega from a CDN); DataFrames as great-tables tables."""
+    import altair as alt
+
+    alt.renderers.enable("svg")
+    alt.data_transformers.disable_max_rows()
+    font = FONT_STACK.replace("'", "")
+
+    @alt.theme.register("echolib", enable=True)
+    def _theme():
+        return alt.theme.ThemeConfig(config={"font": font})
+
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with every notebook
+        return
+    ip = get_ipython()
+    if ip is not None:
+        import polars as pl
+
+        ip.display_formatter.formatters["text/html"].for_type(pl.DataFrame, lambda df: gt_table(df).as_raw_html())
+
+
+def gt_table(df: pl.DataFrame, title: str | None = None, subtitle: str | None = None, decimals: int = 3):
+    """A great-tables table of every row of `df`: floats to `decimals` places, our font stack, a stable id."""
+    import polars as pl
+    from great_tables import GT
+
+    t = GT(df, id=f"t{next(_gt_ids)}")
+    floats = [c for c, d in df.schema.items() if d in (pl.Float32, pl.Float64)]
+    if floats:
+        t = t.fmt_number(columns=floats, decimals=decimals)
+    if title:
+        t = t.tab_header(title=title, subtitle=subtitle)
+    return t.opt_table_font(font=[f.strip().strip("'") for f in FONT_STACK.split(",")], add=False)
+
+
+def chart_to_svg(chart) -> str:
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_svg(chart.to_dict())
+
+
+# --- `dvc plots show` offline ----------------------------------------------------------------------------------
+
+DVC_PLOTS_TEMPLATE = Path(".dvc/plots/offline.html")
+
+
+def dvc_plots_template(scripts: list[str | Path], out: str | Path = DVC_PLOTS_TEMPLATE) -> Path:
+    """The HTML template `dvc plots show` fills (.dvc/config: plots.html_template): the given scripts (Vega,
+    Vega-Lite, vega-embed builds, in that order) inlined, so the plots page loads nothing from a network. DVC
+    replaces only `{plot_divs}` in it (no `{scripts}` placeholder: its CDN script tags are left out)."""
+    parts = []
+    for s in scripts:
+        text = Path(s).read_text(encoding="utf-8")
+        if "</script" in text.lower() or "{plot_divs}" in text:
+            raise ValueError(f"{s}: cannot be inlined in a <script> element")
+        meta = Path(s).resolve().parents[1] / "package.json"  # an npm package's build/ file: name its version
+        info = json.loads(meta.read_text()) if meta.is_file() else {}
+        name = f"{info['name']} {info['version']} ({info.get('license', 'see its package')})" if info else Path(s).name
+        parts.append(f"<!-- {name}, inlined by `python -m echolib.site dvc-plots-template` -->\n<script>{text}</script>")
+    page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>DVC plots</title>\n"
+            + "\n".join(parts) +
+            f"\n<style>body{{font-family:{FONT_STACK};margin:1rem}} table{{border-spacing:15px}}</style>\n"
+            "</head>\n<body>\n{plot_divs}\n</body>\n</html>\n")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m echolib.site")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("dvc-plots-template", help="write .dvc/plots/offline.html from Vega builds")
+    t.add_argument("scripts", nargs="+")
+    t.add_argument("--out", default=str(DVC_PLOTS_TEMPLATE))
+    a = ap.parse_args()
+    print(dvc_plots_template(a.scripts, a.out))
+
+
+class Fields(dict):
+    """A stage's metrics as they display in a notebook and on its page: a two-column table (nested keys joined
+    with '.', lists joined with ', ') instead of a dict's repr. Still the dict it was made from."""
+
+    def rows(self) -> list[tuple[str, str]]:
+        out = []
+
+        def walk(prefix: str, v) -> None:
+            if isinstance(v, dict) and v:
+                for k, x in v.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), x)
+            elif isinstance(v, float):
+                out.append((prefix, f"{v:.4g}"))
+            elif isinstance(v, (list, tuple)):
+                out.append((prefix, ", ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in v)))
+            else:
+                out.append((prefix, str(v)))
+
+        walk("", dict(self))
+        return out
+
+    def _repr_html_(self) -> str:
+        import polars as pl
+
+        return gt_table(pl.DataFrame(self.rows(), schema=["quantity", "value"], orient="row")).as_raw_html()
