@@ -203,8 +203,15 @@ class ClipDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, collate_fn=collate_trim, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self):
-        # drop_last: a contrastive batch of 1 has no negatives
-        return self._loader(self.train_set, len(self.train_set) > self.batch_size, getattr(self, "sampler", None))
+        # what one process sees: the streaming set is already split by rank, the map-style one is split by
+        # Lightning's DistributedSampler
+        world = self.trainer.world_size if self.trainer is not None and self.cache.kind != "shards" else 1
+        mine = len(self.train_set) // world
+        if mine < 2:
+            raise ValueError(f"{self.cache_dir}: {len(self.train_set)} training clips of views {self.views} over "
+                             f"{world} processes leave {mine} per process; a contrastive batch needs at least 2")
+        # drop_last: a contrastive batch of 1 has no negatives; an epoch smaller than a batch is one batch
+        return self._loader(self.train_set, mine > self.batch_size, getattr(self, "sampler", None))
 
     def val_dataloader(self):
         return self._loader(self.val_set, False)
