@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -351,17 +352,46 @@ def _outputs(sp: StageSpec, params: dict) -> list[str]:
     return [o.replace("${base.data_root}", data_root) for o in (*sp.outs, *sp.metrics)]
 
 
+JOURNAL = "PUBLISH.json"  # in a staging folder: the commit point of a stage whose outputs are all complete
+
+
 def _publish(sp: StageSpec, root: Path, staging: Path, params: dict) -> None:
-    """Swap every declared output from the staging folder into place; refuse if one is missing (nothing moved)."""
-    from .io.files import swap_into_place
+    """Swap every declared output from the staging folder into place; refuse if one is missing (nothing moved).
+
+    Several outputs cannot be renamed at once, so the list is first written to a journal in the staging folder
+    (the commit point): a kill before it leaves every previous output as it was; a kill after it, between two
+    renames, is finished by `recover` when the next stage starts (all new outputs are complete by then)."""
+    from .io.files import write_json
 
     outs = _outputs(sp, params)
     missing = [o for o in outs if not (staging / o).exists()]
     if missing:
         raise StageError(f"stage {sp.name} did not write its declared output(s) {missing}; previous outputs kept")
-    for o in outs:
-        swap_into_place(staging / o, root / o)
+    write_json(staging / JOURNAL, {"stage": sp.name, "outputs": outs})
+    _finish(root, staging)
+
+
+def _finish(root: Path, staging: Path) -> None:
+    from .io.files import swap_into_place
+
+    for o in json.loads((staging / JOURNAL).read_text())["outputs"]:
+        if (staging / o).exists() or (staging / o).is_symlink():  # not swapped yet
+            swap_into_place(staging / o, root / o)
+        old = (root / o).with_name(f".{(root / o).name}.old")  # swapped; the previous one not yet removed
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
     shutil.rmtree(staging)
+
+
+def recover(root: Path) -> list[str]:
+    """Finish every publication that a kill interrupted after its commit point; returns the stages finished."""
+    done = []
+    for journal in sorted((root / STAGING).glob(f"*/{JOURNAL}")):
+        _finish(root, journal.parent)
+        done.append(journal.parent.name)
+    return done
 
 
 def run(name: str, root: str | Path | None = None, log_output: bool = False) -> Path:
@@ -375,6 +405,8 @@ def run(name: str, root: str | Path | None = None, log_output: bool = False) -> 
     params = C.load_params(root / "params.yaml")
     C.validate(params)
     sp = spec(name, root, params)
+    for finished in recover(root):
+        print(f"stage {finished}: an interrupted publication of its outputs was finished")
     staging = root / STAGING / sp.name
     if sp.stage not in RESUMABLE:
         shutil.rmtree(staging, ignore_errors=True)

@@ -286,6 +286,34 @@ def test_a_failing_stage_keeps_the_previous_outputs(tmp_path):
     assert (d / "data" / "split" / "studies.parquet").read_bytes() == b"previous"
 
 
+def test_a_publication_killed_between_two_renames_is_finished_by_the_next_stage(tmp_path):
+    """Killed before the journal: every previous output stays; killed after it, between the renames of two
+    outputs (one swapped, the other moved aside): the next stage's start finishes it, nothing old is left."""
+    from echolib.io.files import write_json
+    from echolib.stage import JOURNAL, STAGING, recover
+
+    root = tmp_path
+    (root / "data" / "a").mkdir(parents=True)
+    (root / "data" / "a" / "x").write_text("old a")
+    (root / "metrics").mkdir()
+    (root / "metrics" / "b.json").write_text("old b")
+    staging = root / STAGING / "s"
+    (staging / "data" / "a").mkdir(parents=True)
+    (staging / "data" / "a" / "x").write_text("new a")
+    (staging / "metrics").mkdir()
+    (staging / "metrics" / "b.json").write_text("new b")
+    assert recover(root) == []  # no commit point yet: a kill here keeps the previous outputs
+    assert (root / "data" / "a" / "x").read_text() == "old a" and (root / "metrics" / "b.json").read_text() == "old b"
+    write_json(staging / JOURNAL, {"stage": "s", "outputs": ["data/a", "metrics/b.json"]})
+    # the kill: data/a swapped but its old copy not yet removed; metrics/b.json moved aside, the new one not in
+    (root / "data" / "a").rename(root / "data" / ".a.old")
+    (staging / "data" / "a").rename(root / "data" / "a")
+    (root / "metrics" / "b.json").rename(root / "metrics" / ".b.json.old")
+    assert recover(root) == ["s"]
+    assert (root / "data" / "a" / "x").read_text() == "new a" and (root / "metrics" / "b.json").read_text() == "new b"
+    assert not staging.exists() and sorted(p.name for p in root.rglob(".*old")) == []
+
+
 @pytest.mark.slow
 def test_a_stage_killed_mid_run_leaves_the_previous_outputs_byte_identical(tmp_path):
     """SIGKILL while the synthesize stage renders into its staging folder: data/raw and the page stay as they were."""
