@@ -1,7 +1,9 @@
 """`python -m echolib.retrieve --model RUN_DIR --study FOLDER --reports REPORTS.parquet -k 5`
 
 Embeds every clip of one study folder (through the same view filter as the pipeline), averages them into the
-study embedding and prints the k most similar reports with their similarity.
+study embedding and prints the k most similar reports with their similarity. `--model` is a trained run folder
+(holding model.pt) or one of the authors' released checkpoints (checkpoint_*.pt, scored with their
+preprocessing; `--tokenizer` names a local copy of the bert-base-japanese-v3 tokenizer).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import polars as pl
 import torch
 
 from .io.video import VideoDecodeError, read_at_rate, video_info
+from .models.authors import AuthorsCheckpointError
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
@@ -92,35 +95,66 @@ def read_candidates(reports: str | Path) -> pl.DataFrame:
 
 
 def retrieve(model_dir: str | Path, study: str | Path, reports: str | Path, k: int = 5,
-             views_dir: str | Path = "data/views", threshold: float = 0.9) -> pl.DataFrame:
-    """Top-k reports for one study folder, with similarity, rank and the number of clips used."""
+             views_dir: str | Path = "data/views", threshold: float = 0.9, tokenizer: str | Path | None = None,
+             views: list[str] | None = None) -> pl.DataFrame:
+    """Top-k reports for one study folder, with similarity, rank and the number of clips used. `model_dir`: a
+    run folder with model.pt, or an authors' checkpoint file (then `tokenizer` is required and `views`, by
+    default all five, are the views it embeds)."""
+    scorer = load_scorer(model_dir, tokenizer, views)
     with tempfile.TemporaryDirectory(prefix="echolib-retrieve-") as work:
-        return _retrieve(model_dir, study_clips(study, work), study, reports, k, views_dir, threshold)
+        return _retrieve(scorer, study_clips(study, work), study, reports, k, views_dir, threshold)
 
 
-def _retrieve(model_dir, clips: pl.DataFrame, study, reports, k: int, views_dir, threshold: float) -> pl.DataFrame:
-    from .interpret import embed_sentences
+class Scorer:
+    """What retrieval needs of a model: the model, the views it embeds, a clip's input tensor, the tokenizer."""
+
+    def __init__(self, model, views: list[str], clip, tokenizer, max_length: int):
+        self.model, self.views, self.clip, self.tokenizer, self.max_length = model, views, clip, tokenizer, max_length
+
+
+def load_scorer(model: str | Path, tokenizer: str | Path | None = None, views: list[str] | None = None) -> Scorer:
     from .models import load_clip_model
     from .models.factory import run_views
     from .text import load_tokenizer
+    from .vocab import VIEWS
+
+    path = Path(model)
+    if path.is_file():  # the authors' layout
+        from .models.authors import AUTHORS_MAX_LENGTH, clip_input, load_authors_checkpoint
+
+        net = load_authors_checkpoint(path)
+        if not tokenizer:
+            raise RetrievalInputError(f"{path}: an authors' checkpoint needs --tokenizer DIR (a local copy of the "
+                                      f"tohoku-nlp/bert-base-japanese-v3 tokenizer)")
+        tok = load_tokenizer(tokenizer)
+        if len(tok) > net.text.transformer.config.vocab_size:
+            raise RetrievalInputError(f"{tokenizer}: {len(tok)} tokens, more than the checkpoint's vocabulary "
+                                      f"({net.text.transformer.config.vocab_size}): not the tokenizer it was trained with")
+        return Scorer(net, list(views or VIEWS), lambda r: clip_input(r["path"], net.num_frames).unsqueeze(0), tok,
+                      AUTHORS_MAX_LENGTH)
+    net, frames, ck = load_clip_model(path / "model.pt")
+    return Scorer(net, list(views or run_views(ck)), lambda r: _clip_tensor(r["path"], r["fps"], ck, frames),
+                  load_tokenizer(tokenizer or ck["tokenizer_dir"]), ck["max_length"])
+
+
+def _retrieve(scorer: Scorer, clips: pl.DataFrame, study, reports, k: int, views_dir, threshold: float
+              ) -> pl.DataFrame:
+    from .interpret import embed_sentences
     from .views import apply_filter, predict
 
     pred = apply_filter(predict(views_dir, "/", clips, workers=1, progress=False), threshold)
-    model, frames, ck = load_clip_model(Path(model_dir) / "model.pt")
-    views = run_views(ck)
+    model, views = scorer.model, scorer.views
     kept = clips.join(pred, on="video_id").filter(pl.col("kept") & pl.col("pred_view").is_in(views))
     if kept.height == 0:
         seen = pred.select("pred_view", "view_prob", "drop_reason").to_dicts()
         raise RetrievalInputError(f"{study}: no usable view for this model (needs {views} at p >= {threshold}); "
                                   f"the view filter saw {seen}")
     with torch.inference_mode():
-        embs = [model.encode_video(_clip_tensor(r["path"], r["fps"], ck, frames))
-                for r in kept.iter_rows(named=True)]
+        embs = [model.encode_video(scorer.clip(r)) for r in kept.iter_rows(named=True)]
         study_emb = torch.nn.functional.normalize(torch.cat(embs).mean(0, keepdim=True), dim=-1)
     table = read_candidates(reports)
-    tok = load_tokenizer(ck["tokenizer_dir"])
-    text = torch.cat([embed_sentences(model, tok, table["report"][i:i + 256].to_list(), ck["max_length"])
-                      for i in range(0, table.height, 256)])
+    text = torch.cat([embed_sentences(model, scorer.tokenizer, table["report"][i:i + 256].to_list(),
+                                      scorer.max_length) for i in range(0, table.height, 256)])
     sims = (study_emb @ text.T)[0].numpy()
     top = np.argsort(-sims)[:k]
     return table[top.tolist()].select("study_id", "report").with_columns(
@@ -130,7 +164,12 @@ def _retrieve(model_dir, clips: pl.DataFrame, study, reports, k: int, views_dir,
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m echolib.retrieve", description=__doc__)
-    ap.add_argument("--model", required=True, help="a trained run folder holding model.pt (data/runs/RUN/seedS)")
+    ap.add_argument("--model", required=True, help="a trained run folder holding model.pt (data/runs/RUN/seedS), "
+                    "or one of the authors' released checkpoint_*.pt files")
+    ap.add_argument("--tokenizer", help="a local tokenizer folder (required with an authors' checkpoint: their "
+                    "bert-base-japanese-v3)")
+    ap.add_argument("--views", help="comma-separated views to embed (default: the run's; all five for an authors' "
+                    "checkpoint)")
     ap.add_argument("--study", required=True, help="folder with the study's clips (video files or DICOM cines)")
     ap.add_argument("--reports", required=True, help="parquet with study_id and report columns")
     ap.add_argument("-k", type=int, default=5)
@@ -142,8 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 <= a.threshold <= 1:
         raise SystemExit(f"error: --threshold must lie in [0, 1], got {a.threshold}")
     try:
-        res = retrieve(a.model, a.study, a.reports, a.k, a.views_model, a.threshold)
-    except (RetrievalInputError, FileNotFoundError) as e:
+        views = [v.strip() for v in a.views.split(",") if v.strip()] if a.views else None
+        res = retrieve(a.model, a.study, a.reports, a.k, a.views_model, a.threshold, a.tokenizer, views)
+    except (RetrievalInputError, FileNotFoundError, AuthorsCheckpointError) as e:
         raise SystemExit(f"error: {e}") from None
     for r in res.iter_rows(named=True):
         print(f"{r['rank']}. {r['study_id']}  similarity {r['similarity']:.3f}\n   {r['report'][:200]}")

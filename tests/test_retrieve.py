@@ -61,7 +61,9 @@ def test_retrieve_top_k_and_no_usable_view(tiny_project, tmp_path, capsys, monke
     row = cache.index.filter(pl.col("study_id") == sid).head(1)
     expected = model_input(ClipReportDataset(cache, row, ck["frames"], train=False)[0]["video"])
     path = raw / vids.filter(pl.col("video_id") == row["video_id"][0])["path"][0]
-    torch.testing.assert_close(_clip_tensor(str(path), 0, ck, ck["frames"])[0], expected)
+    from echolib.io.video import video_info
+
+    torch.testing.assert_close(_clip_tensor(str(path), video_info(path)["fps"], ck, ck["frames"])[0], expected)
     dicom = tmp_path / "dicom_study"
     from tests import dicom_fixtures as F
 

@@ -1,0 +1,293 @@
+"""The authors' released checkpoints (`checkpoint_{videomae2,vivit-kinetics400,vivit-scratch}.pt`): read their
+layout into a model that embeds clips and reports as they did, and write a model back in that layout.
+
+Their layout (`../shared/PAPER.md`): a dict {"epoch", "name", "state_dict", "optimizer"[, "scaler"]} whose keys carry
+`module.` (saved from DDP); `visual.model.*` is a transformers `VivitModel` (names of transformers 4.x:
+`encoder.layer.N.attention.attention.query`, ...) whose pooler is Linear(768, 512) without activation, or
+`visual.model.model.*` is VideoMAE v2 in its original layout (`blocks.N.attn.qkv` with `q_bias`/`v_bias`, mean
+pooling, `fc_norm`, `head`), read into transformers' `VideoMAEModel` by the renames of transformers' own VideoMAE
+conversion (qkv split in three); `text.transformer.*` a BertModel without pooler, its CLS token through
+`text.proj` = Linear(768, 640) - GELU - Linear(640, 512), no biases; `logit_scale`.
+
+Their preprocessing: the first 2T frames at stride 2 from frame 0, 224 px, [0, 1] then their mean and std.
+Attention heads are not stored: 64 channels per head (ViT-B, BERT-base) is assumed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .clip import MAX_LOGIT_SCALE
+
+MEAN = (0.0878, 0.0873, 0.0932)
+STD = (0.1510, 0.1492, 0.1570)
+IMAGE_SIZE = 224
+FRAME_STRIDE = 2
+VIDEOMAE2_FRAMES = 16
+AUTHORS_MAX_LENGTH = 256  # tokens (the paper's text length)
+HEAD_DIM = 64
+
+#: transformers 4.x ViViT names -> the names of the installed transformers (5.x renamed them)
+_VIVIT_RENAMES = [(r"^encoder\.layer\.", "layers."), (r"attention\.attention\.query", "attention.q_proj"),
+                  (r"attention\.attention\.key", "attention.k_proj"), (r"attention\.attention\.value", "attention.v_proj"),
+                  (r"attention\.output\.dense", "attention.o_proj"), (r"intermediate\.dense", "mlp.fc1"),
+                  (r"output\.dense", "mlp.fc2")]
+#: and back (to write their layout)
+_VIVIT_BACK = [(r"^layers\.", "encoder.layer."), (r"attention\.q_proj", "attention.attention.query"),
+               (r"attention\.k_proj", "attention.attention.key"), (r"attention\.v_proj", "attention.attention.value"),
+               (r"attention\.o_proj", "attention.output.dense"), (r"mlp\.fc1", "intermediate.dense"),
+               (r"mlp\.fc2", "output.dense")]
+#: VideoMAE v2 original names -> transformers VideoMAEModel (as transformers' convert_videomae_to_pytorch.py)
+_MAE_RENAMES = [(r"^patch_embed\.proj\.", "embeddings.patch_embeddings.projection."),
+                (r"^blocks\.(\d+)\.norm1\.", r"encoder.layer.\1.layernorm_before."),
+                (r"^blocks\.(\d+)\.norm2\.", r"encoder.layer.\1.layernorm_after."),
+                (r"^blocks\.(\d+)\.attn\.proj\.", r"encoder.layer.\1.attention.output.dense."),
+                (r"^blocks\.(\d+)\.attn\.q_bias$", r"encoder.layer.\1.attention.attention.query.bias"),
+                (r"^blocks\.(\d+)\.attn\.v_bias$", r"encoder.layer.\1.attention.attention.value.bias"),
+                (r"^blocks\.(\d+)\.mlp\.fc1\.", r"encoder.layer.\1.intermediate.dense."),
+                (r"^blocks\.(\d+)\.mlp\.fc2\.", r"encoder.layer.\1.output.dense.")]
+_MAE_BACK = [(r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+             (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+             (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+             (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+             (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.bias$", r"blocks.\1.attn.q_bias"),
+             (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.bias$", r"blocks.\1.attn.v_bias"),
+             (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
+             (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2.")]
+
+
+class AuthorsCheckpointError(ValueError):
+    """A file that is not one of the authors' checkpoints, or not complete; the message names file and keys."""
+
+
+def _rename(key: str, rules) -> str:
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def _strip_prefixes(state: dict) -> dict:
+    """Drop `module.` (DDP) and `_orig_mod.` (torch.compile) wherever they lead a key, and `position_ids` buffers."""
+    out = {}
+    for k, v in state.items():
+        k = re.sub(r"(^|\.)(module|_orig_mod)\.", r"\1", k)
+        k = re.sub(r"(^|\.)(module|_orig_mod)\.", r"\1", k)
+        if not k.endswith("position_ids"):
+            out[k] = v
+    return out
+
+
+def _layers(state: dict, prefix: str) -> int:
+    idx = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+    return max(idx) + 1 if idx else 0
+
+
+class AuthorsVideo(nn.Module):
+    """`kind` "vivit": VivitModel, pooler output (CLS through a linear map); "videomae2": VideoMAEModel, mean of
+    the tokens, `fc_norm`, `head`."""
+
+    def __init__(self, kind: str, hidden: int, layers: int, intermediate: int, embed_dim: int, num_frames: int,
+                 tubelet: tuple[int, int, int], image_size: int = IMAGE_SIZE):
+        super().__init__()
+        self.kind, self.num_frames, self.image_size = kind, num_frames, image_size
+        heads = max(1, hidden // HEAD_DIM)
+        if kind == "vivit":
+            from transformers import VivitConfig, VivitModel
+
+            cfg = VivitConfig(num_frames=num_frames, image_size=image_size, tubelet_size=list(tubelet),
+                              hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                              intermediate_size=intermediate, pooler_output_size=embed_dim, pooler_act="linear")
+            self.model = VivitModel(cfg, add_pooling_layer=True)
+        elif kind == "videomae2":
+            from transformers import VideoMAEConfig, VideoMAEModel
+
+            cfg = VideoMAEConfig(num_frames=num_frames, image_size=image_size, patch_size=tubelet[1],
+                                 tubelet_size=tubelet[0], hidden_size=hidden, num_hidden_layers=layers,
+                                 num_attention_heads=heads, intermediate_size=intermediate, use_mean_pooling=True,
+                                 qv_bias=True, layer_norm_eps=1e-6, hidden_act="gelu")
+            self.model = VideoMAEModel(cfg)
+            self.fc_norm = nn.LayerNorm(hidden, eps=1e-6)
+            self.head = nn.Linear(hidden, embed_dim)
+        else:
+            raise ValueError(f"unknown video tower {kind!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5 or x.shape[1] != self.num_frames:
+            raise ValueError(f"the authors' {self.kind} takes (B, {self.num_frames}, 3, {self.image_size}, "
+                             f"{self.image_size}), got {tuple(x.shape)}")
+        if self.kind == "vivit":
+            return self.model(pixel_values=x).pooler_output
+        return self.head(self.fc_norm(self.model(pixel_values=x).last_hidden_state.mean(dim=1)))
+
+
+class AuthorsText(nn.Module):
+    def __init__(self, config, width: int, embed_dim: int):
+        super().__init__()
+        from transformers import BertModel
+
+        self.transformer = BertModel(config, add_pooling_layer=False)
+        self.proj = nn.Sequential(nn.Linear(config.hidden_size, width, bias=False), nn.GELU(),
+                                  nn.Linear(width, embed_dim, bias=False))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.proj(h[:, 0])
+
+
+class AuthorsClip(nn.Module):
+    """The authors' model with EchoClip's interface (encode_video, encode_text, scale)."""
+
+    def __init__(self, visual: AuthorsVideo, text: AuthorsText):
+        super().__init__()
+        self.visual, self.text = visual, text
+        self.logit_scale = nn.Parameter(torch.tensor(0.0))
+
+    @property
+    def num_frames(self) -> int:
+        return self.visual.num_frames
+
+    def encode_video(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        v = self.visual(x)
+        return F.normalize(v, dim=-1) if normalize else v
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True):
+        t = self.text(input_ids, attention_mask)
+        return F.normalize(t, dim=-1) if normalize else t
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+
+
+def is_authors_checkpoint(obj) -> bool:
+    state = obj.get("state_dict") if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        return False
+    keys = _strip_prefixes(dict.fromkeys(state)).keys()
+    return any(k.startswith("visual.model.") for k in keys) and any(k.startswith("text.transformer.") for k in keys)
+
+
+def _to_ours(state: dict) -> tuple[str, dict]:
+    """Their state dict (prefixes stripped) -> (video tower kind, our module's state dict)."""
+    out, mae = {}, any(k.startswith("visual.model.model.") for k in state)
+    for k, v in state.items():
+        if mae and k.startswith("visual.model.model."):
+            sub = k[len("visual.model.model."):]
+            if m := re.match(r"blocks\.(\d+)\.attn\.qkv\.weight$", sub):
+                q, kk, vv = v.chunk(3, dim=0)
+                base = f"visual.model.encoder.layer.{m.group(1)}.attention.attention."
+                out[base + "query.weight"], out[base + "key.weight"], out[base + "value.weight"] = q, kk, vv
+            elif sub.startswith(("fc_norm.", "head.")):
+                out["visual." + sub] = v
+            else:
+                out["visual.model." + _rename(sub, _MAE_RENAMES)] = v
+        elif k.startswith("visual.model."):
+            out["visual.model." + _rename(k[len("visual.model."):], _VIVIT_RENAMES)] = v
+        else:
+            out[k] = v
+    return ("videomae2" if mae else "vivit"), out
+
+
+def _to_theirs(model: AuthorsClip) -> dict:
+    out = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("visual.model.") and model.visual.kind == "vivit":
+            out["visual.model." + _rename(k[len("visual.model."):], _VIVIT_BACK)] = v
+        elif k.startswith("visual.") and model.visual.kind == "videomae2":
+            sub = k[len("visual."):]
+            if sub.startswith(("fc_norm.", "head.")):
+                out["visual.model.model." + sub] = v
+                continue
+            sub = sub[len("model."):]
+            if m := re.match(r"encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.weight$", sub):
+                if m.group(2) == "query":
+                    base = f"encoder.layer.{m.group(1)}.attention.attention."
+                    sd = model.state_dict()
+                    out[f"visual.model.model.blocks.{m.group(1)}.attn.qkv.weight"] = torch.cat(
+                        [sd["visual.model." + base + p + ".weight"] for p in ("query", "key", "value")])
+            else:
+                out["visual.model.model." + _rename(sub, _MAE_BACK)] = v
+        else:
+            out[k] = v
+    return out
+
+
+def _build(kind: str, state: dict, path: Path, image_size: int) -> AuthorsClip:
+    from transformers import BertConfig
+
+    def shape(key):
+        if key not in state:
+            raise AuthorsCheckpointError(f"{path}: not the authors' layout: key {key} missing")
+        return tuple(state[key].shape)
+
+    proj = shape("visual.model.embeddings.patch_embeddings.projection.weight")  # (hidden, 3, t, p, p)
+    hidden, tubelet = proj[0], (proj[2], proj[3], proj[4])
+    if kind == "vivit":
+        layers = _layers(state, "visual.model.layers.")
+        intermediate = shape("visual.model.layers.0.mlp.fc1.weight")[0]
+        embed = shape("visual.model.pooler.dense.weight")[0]
+        positions = shape("visual.model.embeddings.position_embeddings")[1] - 1
+        per_slot = (image_size // tubelet[1]) * (image_size // tubelet[2])
+        if positions % per_slot:
+            raise AuthorsCheckpointError(f"{path}: {positions + 1} position embeddings do not fit {image_size} px "
+                                         f"with {tubelet[1]}x{tubelet[2]} patches")
+        frames = positions // per_slot * tubelet[0]
+    else:
+        layers = _layers(state, "visual.model.encoder.layer.")
+        intermediate = shape("visual.model.encoder.layer.0.intermediate.dense.weight")[0]
+        embed, frames = shape("visual.head.weight")[0], VIDEOMAE2_FRAMES
+    visual = AuthorsVideo(kind, hidden, layers, intermediate, embed, frames, tubelet, image_size)
+    vocab, width = shape("text.transformer.embeddings.word_embeddings.weight")
+    cfg = BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=_layers(state, "text.transformer.encoder.layer."),
+                     num_attention_heads=max(1, width // HEAD_DIM),
+                     intermediate_size=shape("text.transformer.encoder.layer.0.intermediate.dense.weight")[0],
+                     max_position_embeddings=shape("text.transformer.embeddings.position_embeddings.weight")[0],
+                     type_vocab_size=shape("text.transformer.embeddings.token_type_embeddings.weight")[0])
+    text = AuthorsText(cfg, shape("text.proj.0.weight")[0], shape("text.proj.2.weight")[0])
+    return AuthorsClip(visual, text)
+
+
+def load_authors_checkpoint(path: str | Path, image_size: int = IMAGE_SIZE) -> AuthorsClip:
+    """One of the authors' checkpoints as an AuthorsClip in eval mode; refuses a partial load, naming the keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle and zip errors of many kinds
+        raise AuthorsCheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__})") from None
+    if not is_authors_checkpoint(obj):
+        raise AuthorsCheckpointError(f"{path}: not the authors' layout (a dict with 'state_dict' holding "
+                                     f"visual.model.* and text.transformer.* keys)")
+    kind, state = _to_ours(_strip_prefixes(obj["state_dict"]))
+    model = _build(kind, state, path, image_size)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise AuthorsCheckpointError(f"{path}: refusing a partial load: {len(missing)} missing key(s) "
+                                     f"{missing[:4]}, {len(unexpected)} unexpected key(s) {unexpected[:4]}")
+    return model.eval()
+
+
+def save_authors_checkpoint(model: AuthorsClip, path: str | Path, name: str = "echolib", epoch: int = 0) -> Path:
+    """Write `model` in the authors' layout (as saved from DDP: every key under `module.`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"module.{k}": v.detach().clone() for k, v in _to_theirs(model).items()}
+    torch.save({"epoch": epoch, "name": name, "state_dict": state, "optimizer": {}}, path)
+    return path
+
+
+def clip_input(path: str | Path, num_frames: int, image_size: int = IMAGE_SIZE) -> torch.Tensor:
+    """A clip as their loader gives it: the first 2T frames at stride 2 from frame 0 (past the end, the last
+    frame on that grid is repeated), resized to `image_size`, in [0, 1], normalised by their mean and std: (T, 3, S, S) float."""
+    from ..io.video import read_clip
+
+    frames = read_clip(path, num_frames, stride=FRAME_STRIDE, size=image_size)  # (T, H, W, 3) uint8
+    x = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).float().div_(255.0)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    return (x - mean) / std

@@ -1,0 +1,271 @@
+"""The authors' released checkpoints: small random ones written here with exactly their key names and nesting
+(`module.` prefix, transformers-4.x ViViT names or VideoMAE v2's original names, `text.transformer.*`,
+`text.proj.{0,2}`), read back and compared with a forward pass written out by hand from the original architectures;
+saving in that layout and reading again gives the same keys and embeddings; partial loads are refused."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import torch.nn.functional as F
+
+from echolib.models.authors import (
+    MEAN,
+    STD,
+    AuthorsCheckpointError,
+    clip_input,
+    load_authors_checkpoint,
+    save_authors_checkpoint,
+)
+
+H, INTER, EMBED, LAYERS, FRAMES = 64, 128, 32, 2, 4  # one head of 64 channels; 224 px, 16 px patches, tubelet 2
+TOKENS = (FRAMES // 2) * (224 // 16) ** 2
+
+
+def _rand(*shape, scale=0.05):
+    return torch.randn(*shape) * scale
+
+
+def _block(prefix: str, names: dict) -> dict:
+    """One transformer block's tensors under the layout's names (`names` maps a role to a key suffix)."""
+    sd = {}
+    for role, (out, inp) in {"q": (H, H), "k": (H, H), "v": (H, H), "o": (H, H), "fc1": (INTER, H),
+                             "fc2": (H, INTER)}.items():
+        if role in names:
+            sd[f"{prefix}{names[role]}.weight"] = _rand(out, inp)
+            if f"{role}_bias" not in names.get("no_bias", ()):
+                sd[f"{prefix}{names[role]}.bias"] = _rand(out)
+    for ln in ("ln1", "ln2"):
+        sd[f"{prefix}{names[ln]}.weight"] = 1 + _rand(H)
+        sd[f"{prefix}{names[ln]}.bias"] = _rand(H)
+    return sd
+
+
+VIVIT_4X = {"q": "attention.attention.query", "k": "attention.attention.key", "v": "attention.attention.value",
+            "o": "attention.output.dense", "fc1": "intermediate.dense", "fc2": "output.dense",
+            "ln1": "layernorm_before", "ln2": "layernorm_after"}
+
+
+def _text(vocab: int) -> dict:
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=vocab, hidden_size=H, num_hidden_layers=1, num_attention_heads=1,
+                                intermediate_size=INTER, max_position_embeddings=300), add_pooling_layer=False)
+    sd = {f"text.transformer.{k}": v for k, v in bert.state_dict().items()}  # BERT's names, as their BertModel
+    sd["text.proj.0.weight"], sd["text.proj.2.weight"] = _rand(48, H, scale=0.2), _rand(EMBED, 48, scale=0.2)
+    sd["logit_scale"] = torch.tensor(math.log(1 / 0.07))
+    return sd
+
+
+def vivit_state(vocab: int = 120) -> dict:
+    sd = {"visual.model.embeddings.cls_token": _rand(1, 1, H),
+          "visual.model.embeddings.position_embeddings": _rand(1, 1 + TOKENS, H),
+          "visual.model.embeddings.patch_embeddings.projection.weight": _rand(H, 3, 2, 16, 16, scale=0.02),
+          "visual.model.embeddings.patch_embeddings.projection.bias": _rand(H),
+          "visual.model.layernorm.weight": 1 + _rand(H), "visual.model.layernorm.bias": _rand(H),
+          "visual.model.pooler.dense.weight": _rand(EMBED, H, scale=0.2), "visual.model.pooler.dense.bias": _rand(EMBED)}
+    for i in range(LAYERS):
+        sd.update(_block(f"visual.model.encoder.layer.{i}.", VIVIT_4X))
+    return {**sd, **_text(vocab)}
+
+
+def videomae2_state(vocab: int = 120) -> dict:
+    sd = {"visual.model.model.patch_embed.proj.weight": _rand(H, 3, 2, 16, 16, scale=0.02),
+          "visual.model.model.patch_embed.proj.bias": _rand(H),
+          "visual.model.model.fc_norm.weight": 1 + _rand(H), "visual.model.model.fc_norm.bias": _rand(H),
+          "visual.model.model.head.weight": _rand(EMBED, H, scale=0.2), "visual.model.model.head.bias": _rand(EMBED)}
+    for i in range(LAYERS):
+        p = f"visual.model.model.blocks.{i}."
+        sd.update(_block(p, {"o": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2", "ln1": "norm1", "ln2": "norm2"}))
+        sd[p + "attn.qkv.weight"] = _rand(3 * H, H)
+        sd[p + "attn.q_bias"], sd[p + "attn.v_bias"] = _rand(H), _rand(H)
+    return {**sd, **_text(vocab)}
+
+
+def write_checkpoint(path, state: dict, name: str):
+    torch.save({"epoch": 9, "name": name, "state_dict": {f"module.{k}": v for k, v in state.items()},
+                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5}]}, "scaler": {"scale": 65536.0}}, path)
+    return path
+
+
+# -- the original architectures, written out by hand ----------------------------------------------------------------
+
+def _ln(x, sd, key, eps):
+    return F.layer_norm(x, (H,), sd[key + ".weight"], sd[key + ".bias"], eps)
+
+
+def _attention(x, q, k, v):
+    a = torch.softmax(q(x) @ k(x).transpose(-1, -2) / math.sqrt(H), dim=-1)  # one head
+    return a @ v(x)
+
+
+def _patches(x, sd, key):
+    """(B, T, 3, S, S) -> (B, tokens, H): the 2x16x16 tubelet convolution, tokens in (t, h, w) order."""
+    return F.conv3d(x.permute(0, 2, 1, 3, 4), sd[key + ".weight"], sd[key + ".bias"], stride=(2, 16, 16)
+                    ).flatten(2).transpose(1, 2)
+
+
+def _gelu_fast(x):
+    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+def vivit_reference(x, sd):
+    lin = lambda k: (lambda h: F.linear(h, sd[k + ".weight"], sd[k + ".bias"]))  # noqa: E731
+    h = _patches(x, sd, "visual.model.embeddings.patch_embeddings.projection")
+    h = torch.cat([sd["visual.model.embeddings.cls_token"].expand(len(h), -1, -1), h], 1)
+    h = h + sd["visual.model.embeddings.position_embeddings"]
+    for i in range(LAYERS):
+        p = f"visual.model.encoder.layer.{i}."
+        y = _ln(h, sd, p + "layernorm_before", 1e-6)
+        h = h + lin(p + "attention.output.dense")(_attention(y, *(lin(p + f"attention.attention.{n}")
+                                                                  for n in ("query", "key", "value"))))
+        y = _ln(h, sd, p + "layernorm_after", 1e-6)
+        h = h + lin(p + "output.dense")(_gelu_fast(lin(p + "intermediate.dense")(y)))
+    h = _ln(h, sd, "visual.model.layernorm", 1e-6)
+    return lin("visual.model.pooler.dense")(h[:, 0])  # identity activation
+
+
+def _sinusoid(n, d):
+    pos = np.arange(n)[:, None] / np.power(10000, 2 * (np.arange(d) // 2) / d)[None]
+    pos[:, 0::2], pos[:, 1::2] = np.sin(pos[:, 0::2]), np.cos(pos[:, 1::2])
+    return torch.tensor(pos, dtype=torch.float32)[None]
+
+
+def videomae2_reference(x, sd):
+    p0 = "visual.model.model."
+    lin = lambda k, b=True: (lambda h: F.linear(h, sd[p0 + k + ".weight"], sd[p0 + k + ".bias"] if b else None))  # noqa: E731
+    h = _patches(x, sd, p0 + "patch_embed.proj")
+    h = h + _sinusoid(h.shape[1], H)  # fixed positions, not stored
+    for i in range(LAYERS):
+        p = f"blocks.{i}."
+        y = _ln(h, sd, p0 + p + "norm1", 1e-6)
+        bias = torch.cat([sd[p0 + p + "attn.q_bias"], torch.zeros(H), sd[p0 + p + "attn.v_bias"]])
+        q, k, v = F.linear(y, sd[p0 + p + "attn.qkv.weight"], bias).chunk(3, dim=-1)
+        a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(H), dim=-1) @ v
+        h = h + lin(p + "attn.proj")(a)
+        y = _ln(h, sd, p0 + p + "norm2", 1e-6)
+        h = h + lin(p + "mlp.fc2")(F.gelu(lin(p + "mlp.fc1")(y)))
+    return lin("head")(_ln(h.mean(1), sd, p0 + "fc_norm", 1e-6))
+
+
+def text_reference(ids, mask, sd):
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=sd["text.transformer.embeddings.word_embeddings.weight"].shape[0],
+                                hidden_size=H, num_hidden_layers=1, num_attention_heads=1, intermediate_size=INTER,
+                                max_position_embeddings=300), add_pooling_layer=False).eval()
+    bert.load_state_dict({k[len("text.transformer."):]: v for k, v in sd.items() if k.startswith("text.transformer.")})
+    cls = bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+    return F.linear(F.gelu(F.linear(cls, sd["text.proj.0.weight"])), sd["text.proj.2.weight"])
+
+
+# -- tests ----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,make,reference", [("vivit", vivit_state, vivit_reference),
+                                                 ("videomae2", videomae2_state, videomae2_reference)])
+def test_their_layout_embeds_as_their_architecture(tmp_path, kind, make, reference):
+    torch.manual_seed(0)
+    sd = make()
+    model = load_authors_checkpoint(write_checkpoint(tmp_path / f"checkpoint_{kind}.pt", sd, kind))
+    assert model.visual.kind == kind and model.num_frames == (FRAMES if kind == "vivit" else 16)
+    x = torch.randn(2, model.num_frames, 3, 224, 224)
+    with torch.no_grad():
+        ours, ref = model.encode_video(x, normalize=False), reference(x, sd)
+        assert torch.allclose(ours, ref, atol=1e-4), (ours - ref).abs().max()
+        ids = torch.tensor([[2, 17, 33, 3, 0], [2, 5, 3, 0, 0]])
+        mask = (ids > 0).long()
+        assert torch.allclose(model.encode_text(ids, mask, normalize=False), text_reference(ids, mask, sd), atol=1e-5)
+    assert math.isclose(float(model.scale().detach()), 1 / 0.07, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("make", [vivit_state, videomae2_state])
+def test_saving_in_their_layout_round_trips(tmp_path, make):
+    torch.manual_seed(1)
+    sd = make()
+    first = load_authors_checkpoint(write_checkpoint(tmp_path / "theirs.pt", sd, "x"))
+    save_authors_checkpoint(first, tmp_path / "ours.pt")
+    again = load_authors_checkpoint(tmp_path / "ours.pt")
+    saved = torch.load(tmp_path / "ours.pt", weights_only=True)["state_dict"]
+    assert set(saved) == {f"module.{k}" for k in sd}  # exactly their key names and nesting
+    x = torch.randn(1, first.num_frames, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(first.encode_video(x), again.encode_video(x))
+
+
+def test_a_partial_or_foreign_checkpoint_is_refused_by_name(tmp_path):
+    torch.manual_seed(2)
+    sd = vivit_state()
+    missing = {k: v for k, v in sd.items() if k != "visual.model.encoder.layer.1.output.dense.bias"}
+    with pytest.raises(AuthorsCheckpointError, match=r"partial load: 1 missing key\(s\) \['visual\.model\.layers\.1"
+                                                     r"\.mlp\.fc2\.bias'\], 0 unexpected"):
+        load_authors_checkpoint(write_checkpoint(tmp_path / "a.pt", missing, "x"))
+    extra = {**sd, "visual.model.extra_head.weight": torch.zeros(2)}
+    with pytest.raises(AuthorsCheckpointError, match=r"0 missing key\(s\) \[\], 1 unexpected key\(s\) "
+                                                     r"\['visual\.model\.extra_head\.weight'\]"):
+        load_authors_checkpoint(write_checkpoint(tmp_path / "b.pt", extra, "x"))
+    torch.save({"state_dict": {"video_encoder.proj.weight": torch.zeros(1)}}, tmp_path / "c.pt")
+    with pytest.raises(AuthorsCheckpointError, match="not the authors' layout"):
+        load_authors_checkpoint(tmp_path / "c.pt")
+    (tmp_path / "d.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(AuthorsCheckpointError, match="not a readable torch checkpoint"):
+        load_authors_checkpoint(tmp_path / "d.pt")
+    odd = {**sd, "visual.model.embeddings.position_embeddings": _rand(1, 1 + 100, H)}
+    with pytest.raises(AuthorsCheckpointError, match="101 position embeddings do not fit 224 px"):
+        load_authors_checkpoint(write_checkpoint(tmp_path / "e.pt", odd, "x"))
+
+
+def test_compile_and_ddp_prefixes_and_position_ids_are_tolerated(tmp_path):
+    torch.manual_seed(3)
+    sd = vivit_state()
+    odd = {(f"_orig_mod.{k}" if k.startswith("visual") else k): v for k, v in sd.items()}
+    odd["text.transformer.embeddings.position_ids"] = torch.arange(300)[None]
+    a = load_authors_checkpoint(write_checkpoint(tmp_path / "a.pt", odd, "x"))
+    b = load_authors_checkpoint(write_checkpoint(tmp_path / "b.pt", sd, "x"))
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in b.state_dict())
+
+
+def test_their_preprocessing_takes_the_first_2T_frames_at_stride_2(tmp_path):
+    from echolib.io.video import write_video
+
+    frames = np.stack([np.full((64, 64, 3), 10 * k, np.uint8) for k in range(12)])  # frame k has value 10k
+    path = write_video(tmp_path / "c.mp4", frames, fps=30.0, lossless=True)
+    x = clip_input(path, 8)  # 8 frames: 0, 2, ..., 10, then the last frame on that grid (10) repeated
+    assert x.shape == (8, 3, 224, 224)
+    raw = (x * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)) * 255
+    got = raw.mean(dim=(1, 2, 3)).round().tolist()
+    assert got == [0, 20, 40, 60, 80, 100, 100, 100]
+
+
+@pytest.mark.slow
+def test_retrieve_scores_an_authors_checkpoint(tiny_project, tmp_path, monkeypatch, capsys):
+    """`python -m echolib.retrieve --model checkpoint_vivit-scratch.pt --tokenizer DIR`: their preprocessing, all
+    five views, ranked candidates; without --tokenizer one line says what is needed."""
+    from echolib import views
+    from echolib.retrieve import main
+    from echolib.text import load_tokenizer
+
+    root = tiny_project
+    tok_dir = root / "data" / "tokenizer"
+    torch.manual_seed(4)
+    ck = write_checkpoint(tmp_path / "checkpoint_vivit-scratch.pt", vivit_state(len(load_tokenizer(tok_dir))),
+                          "vivit-scratch")
+    raw = root / "data" / "raw"
+    vids = pl.read_parquet(raw / "videos.parquet")
+    monkeypatch.setattr(views, "predict", lambda model_dir, data, videos, **kw: videos.select("video_id").with_columns(
+        pred_view=pl.lit("4CH"), view_prob=pl.lit(0.99), decode_error=pl.lit("")))
+    study = tmp_path / "study"
+    study.mkdir()
+    sid = vids["study_id"][0]
+    for p in vids.filter(pl.col("study_id") == sid)["path"]:
+        shutil.copy(raw / p, study)
+    main(["--model", str(ck), "--tokenizer", str(tok_dir), "--study", str(study), "--reports",
+          str(raw / "studies.parquet"), "-k", "3"])
+    lines = [x for x in capsys.readouterr().out.splitlines() if x[:2] in ("1.", "2.", "3.")]
+    assert [x[:2] for x in lines] == ["1.", "2.", "3."]
+    with pytest.raises(SystemExit, match="an authors' checkpoint needs --tokenizer DIR"):
+        main(["--model", str(ck), "--study", str(study), "--reports", str(raw / "studies.parquet")])
