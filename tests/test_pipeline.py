@@ -131,6 +131,12 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     params = tiny_params(views={"epochs": 1, "threshold": 0.0}, evaluate={"n_bootstrap": 50})
     params["runs"]["SingleVideoB"] = {**params["runs"]["SingleVideo"], "lr": 0.001}
     d = make_project(tmp_path / "p", params)
+    # determinism: a twin project with the same params reproduced from scratch at the same time
+    twin = make_project(tmp_path / "twin", params)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=twin, check=True)
+    twin_log = open(tmp_path / "twin.log", "w")  # noqa: SIM115 (closed below)
+    twin_run = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=twin, stdout=twin_log,
+                                stderr=subprocess.STDOUT)
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=d, check=True)
     with open(d / ".dvc" / "config", "a") as f:  # our offline plots template and the plot templates
         f.write("[plots]\n    html_template = plots/offline.html\n")
@@ -165,6 +171,18 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     assert r.returncode == 0, r.stderr
     plots = (d / "dvc_plots" / "index.html").read_text()
     assert "cdn.jsdelivr" not in plots and "vegaEmbed" in plots and "SingleVideoB seed 0" in plots
+    # determinism: every metrics file of the twin equals ours, but for wall-clock figures
+    assert twin_run.wait(timeout=1500) == 0, (tmp_path / "twin.log").read_text()[-3000:]
+    twin_log.close()
+    ours, theirs = _metrics_without_clock(d), _metrics_without_clock(twin)
+    assert len(ours) >= 20 and sorted(ours) == sorted(theirs)
+    assert {k for k in ours if ours[k] != theirs[k]} == set()
+    # a SIGKILL in the middle of any stage leaves every output byte-identical
+    before = _snapshot(d)
+    killed = [name for name in stage_names(d, config.load_params(d / "params.yaml")) if name != "ingest"]
+    for name in killed:  # ingest is not selected by the synthetic source: it runs no notebook to interrupt
+        _kill_mid_stage(d, name)
+        assert _snapshot(d) == before, f"killing stage {name} changed its outputs"
     # the ingest stage on a real (DICOM) archive, through the same runner
     archive = d / "archive"
     for k in range(2):
@@ -178,3 +196,42 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert json.loads((d / "metrics" / "ingest.json").read_text())["clips"] == 2
+
+
+_CLOCK = re.compile(r"seconds|per_second|duration|elapsed|^date$")
+
+
+def _metrics_without_clock(root) -> dict[str, object]:
+    """Every metrics JSON under root/metrics with wall-clock keys dropped and the project's path blanked."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if not _CLOCK.search(k)}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x.replace(str(root), "<root>") if isinstance(x, str) else x
+
+    return {str(p.relative_to(root)): strip(json.loads(p.read_text())) for p in (root / "metrics").rglob("*.json")}
+
+
+def _snapshot(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for top in ("data", "metrics", "reports")
+            for p in (root / top).rglob("*") if p.is_file()}
+
+
+def _kill_mid_stage(root, name: str) -> None:
+    """Start stage `name` and SIGKILL its runner once its notebook is executing (the page is being written)."""
+    import os
+    import signal
+    import time
+
+    from echolib.stage import STAGING
+
+    proc = subprocess.Popen([sys.executable, "-m", "echolib.stage", name], cwd=root, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pages = root / STAGING / name / "reports" / "stages"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not any(pages.glob("*.ipynb")):
+        time.sleep(0.02)
+    assert proc.poll() is None, f"stage {name} ended before it could be killed (exit {proc.returncode})"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
