@@ -33,8 +33,8 @@ def _ranks_rows(sim_rows: torch.Tensor, offset: int, inplace: bool = False) -> t
     (a scratch chunk) are overwritten by the comparison instead of allocating a boolean copy."""
     n = sim_rows.shape[0]
     correct = sim_rows[torch.arange(n), torch.arange(n) + offset].unsqueeze(1).clone()
-    if inplace:
-        return sim_rows.ge_(correct).sum(dim=1, dtype=torch.int64)
+    if inplace:  # summed as float32 (exact below 2**24 candidates): an int64 sum would copy the chunk at 2x size
+        return sim_rows.ge_(correct).sum(dim=1).to(torch.int64)
     return (sim_rows >= correct).sum(dim=1)  # includes the correct item itself -> 1-based, ties count against
 
 
@@ -43,8 +43,9 @@ MEMORY_BUDGET = 1 << 30
 
 
 def chunk_rows(n_candidates: int, budget: int = MEMORY_BUDGET) -> int:
-    """Rows of similarities (float32, ranked in place) that fit in `budget` bytes, at least one."""
-    return max(1, budget // (4 * max(n_candidates, 1)))
+    """Rows of similarities (float32, ranked in place) that fit in `budget` bytes, at least one; a tenth of the
+    budget is left for the ranks and the allocator's slack."""
+    return max(1, int(budget * 0.9) // (4 * max(n_candidates, 1)))
 
 
 def ranks(sim: torch.Tensor | np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +65,7 @@ def ranks_from_embeddings(video: torch.Tensor, text: torch.Tensor, chunk: int | 
     out = []
     for a, b in ((video, text), (text, video)):
         step = chunk or chunk_rows(b.shape[0], budget)
-        bt = b.T.contiguous()
+        bt = b.T  # a view: BLAS multiplies by the transpose without a copy of the candidates
         parts = [_ranks_rows(a[i:i + step] @ bt, i, inplace=True) for i in range(0, a.shape[0], step)]
         out.append(torch.cat(parts).numpy())
     return out[0], out[1]

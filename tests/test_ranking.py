@@ -58,8 +58,9 @@ def test_chunks_follow_a_memory_budget_and_rank_like_the_full_matrix():
     v = torch.nn.functional.normalize(torch.randn(50, 8), dim=-1)
     t = v.clone()
     t[7] = t[3]  # a tie: study 7's report equals study 3's
-    budget = 4 * 50 * 3  # three rows of 50 float32 similarities
-    assert chunk_rows(50, budget) == 3 and chunk_rows(200_000) == 1342  # 1 GiB at N = 200,000
+    budget = 4 * 50 * 3 * 10 // 9 + 1  # nine tenths of it: three rows of 50 float32 similarities
+    assert chunk_rows(50, budget) == 3 and chunk_rows(50, budget - 2) == 2
+    assert chunk_rows(200_000) == 1207  # 0.9 GiB of similarity rows at N = 200,000
     full = ranks(v @ t.T)
     got = ranks_from_embeddings(v, t, budget=budget)
     np.testing.assert_array_equal(got[0], full[0])
