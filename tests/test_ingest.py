@@ -170,7 +170,8 @@ def test_echonet_dynamic_layout(tmp_path):
     (tmp_path / "FileList.csv").write_text("FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split\n"
                                            "0X1A2B,61.5,20,52,112,112,50,30,TRAIN\n0X9999,40,1,1,112,112,50,30,TEST\n")
     # EchoNet carries EF and no reports: without a reports CSV nothing can train a CLIP model (one clear error)
-    with pytest.raises(ValueError, match=r"nothing usable was found \(1 x no report in the source"):
+    with pytest.raises(ValueError, match=r"nothing usable was found \(1 x listed in FileList.csv but missing; "
+                                         r"1 x no report in the source"):  # ties in the order of the reasons
         ingest_source("echonet-dynamic", tmp_path, tmp_path / "none", tmp_path / "salt", workers=1, progress=False)
     (tmp_path / "r.csv").write_text("study_key,report_text\n0X1A2B,左室収縮能は正常。\n", encoding="utf-8")
     t = ingest_source("echonet-dynamic", tmp_path, tmp_path / "out", tmp_path / "salt", tmp_path / "r.csv",

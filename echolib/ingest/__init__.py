@@ -44,7 +44,7 @@ def ingest_source(source: str, src: str | Path, out: str | Path, salt_file: str 
     table = read_reports(reports, rejected, encoding) if reports else None
     tables = ingest(items, out, load_salt(salt_file), table, rejected, workers, progress)
     if tables["videos"].height == 0:
-        top = tables["rejected"].group_by("reason").len().sort("len", descending=True).head(3)
+        top = tables["rejected"].group_by("reason").len().sort(["len", "reason"], descending=[True, False]).head(3)
         why = "; ".join(f"{n} x {r}" for r, n in top.iter_rows()) or "the source lists no files"
         raise ValueError(f"{src}: nothing usable was found ({why})")
     return tables
