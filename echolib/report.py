@@ -114,6 +114,48 @@ def banner_html(f: dict) -> str:
     return f'{smoke}<div class="echolib-banner"><dl>{dl}</dl></div>'
 
 
+TABLE1_METRICS = ("mcmrr_v2r", "r10_v2r", "mcmrr_r2v", "r10_r2v")
+
+
+def _table1_runs(res: dict) -> list[str]:
+    from .compare import TABLE1_ROWS
+
+    return [r for r in TABLE1_ROWS if r in res["runs"]] + [r for r in res["runs"] if r not in TABLE1_ROWS]
+
+
+def _ours_cell(res: dict, run: str, m: str) -> str:
+    """MCMRR divided by the number of candidates (3 decimals), R@10 in percent (1 decimal), with the CI."""
+    v, n = res["runs"][run][m], res["n_studies"]
+    k, d = (1 / n, 3) if m.startswith("mcmrr") else (100, 1)
+    return f"{v['value'] * k:.{d}f} [{v['lo'] * k:.{d}f}, {v['hi'] * k:.{d}f}]"
+
+
+def _paper_cell(run: str, m: str) -> str:
+    p = PAPER_TABLE1.get(run)
+    if not p:
+        return ""
+    return f"{p[m] / PAPER_N:.3f}" if m.startswith("mcmrr") else f"{p[m]:.1f}"
+
+
+def table1_markdown(res: dict, beside: dict | None = None, label: str = "ours", beside_label: str = "control") -> str:
+    """Table 1 as Markdown (README, closing notes): ours (and another pipeline's, e.g. the control's) beside the
+    paper's, on the same scales as the report's table."""
+    names = [label] + ([beside_label] if beside else []) + ["paper"]
+    head = "| model | " + " | ".join(f"{m} {w}" for m in ("MCMRR/N v→r", "R@10 % v→r", "MCMRR/N r→v", "R@10 % r→v")
+                                   for w in names) + " |"
+    lines = [head, "|---" * (1 + 4 * len(names)) + "|"]
+    for r in _table1_runs(res):
+        cells = []
+        for m in TABLE1_METRICS:
+            cells.append(_ours_cell(res, r, m))
+            if beside:
+                cells.append(_ours_cell(beside, r, m) if r in beside["runs"] else "")
+            cells.append(_paper_cell(r, m))
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    sizes = f"N = {res['n_studies']:,}" + (f", {beside_label} N = {beside['n_studies']:,}" if beside else "")
+    return "\n".join(lines) + f"\n\n{sizes}; paper N = {PAPER_N:,}. Mean over seeds, 95 % CI over studies and seeds."
+
+
 def table1_beside_paper(res: dict):
     """Table 1 with 95 % CIs beside the paper's numbers. MCMRR is divided by the number of candidate studies
     (ours: res['n_studies'], the paper's: 5,515) so that both read on one scale (chance about 0.5); R@10 in
@@ -121,25 +163,12 @@ def table1_beside_paper(res: dict):
     import polars as pl
     from great_tables import loc, style
 
-    from .compare import TABLE1_ROWS
 
-    n = res["n_studies"]
-    runs = [r for r in TABLE1_ROWS if r in res["runs"]] + [r for r in res["runs"] if r not in TABLE1_ROWS]
-
-    def ours(run: str, m: str) -> str:
-        v = res["runs"][run][m]
-        k, d = (1 / n, 3) if m.startswith("mcmrr") else (100, 1)
-        return f"{v['value'] * k:.{d}f} [{v['lo'] * k:.{d}f}, {v['hi'] * k:.{d}f}]"
-
-    def paper(run: str, m: str) -> str:
-        p = PAPER_TABLE1.get(run)
-        if not p:
-            return ""
-        return f"{p[m] / PAPER_N:.3f}" if m.startswith("mcmrr") else f"{p[m]:.1f}"
-
-    metrics = ("mcmrr_v2r", "r10_v2r", "mcmrr_r2v", "r10_r2v")
-    rows = [{"model": r, **{f"{m}_ours": ours(r, m) for m in metrics}, **{f"{m}_paper": paper(r, m) for m in metrics},
+    n, runs = res["n_studies"], _table1_runs(res)
+    rows = [{"model": r, **{f"{m}_ours": _ours_cell(res, r, m) for m in TABLE1_METRICS},
+             **{f"{m}_paper": _paper_cell(r, m) for m in TABLE1_METRICS},
              "seeds": res["runs"][r]["mcmrr_v2r"].get("seeds", 1)} for r in runs]
+    metrics = TABLE1_METRICS
     df = pl.DataFrame(rows)
     labels = {"mcmrr_v2r": "MCMRR / N, video → report", "r10_v2r": "R@10 %, video → report",
               "mcmrr_r2v": "MCMRR / N, report → video", "r10_r2v": "R@10 %, report → video"}
@@ -403,9 +432,17 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m echolib.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["summary"])
-    ap.parse_args(argv)
-    print(terminal_summary(project_root()))
+    ap.add_argument("cmd", choices=["summary", "table1"], help="summary: what `make repro` prints at the end; "
+                    "table1: Table 1 as Markdown beside the paper's")
+    ap.add_argument("--beside", help="table1: another pipeline's metrics/table1.json (e.g. the control's)")
+    a = ap.parse_args(argv)
+    root = project_root()
+    if a.cmd == "summary":
+        print(terminal_summary(root))
+        return 0
+    res = json.loads((root / "metrics" / "table1.json").read_text(encoding="utf-8"))
+    beside = json.loads(Path(a.beside).read_text(encoding="utf-8")) if a.beside else None
+    print(table1_markdown(res, beside))
     return 0
 
 

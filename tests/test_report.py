@@ -133,6 +133,17 @@ def test_table1_beside_paper_normalises_by_each_n():
     assert "0.500 [0.400, 0.600]" in page and "10.0 [5.0, 15.0]" in page  # ours / 200, R@10 in percent
 
 
+def test_table1_markdown_puts_the_control_and_the_paper_beside_ours():
+    ctl = _table1(400)
+    ctl["runs"]["MultiVideo"]["mcmrr_v2r"] = {"value": 100.0, "lo": 80.0, "hi": 120.0}
+    md = R.table1_markdown(_table1(200), ctl).splitlines()
+    row = next(x for x in md if x.startswith("| MultiVideo |")).split(" | ")
+    # model, then per metric: ours, control, paper; MultiVideo comes first (Table 1's order), SingleImage after
+    assert row[1:4] == ["0.500 [0.400, 0.600]", "0.250 [0.200, 0.300]", "0.108"]  # 100/400; the paper's 595/5515
+    assert md.index(next(x for x in md if "| SingleImage |" in x)) > md.index(next(x for x in md if "| MultiVideo |" in x))
+    assert md[-1].startswith("N = 200, control N = 400; paper N = 5,515")
+
+
 def test_banner_says_smoke_test_for_tiny_or_few_studies(tmp_path):
     facts = {"profile": "default", "changed": [], "source": "synthetic", "patients": 10, "studies": 20, "clips": 100,
              "kept_clips": 90, "evaluation_studies": 500, "test_patients": 40, "seeds": [0], "git": "abc",
