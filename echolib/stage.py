@@ -372,16 +372,12 @@ def _publish(sp: StageSpec, root: Path, staging: Path, params: dict) -> None:
 
 
 def _finish(root: Path, staging: Path) -> None:
-    from .io.files import swap_into_place
+    from .io.files import remove_path, swap_into_place
 
     for o in json.loads((staging / JOURNAL).read_text())["outputs"]:
         if (staging / o).exists() or (staging / o).is_symlink():  # not swapped yet
             swap_into_place(staging / o, root / o)
-        old = (root / o).with_name(f".{(root / o).name}.old")  # swapped; the previous one not yet removed
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        elif old.exists() or old.is_symlink():
-            old.unlink()
+        remove_path((root / o).with_name(f".{(root / o).name}.old"))  # swapped; the previous one not yet removed
     shutil.rmtree(staging)
 
 

@@ -35,21 +35,28 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def remove_path(path: str | Path) -> None:
+    """Remove a file, a link or a folder tree, if there is one."""
+    import shutil
+
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 def swap_into_place(new: str | Path, dest: str | Path) -> None:
     """Replace `dest` (a file or folder, which may not exist yet) by `new`, by renames: the old one is moved
     aside first and removed only once the new one is in place, so an interruption leaves one or the other."""
-    import shutil
-
     new, dest = Path(new), Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     old = dest.with_name(f".{dest.name}.old")
-    if old.exists():
-        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    remove_path(old)
     if dest.exists() or dest.is_symlink():
         dest.rename(old)
     new.rename(dest)
-    if old.exists() or old.is_symlink():
-        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    remove_path(old)
 
 
 class atomic_dir:

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .clip import MAX_LOGIT_SCALE
+from .clip import ClipInterface
 
 MEAN = (0.0878, 0.0873, 0.0932)
 STD = (0.1510, 0.1492, 0.1570)
@@ -33,33 +32,39 @@ VIDEOMAE2_FRAMES = 16
 AUTHORS_MAX_LENGTH = 256  # tokens (the paper's text length)
 HEAD_DIM = 64
 
-#: transformers 4.x ViViT names -> the names of the installed transformers (5.x renamed them)
-_VIVIT_RENAMES = [(r"^encoder\.layer\.", "layers."), (r"attention\.attention\.query", "attention.q_proj"),
-                  (r"attention\.attention\.key", "attention.k_proj"), (r"attention\.attention\.value", "attention.v_proj"),
-                  (r"attention\.output\.dense", "attention.o_proj"), (r"intermediate\.dense", "mlp.fc1"),
-                  (r"output\.dense", "mlp.fc2")]
-#: and back (to write their layout)
-_VIVIT_BACK = [(r"^layers\.", "encoder.layer."), (r"attention\.q_proj", "attention.attention.query"),
-               (r"attention\.k_proj", "attention.attention.key"), (r"attention\.v_proj", "attention.attention.value"),
-               (r"attention\.o_proj", "attention.output.dense"), (r"mlp\.fc1", "intermediate.dense"),
-               (r"mlp\.fc2", "output.dense")]
-#: VideoMAE v2 original names -> transformers VideoMAEModel (as transformers' convert_videomae_to_pytorch.py)
-_MAE_RENAMES = [(r"^patch_embed\.proj\.", "embeddings.patch_embeddings.projection."),
-                (r"^blocks\.(\d+)\.norm1\.", r"encoder.layer.\1.layernorm_before."),
-                (r"^blocks\.(\d+)\.norm2\.", r"encoder.layer.\1.layernorm_after."),
-                (r"^blocks\.(\d+)\.attn\.proj\.", r"encoder.layer.\1.attention.output.dense."),
-                (r"^blocks\.(\d+)\.attn\.q_bias$", r"encoder.layer.\1.attention.attention.query.bias"),
-                (r"^blocks\.(\d+)\.attn\.v_bias$", r"encoder.layer.\1.attention.attention.value.bias"),
-                (r"^blocks\.(\d+)\.mlp\.fc1\.", r"encoder.layer.\1.intermediate.dense."),
-                (r"^blocks\.(\d+)\.mlp\.fc2\.", r"encoder.layer.\1.output.dense.")]
-_MAE_BACK = [(r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-             (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-             (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
-             (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
-             (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.bias$", r"blocks.\1.attn.q_bias"),
-             (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.bias$", r"blocks.\1.attn.v_bias"),
-             (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
-             (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2.")]
+#: name pairs (their layout, the installed transformers) with {i} for a layer index; the first matching prefix wins,
+#: so both directions (reading and writing their layout) come from one table.
+#: ViViT: transformers 4.x names -> 5.x names (the renames of transformers' own conversion mapping)
+_VIVIT_NAMES = [("encoder.layer.{i}.attention.attention.query.", "layers.{i}.attention.q_proj."),
+                ("encoder.layer.{i}.attention.attention.key.", "layers.{i}.attention.k_proj."),
+                ("encoder.layer.{i}.attention.attention.value.", "layers.{i}.attention.v_proj."),
+                ("encoder.layer.{i}.attention.output.dense.", "layers.{i}.attention.o_proj."),
+                ("encoder.layer.{i}.intermediate.dense.", "layers.{i}.mlp.fc1."),
+                ("encoder.layer.{i}.output.dense.", "layers.{i}.mlp.fc2."),
+                ("encoder.layer.{i}.", "layers.{i}.")]
+#: VideoMAE v2 original names -> transformers VideoMAEModel (as transformers' convert_videomae_to_pytorch.py; the
+#: fused qkv weight is split apart, not renamed)
+_MAE_NAMES = [("patch_embed.proj.", "embeddings.patch_embeddings.projection."),
+              ("blocks.{i}.norm1.", "encoder.layer.{i}.layernorm_before."),
+              ("blocks.{i}.norm2.", "encoder.layer.{i}.layernorm_after."),
+              ("blocks.{i}.attn.proj.", "encoder.layer.{i}.attention.output.dense."),
+              ("blocks.{i}.attn.q_bias", "encoder.layer.{i}.attention.attention.query.bias"),
+              ("blocks.{i}.attn.v_bias", "encoder.layer.{i}.attention.attention.value.bias"),
+              ("blocks.{i}.mlp.fc1.", "encoder.layer.{i}.intermediate.dense."),
+              ("blocks.{i}.mlp.fc2.", "encoder.layer.{i}.output.dense.")]
+
+
+def _rules(pairs, back: bool = False) -> list[tuple[str, str]]:
+    """Regex rules for one direction of a name table: theirs -> ours, or ours -> theirs with `back`."""
+    out = []
+    for theirs, ours in pairs:
+        src, dst = (ours, theirs) if back else (theirs, ours)
+        out.append(("^" + r"(\d+)".join(map(re.escape, src.split("{i}"))), dst.replace("{i}", r"\1")))
+    return out
+
+
+_VIVIT_RENAMES, _VIVIT_BACK = _rules(_VIVIT_NAMES), _rules(_VIVIT_NAMES, back=True)
+_MAE_RENAMES, _MAE_BACK = _rules(_MAE_NAMES), _rules(_MAE_NAMES, back=True)
 
 
 class AuthorsCheckpointError(ValueError):
@@ -68,7 +73,9 @@ class AuthorsCheckpointError(ValueError):
 
 def _rename(key: str, rules) -> str:
     for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
+        renamed, n = re.subn(pattern, repl, key, count=1)
+        if n:
+            return renamed
     return key
 
 
@@ -76,8 +83,7 @@ def _strip_prefixes(state: dict) -> dict:
     """Drop `module.` (DDP) and `_orig_mod.` (torch.compile) wherever they lead a key, and `position_ids` buffers."""
     out = {}
     for k, v in state.items():
-        k = re.sub(r"(^|\.)(module|_orig_mod)\.", r"\1", k)
-        k = re.sub(r"(^|\.)(module|_orig_mod)\.", r"\1", k)
+        k = re.sub(r"(^|\.)(?:(?:module|_orig_mod)\.)+", r"\1", k)
         if not k.endswith("position_ids"):
             out[k] = v
     return out
@@ -140,8 +146,8 @@ class AuthorsText(nn.Module):
         return self.proj(h[:, 0])
 
 
-class AuthorsClip(nn.Module):
-    """The authors' model with EchoClip's interface (encode_video, encode_text, scale)."""
+class AuthorsClip(ClipInterface, nn.Module):
+    """The authors' model (towers `visual` and `text`, as their state dict names them) with EchoClip's interface."""
 
     def __init__(self, visual: AuthorsVideo, text: AuthorsText):
         super().__init__()
@@ -149,19 +155,16 @@ class AuthorsClip(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(0.0))
 
     @property
+    def video_encoder(self) -> AuthorsVideo:
+        return self.visual
+
+    @property
+    def text_encoder(self) -> AuthorsText:
+        return self.text
+
+    @property
     def num_frames(self) -> int:
         return self.visual.num_frames
-
-    def encode_video(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        v = self.visual(x)
-        return F.normalize(v, dim=-1) if normalize else v
-
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True):
-        t = self.text(input_ids, attention_mask)
-        return F.normalize(t, dim=-1) if normalize else t
-
-    def scale(self) -> torch.Tensor:
-        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
 
 
 def is_authors_checkpoint(obj) -> bool:
@@ -194,8 +197,8 @@ def _to_ours(state: dict) -> tuple[str, dict]:
 
 
 def _to_theirs(model: AuthorsClip) -> dict:
-    out = {}
-    for k, v in model.state_dict().items():
+    out, sd = {}, model.state_dict()
+    for k, v in sd.items():
         if k.startswith("visual.model.") and model.visual.kind == "vivit":
             out["visual.model." + _rename(k[len("visual.model."):], _VIVIT_BACK)] = v
         elif k.startswith("visual.") and model.visual.kind == "videomae2":
@@ -207,7 +210,6 @@ def _to_theirs(model: AuthorsClip) -> dict:
             if m := re.match(r"encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.weight$", sub):
                 if m.group(2) == "query":
                     base = f"encoder.layer.{m.group(1)}.attention.attention."
-                    sd = model.state_dict()
                     out[f"visual.model.model.blocks.{m.group(1)}.attn.qkv.weight"] = torch.cat(
                         [sd["visual.model." + base + p + ".weight"] for p in ("query", "key", "value")])
             else:

@@ -11,13 +11,9 @@ from torch import nn
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
-class EchoClip(nn.Module):
-    def __init__(self, video_encoder: nn.Module, text_encoder: nn.Module, init_temperature: float = 0.07,
-                 siglip: bool = False):
-        super().__init__()
-        self.video_encoder, self.text_encoder = video_encoder, text_encoder
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
-        self.logit_bias = nn.Parameter(torch.tensor(-10.0)) if siglip else None
+class ClipInterface:
+    """What retrieval and evaluation call on a CLIP model: its towers are `video_encoder` and `text_encoder`, its
+    learned temperature `logit_scale`."""
 
     def encode_video(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         v = self.video_encoder(x)
@@ -30,6 +26,15 @@ class EchoClip(nn.Module):
     def scale(self) -> torch.Tensor:
         """The multiplicative factor 1/tau, with log-scale clamped at ln 100."""
         return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+
+
+class EchoClip(ClipInterface, nn.Module):
+    def __init__(self, video_encoder: nn.Module, text_encoder: nn.Module, init_temperature: float = 0.07,
+                 siglip: bool = False):
+        super().__init__()
+        self.video_encoder, self.text_encoder = video_encoder, text_encoder
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0)) if siglip else None
 
     def forward(self, video, input_ids, attention_mask):
         return self.encode_video(video), self.encode_text(input_ids, attention_mask), self.scale()
