@@ -267,9 +267,10 @@ class RunConfig(Section):
     steps: int = _f(lo=0)  # 0 = train.steps
     seeds: list[int] = _f()  # empty = base.seeds
     exposure_of: str = _f()  # "" or a run: train as many steps as that run needs to see this run's views as often
-    weights: str = _f()  # optional local weights for the video/image backbone
+    init: str = _f(nonempty=True)  # the video/image tower's start: scratch | ssl | local:PATH (see `init_spec`)
 
     def validate(self, where: str) -> None:
+        init_spec(self.init, f"{where}.init")
         known = encoders.names("video", "image")
         if self.encoder not in known:
             raise ConfigError(f"params: '{where}.encoder' {self.encoder!r} is not a known encoder; choose one "
@@ -278,6 +279,43 @@ class RunConfig(Section):
             raise ConfigError(f"params: '{where}.batch_size' must be 0 (train.batch_size) or >= 2, got 1")
         if len(set(self.seeds)) != len(self.seeds) or any(x < 0 for x in self.seeds):
             raise ConfigError(f"params: '{where}.seeds' must be distinct non-negative integers, got {self.seeds}")
+
+
+def init_spec(value: str, where: str = "init") -> tuple[str, str]:
+    """`scratch`, `ssl` or `local:PATH` -> (kind, path); ConfigError naming the key otherwise."""
+    if value in ("scratch", "ssl"):
+        return value, ""
+    if value.startswith("local:") and value[len("local:"):].strip():
+        return "local", value[len("local:"):].strip()
+    raise ConfigError(f"params: '{where}' must be scratch, ssl or local:PATH (a local weights file or folder), "
+                      f"got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig(Section):
+    """Self-supervised pretraining of a run's video or image encoder on the training patients' clips (init: ssl)."""
+
+    section: ClassVar[str] = "pretrain"
+    steps: int = _f(lo=1)
+    batch_size: int = _f(lo=2)
+    lr: float = _f(lo=0, lo_open=True)
+    temperature: float = _f(lo=0, lo_open=True)  # contrastive objective (ConvNeXt encoders)
+    mask_ratio: float = _f(lo=0, lo_open=True, hi=0.99)  # masked video autoencoding (ViT encoders), tube masking
+
+
+@dataclasses.dataclass(frozen=True)
+class Fig2Config(Section):
+    """The paper's Fig. 2: runs trained from each initialisation, self-supervised at several pretraining sizes."""
+
+    section: ClassVar[str] = "fig2"
+    runs: list[str] = _f()  # runs (of `runs:`) trained from each initialisation; MultiVideo is scored on 4CH
+    sizes: list[float] = _f()  # fractions of the training patients pretrained on (log-spaced); [] = not run
+    seeds: list[int] = _f(nonempty=True)  # seeds of each pretrained run (the scratch point: Table 1's same seeds)
+    local: dict[str, dict[str, str]] = _f()  # label -> {run: local weights PATH}, e.g. ImageNet-21k weights
+
+    def validate(self, where: str) -> None:
+        if any(not 0 < x <= 1 for x in self.sizes) or len(set(self.sizes)) != len(self.sizes):
+            raise ConfigError(f"params: '{where}.sizes' must be distinct fractions in (0, 1], got {self.sizes}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,7 +352,8 @@ class ReportConfig(Section):
 
 SECTIONS: dict[str, type[Section]] = {
     c.section: c for c in (BaseConfig, SynthConfig, IngestConfig, ViewsConfig, SplitConfig, TextConfig, CacheConfig,
-                           TrainConfig, PositiveControlConfig, EvaluateConfig, ReportConfig)
+                           TrainConfig, PretrainConfig, PositiveControlConfig, EvaluateConfig, Fig2Config,
+                           ReportConfig)
 }
 
 
@@ -331,8 +370,10 @@ class Params:
     cache: CacheConfig
     train: TrainConfig
     runs: dict[str, RunConfig]
+    pretrain: PretrainConfig
     positive_control: PositiveControlConfig
     evaluate: EvaluateConfig
+    fig2: Fig2Config
     report: ReportConfig
 
 
@@ -386,6 +427,16 @@ def _check_across(p: Params) -> None:
                                 or not set(run.views) <= set(p.runs[run.exposure_of].views)):
             raise ConfigError(f"params: 'runs.{name}.exposure_of' must name another run whose views include "
                               f"{run.views} and that has no exposure_of itself; runs: {sorted(p.runs)}")
+    for run in p.fig2.runs:
+        if run not in p.runs:
+            raise ConfigError(f"params: 'fig2.runs' names {run!r}, which is not in runs: {sorted(p.runs)}")
+    for label, by_run in p.fig2.local.items():
+        for run, path in by_run.items():
+            if run not in p.fig2.runs:
+                raise ConfigError(f"params: 'fig2.local.{label}' names run {run!r}, not one of fig2.runs "
+                                  f"{p.fig2.runs}")
+            if not path:
+                raise ConfigError(f"params: 'fig2.local.{label}.{run}' must be a local weights path")
     need = encoders.frames(p.positive_control.encoder, p.positive_control.size)
     if p.positive_control.steps and need > p.cache.frames:
         raise ConfigError(f"params: 'positive_control.encoder' takes {need} frames but 'cache.frames' stores "
@@ -443,7 +494,7 @@ _PROFILE_CHANGES: dict[str, dict[str, Any]] = {
     # a smoke test in minutes: a classifier trained on ~170 clips needs more epochs and cannot be held to 0.9
     "tiny": {"base.seeds": [0], "synth.n_patients": 24, "train.steps": 20, "train.batch_size": 8, "train.val_check_clips": 80,
              "train.checkpoint_steps": 5,
-             "train.warmup_steps": 5, "positive_control.steps": 10, "views.epochs": 20, "views.threshold": 0.5,
+             "train.warmup_steps": 5, "positive_control.steps": 10, "pretrain.steps": 4, "pretrain.batch_size": 4, "views.epochs": 20, "views.threshold": 0.5,
              "split.train": 0.6, "split.valid": 0.2, "split.test": 0.2},
     # the negative control: the default's sizes, every finding static and visible in every view
     "control": {"synth.control": True},

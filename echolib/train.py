@@ -68,11 +68,17 @@ class RunSetup:
     batch_size: int
     cache_meta: dict
     steps: int
+    pretrain: C.PretrainConfig
 
 
-def setup_run(name: str, params_path: str | Path = "params.yaml", seed: int = 0) -> RunSetup:
+def setup_run(name: str, params_path: str | Path = "params.yaml", seed: int = 0, init: str | None = None,
+              ssl_weights: str | Path | None = None) -> RunSetup:
     """Everything a run needs before training: typed params, the model and the data module (set up). Reports are
-    tokenized in the clip store already: only the tokenizer's vocabulary size is read here."""
+    tokenized in the clip store already: only the tokenizer's vocabulary size is read here. `init` overrides the
+    run's `init` (Fig. 2 trains a run from several); `ssl_weights` is the file `init: ssl` loads."""
+    import dataclasses
+    from types import SimpleNamespace
+
     from .lit import ClipDataModule
     from .text import vocab_size
 
@@ -81,13 +87,17 @@ def setup_run(name: str, params_path: str | Path = "params.yaml", seed: int = 0)
     if name not in p.runs:
         raise C.ConfigError(f"run {name!r} is not in params.yaml runs: {sorted(p.runs)}")
     run = p.runs[name]
+    if init:
+        C.init_spec(init, "--init")
+        run = dataclasses.replace(run, init=init)
     data = C.project_root(Path(params_path).resolve().parent) / base.data_root
     tokenizer_dir = Path(text.pretrained_dir) if text.pretrained_dir else data / "tokenizer"
     n_vocab = vocab_size(tokenizer_dir)
     if not (data / "cache" / "meta.json").is_file():
         raise FileNotFoundError(f"{data / 'cache'}: no clip store (run the cache stage first: dvc repro cache)")
     cache_meta = json.loads((data / "cache" / "meta.json").read_text())
-    model, frames = build_model(run, vocab_size=n_vocab, stored_frames=cache_meta["frames"],
+    model, frames = build_model(SimpleNamespace(**run.to_dict(), ssl_weights=ssl_weights), vocab_size=n_vocab,
+                                stored_frames=cache_meta["frames"],
                                 max_length=text.max_length, text_layers=text.layers,
                                 pretrained_dir=text.pretrained_dir, loss=train.loss)
     batch = run.batch_size or train.batch_size
@@ -95,7 +105,7 @@ def setup_run(name: str, params_path: str | Path = "params.yaml", seed: int = 0)
                         text.shuffle_findings, text.max_findings, seed)
     dm.setup()
     return RunSetup(base, train, text, run, data, tokenizer_dir, n_vocab, model, frames, dm, batch, cache_meta,
-                    run_steps(p, name, dm.cache.index))
+                    run_steps(p, name, dm.cache.index), p.pretrain)
 
 
 class ResumeError(RuntimeError):
@@ -108,6 +118,7 @@ def run_signature(r: RunSetup, seed: int) -> str:
 
     keys = ("shape", "frames", "fps", "size", "store", "clips", "studies", "max_length")
     blob = json.dumps({"run": r.run.to_dict(), "train": r.train.to_dict(), "text": r.text.to_dict(), "seed": seed,
+                       "pretrain": r.pretrain.to_dict() if r.run.init == "ssl" else None,
                        "steps": r.steps, "cache": {k: r.cache_meta.get(k) for k in keys}}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -136,11 +147,33 @@ def _prepare_folder(out: Path, resume: bool | str, signature: str) -> bool:
     return False
 
 
+def ssl_weights_for(name: str, params_path: str | Path, out_root: Path) -> Path:
+    """`init: ssl`: the run's encoder pretrained (self-supervised, all training patients, pretrain.* settings,
+    base.seed) into OUT_ROOT/NAME/pretrain once for all its seeds; reused while those settings hold."""
+    from .pretrain import pretrain_encoder
+
+    p = C.load(params_path)
+    run, out = p.runs[name], out_root / name / "pretrain"
+    data = C.project_root(Path(params_path).resolve().parent) / p.base.data_root
+    want = {"encoder": run.encoder, "size": run.size, "fraction": 1.0, "seed": p.base.seed, **p.pretrain.to_dict()}
+    done = out / "summary.json"
+    if os.environ.get("RANK", "0") != "0":  # torchrun / SLURM: rank 0 pretrains, the others wait for its file
+        while not done.is_file():
+            time.sleep(5)
+    if done.is_file() and (out / "encoder.pt").is_file():
+        have = json.loads(done.read_text())
+        if all(have.get(k) == v for k, v in want.items() if k in have):
+            return out / "encoder.pt"
+    pretrain_encoder(run.encoder, run.size, data / "cache", out, 1.0, p.pretrain, p.base.seed)
+    return out / "encoder.pt"
+
+
 def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", resume: bool | str = False,
-              fast_dev_run: bool = False, out_root: str | Path | None = None) -> dict:
+              fast_dev_run: bool = False, out_root: str | Path | None = None, init: str | None = None) -> dict:
     """Train run `name` with `seed` into OUT_ROOT/NAME/seedSEED. `resume`: True continues from the run's last
     checkpoint (exactly: model, optimiser, schedule, every random state and the position in the epoch), "auto"
-    does so when that checkpoint belongs to the same run, False starts afresh."""
+    does so when that checkpoint belongs to the same run, False starts afresh. `init` overrides the run's own
+    (scratch | ssl | local:PATH)."""
     import warnings
 
     import lightning as L
@@ -151,10 +184,15 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     if train_threads := C.load(params_path).train.torch_threads:
         torch.set_num_threads(train_threads)
     L.seed_everything(seed, workers=True, verbose=False)
-    r = setup_run(name, params_path, seed)
-    base, train, text, run, data = r.base, r.train, r.text, r.run, r.data
+    p = C.load(params_path)
+    if name not in p.runs:
+        raise C.ConfigError(f"run {name!r} is not in params.yaml runs: {sorted(p.runs)}")
+    root = Path(out_root or C.project_root(Path(params_path).resolve().parent) / p.base.data_root / "runs")
+    ssl = ssl_weights_for(name, params_path, root) if (init or p.runs[name].init) == "ssl" else None
+    r = setup_run(name, params_path, seed, init, ssl)
+    base, train, text, run = r.base, r.train, r.text, r.run
     model, frames, dm, batch, cache_meta = r.model, r.frames, r.datamodule, r.batch_size, r.cache_meta
-    out = Path(out_root or data / "runs") / name / f"seed{seed}"
+    out = root / name / f"seed{seed}"
     signature = run_signature(r, seed)
     resuming = _prepare_folder(out, resume, signature) if not fast_dev_run else False
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +229,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
     summary = {
-        "run": name, "seed": seed, "encoder": run.encoder, "size": run.size, "frames": frames,
+        "run": name, "seed": seed, "encoder": run.encoder, "size": run.size, "init": run.init, "frames": frames,
         "views": list(run.views), "lr": run.lr, "batch_size": batch, "train_clips": len(dm.train_set),
         "val_clips": len(dm.val_set), "steps": steps,
         "exposure_of": exposure_basis(C.load(params_path), run.exposure_of) if run.exposure_of else None,
@@ -229,16 +267,7 @@ class _KillAt:
         return KillAt()
 
 
-def _logger(out: Path, resume: bool):
-    """dvclive (curves for the pipeline's pages and `dvc plots`); Lightning's CSV logger in an environment without
-    it (a bare GPU node running `python -m echolib.train` from a copied store)."""
-    try:
-        from dvclive.lightning import DVCLiveLogger
-    except ImportError:
-        from lightning.pytorch.loggers import CSVLogger
-
-        print("dvclive is not installed: curves go to csv/ (Lightning's CSVLogger)")
-        return CSVLogger(str(out), name="csv")
+def _curves_only():
     from dvclive import Live
     from scmrepo.exceptions import SCMError
 
@@ -254,12 +283,33 @@ def _logger(out: Path, resume: bool):
                 self._dvc_repo, self._save_dvc_exp = None, False
                 self._dvc_file = self._init_dvc_file()
 
+    return CurvesOnly
+
+
+def curves_logger(folder: str | Path):
+    """A dvclive Live writing curves only into `folder` (what the pages and `dvc plots` read), for loops outside
+    Lightning (self-supervised pretraining)."""
+    return _curves_only()(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+def _logger(out: Path, resume: bool):
+    """dvclive (curves for the pipeline's pages and `dvc plots`); Lightning's CSV logger in an environment without
+    it (a bare GPU node running `python -m echolib.train` from a copied store)."""
+    try:
+        from dvclive.lightning import DVCLiveLogger
+    except ImportError:
+        from lightning.pytorch.loggers import CSVLogger
+
+        print("dvclive is not installed: curves go to csv/ (Lightning's CSVLogger)")
+        return CSVLogger(str(out), name="csv")
     from lightning.fabric.loggers.logger import rank_zero_experiment
+
+    CurvesOnly = _curves_only()
 
     class CurvesLogger(DVCLiveLogger):
         @property
         @rank_zero_experiment
-        def experiment(self) -> Live:  # created on rank 0 only, when first used, as DVCLiveLogger does
+        def experiment(self):  # created on rank 0 only, when first used, as DVCLiveLogger does
             if self._experiment is None:
                 self._experiment = CurvesOnly(**self._kwargs)
             return self._experiment
@@ -297,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="continue from checkpoints/last.ckpt when it belongs to this run, else start afresh")
     ap.add_argument("--fast-dev-run", action="store_true")
     ap.add_argument("--out-root", default=None, help="folder for RUN/seedS (default: <data_root>/runs)")
+    ap.add_argument("--init", default=None, help="the video/image tower's start, overriding the run's init: scratch | "
+                    "ssl | local:PATH")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = C.load(a.params)
@@ -306,8 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     for seed in seeds:
         try:
             s = train_run(a.run, seed, a.params, "auto" if a.resume_if_possible else a.resume, a.fast_dev_run,
-                          a.out_root)
-        except (C.ConfigError, ResumeError, FileNotFoundError) as e:
+                          a.out_root, a.init)
+        except (C.ConfigError, ResumeError, FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: {e}") from None
         if s:
             print(json.dumps(s), flush=True)

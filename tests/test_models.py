@@ -10,7 +10,7 @@ from echolib.models import (
     create_video_encoder,
     list_encoders,
 )
-from echolib.models.registry import load_weights
+from echolib.models.pretrained import WeightsError, load_weights
 
 
 def test_registry_lists_required_encoders():
@@ -97,7 +97,7 @@ def test_weights_round_trip_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         load_weights(b, tmp_path / "none.safetensors")
     torch.save({"junk.weight": torch.zeros(1)}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(WeightsError, match="match no known layout"):
         load_weights(b, tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError, match="not a local BERT directory"):
         create_text_encoder("bert", pretrained_dir=tmp_path)

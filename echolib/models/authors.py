@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .clip import ClipInterface
+from .pretrained import VIVIT_BACK, VIVIT_RENAMES, hf_to_videomae2, rename, strip_prefixes, videomae2_to_hf
 
 MEAN = (0.0878, 0.0873, 0.0932)
 STD = (0.1510, 0.1492, 0.1570)
@@ -32,61 +33,8 @@ VIDEOMAE2_FRAMES = 16
 AUTHORS_MAX_LENGTH = 256  # tokens (the paper's text length)
 HEAD_DIM = 64
 
-#: name pairs (their layout, the installed transformers) with {i} for a layer index; the first matching prefix wins,
-#: so both directions (reading and writing their layout) come from one table.
-#: ViViT: transformers 4.x names -> 5.x names (the renames of transformers' own conversion mapping)
-_VIVIT_NAMES = [("encoder.layer.{i}.attention.attention.query.", "layers.{i}.attention.q_proj."),
-                ("encoder.layer.{i}.attention.attention.key.", "layers.{i}.attention.k_proj."),
-                ("encoder.layer.{i}.attention.attention.value.", "layers.{i}.attention.v_proj."),
-                ("encoder.layer.{i}.attention.output.dense.", "layers.{i}.attention.o_proj."),
-                ("encoder.layer.{i}.intermediate.dense.", "layers.{i}.mlp.fc1."),
-                ("encoder.layer.{i}.output.dense.", "layers.{i}.mlp.fc2."),
-                ("encoder.layer.{i}.", "layers.{i}.")]
-#: VideoMAE v2 original names -> transformers VideoMAEModel (as transformers' convert_videomae_to_pytorch.py; the
-#: fused qkv weight is split apart, not renamed)
-_MAE_NAMES = [("patch_embed.proj.", "embeddings.patch_embeddings.projection."),
-              ("blocks.{i}.norm1.", "encoder.layer.{i}.layernorm_before."),
-              ("blocks.{i}.norm2.", "encoder.layer.{i}.layernorm_after."),
-              ("blocks.{i}.attn.proj.", "encoder.layer.{i}.attention.output.dense."),
-              ("blocks.{i}.attn.q_bias", "encoder.layer.{i}.attention.attention.query.bias"),
-              ("blocks.{i}.attn.v_bias", "encoder.layer.{i}.attention.attention.value.bias"),
-              ("blocks.{i}.mlp.fc1.", "encoder.layer.{i}.intermediate.dense."),
-              ("blocks.{i}.mlp.fc2.", "encoder.layer.{i}.output.dense.")]
-
-
-def _rules(pairs, back: bool = False) -> list[tuple[str, str]]:
-    """Regex rules for one direction of a name table: theirs -> ours, or ours -> theirs with `back`."""
-    out = []
-    for theirs, ours in pairs:
-        src, dst = (ours, theirs) if back else (theirs, ours)
-        out.append(("^" + r"(\d+)".join(map(re.escape, src.split("{i}"))), dst.replace("{i}", r"\1")))
-    return out
-
-
-_VIVIT_RENAMES, _VIVIT_BACK = _rules(_VIVIT_NAMES), _rules(_VIVIT_NAMES, back=True)
-_MAE_RENAMES, _MAE_BACK = _rules(_MAE_NAMES), _rules(_MAE_NAMES, back=True)
-
-
 class AuthorsCheckpointError(ValueError):
     """A file that is not one of the authors' checkpoints, or not complete; the message names file and keys."""
-
-
-def _rename(key: str, rules) -> str:
-    for pattern, repl in rules:
-        renamed, n = re.subn(pattern, repl, key, count=1)
-        if n:
-            return renamed
-    return key
-
-
-def _strip_prefixes(state: dict) -> dict:
-    """Drop `module.` (DDP) and `_orig_mod.` (torch.compile) wherever they lead a key, and `position_ids` buffers."""
-    out = {}
-    for k, v in state.items():
-        k = re.sub(r"(^|\.)(?:(?:module|_orig_mod)\.)+", r"\1", k)
-        if not k.endswith("position_ids"):
-            out[k] = v
-    return out
 
 
 def _layers(state: dict, prefix: str) -> int:
@@ -171,51 +119,32 @@ def is_authors_checkpoint(obj) -> bool:
     state = obj.get("state_dict") if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         return False
-    keys = _strip_prefixes(dict.fromkeys(state)).keys()
+    keys = strip_prefixes(dict.fromkeys(state)).keys()
     return any(k.startswith("visual.model.") for k in keys) and any(k.startswith("text.transformer.") for k in keys)
 
 
 def _to_ours(state: dict) -> tuple[str, dict]:
     """Their state dict (prefixes stripped) -> (video tower kind, our module's state dict)."""
-    out, mae = {}, any(k.startswith("visual.model.model.") for k in state)
-    for k, v in state.items():
-        if mae and k.startswith("visual.model.model."):
-            sub = k[len("visual.model.model."):]
-            if m := re.match(r"blocks\.(\d+)\.attn\.qkv\.weight$", sub):
-                q, kk, vv = v.chunk(3, dim=0)
-                base = f"visual.model.encoder.layer.{m.group(1)}.attention.attention."
-                out[base + "query.weight"], out[base + "key.weight"], out[base + "value.weight"] = q, kk, vv
-            elif sub.startswith(("fc_norm.", "head.")):
-                out["visual." + sub] = v
-            else:
-                out["visual.model." + _rename(sub, _MAE_RENAMES)] = v
-        elif k.startswith("visual.model."):
-            out["visual.model." + _rename(k[len("visual.model."):], _VIVIT_RENAMES)] = v
-        else:
-            out[k] = v
-    return ("videomae2" if mae else "vivit"), out
+    mae = any(k.startswith("visual.model.model.") for k in state)
+    if not mae:
+        return "vivit", {("visual.model." + rename(k[len("visual.model."):], VIVIT_RENAMES)
+                          if k.startswith("visual.model.") else k): v for k, v in state.items()}
+    inner = {k[len("visual.model.model."):]: v for k, v in state.items() if k.startswith("visual.model.model.")}
+    out = {k: v for k, v in state.items() if not k.startswith("visual.model.model.")}
+    for k, v in videomae2_to_hf(inner).items():
+        out[("visual." if k.startswith(("fc_norm.", "head.")) else "visual.model.") + k] = v
+    return "videomae2", out
 
 
 def _to_theirs(model: AuthorsClip) -> dict:
-    out, sd = {}, model.state_dict()
-    for k, v in sd.items():
-        if k.startswith("visual.model.") and model.visual.kind == "vivit":
-            out["visual.model." + _rename(k[len("visual.model."):], _VIVIT_BACK)] = v
-        elif k.startswith("visual.") and model.visual.kind == "videomae2":
-            sub = k[len("visual."):]
-            if sub.startswith(("fc_norm.", "head.")):
-                out["visual.model.model." + sub] = v
-                continue
-            sub = sub[len("model."):]
-            if m := re.match(r"encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.weight$", sub):
-                if m.group(2) == "query":
-                    base = f"encoder.layer.{m.group(1)}.attention.attention."
-                    out[f"visual.model.model.blocks.{m.group(1)}.attn.qkv.weight"] = torch.cat(
-                        [sd["visual.model." + base + p + ".weight"] for p in ("query", "key", "value")])
-            else:
-                out["visual.model.model." + _rename(sub, _MAE_BACK)] = v
-        else:
-            out[k] = v
+    sd = model.state_dict()
+    if model.visual.kind == "vivit":
+        return {("visual.model." + rename(k[len("visual.model."):], VIVIT_BACK) if k.startswith("visual.model.")
+                 else k): v for k, v in sd.items()}
+    inner = {k[len("visual.model."):]: v for k, v in sd.items() if k.startswith("visual.model.")}
+    inner.update({k[len("visual."):]: v for k, v in sd.items() if k.startswith(("visual.fc_norm.", "visual.head."))})
+    out = {k: v for k, v in sd.items() if not k.startswith("visual.")}
+    out.update({"visual.model.model." + k: v for k, v in hf_to_videomae2(inner).items()})
     return out
 
 
@@ -266,7 +195,7 @@ def load_authors_checkpoint(path: str | Path, image_size: int = IMAGE_SIZE) -> A
     if not is_authors_checkpoint(obj):
         raise AuthorsCheckpointError(f"{path}: not the authors' layout (a dict with 'state_dict' holding "
                                      f"visual.model.* and text.transformer.* keys)")
-    kind, state = _to_ours(_strip_prefixes(obj["state_dict"]))
+    kind, state = _to_ours(strip_prefixes(obj["state_dict"]))
     model = _build(kind, state, path, image_size)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

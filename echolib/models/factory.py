@@ -18,7 +18,7 @@ def build_model(run, *, vocab_size: int, stored_frames: int, max_length: int, te
     """EchoClip for a run (its encoder, size, optional backbone weights) and the frames its video input has.
 
     `text_layers` is the depth of a text tower trained from scratch (ignored with `pretrained_dir`)."""
-    weights = run.weights or None
+    weights = init_weights(run)
     if run.encoder in list_encoders()["image"]:
         enc = create_image_encoder(run.encoder, size=run.size, weights=weights)
         frames = min(stored_frames, IMAGE_EVAL_FRAMES)
@@ -34,6 +34,21 @@ def build_model(run, *, vocab_size: int, stored_frames: int, max_length: int, te
     return EchoClip(enc, txt, siglip=loss == "siglip"), frames
 
 
+def init_weights(run) -> str | None:
+    """The weights file a run's video/image tower starts from: None (scratch), the local path (local:PATH), or
+    the self-supervised weights the train stage wrote for it (ssl: `run.ssl_weights`, set by `train_run`)."""
+    from ..config import init_spec
+
+    kind, path = init_spec(getattr(run, "init", "scratch"))
+    if kind == "ssl":
+        found = getattr(run, "ssl_weights", None)
+        if not found:
+            raise FileNotFoundError("init: ssl needs the self-supervised weights; the train stage pretrains them "
+                                    "first (python -m echolib.train does)")
+        return str(found)
+    return path or None
+
+
 def load_clip_model(model_pt: str | Path):
     """Rebuild a trained EchoClip from its model.pt (weights + the run settings it was trained with)."""
     from types import SimpleNamespace
@@ -45,7 +60,7 @@ def load_clip_model(model_pt: str | Path):
     run = dict(ck["run"])
     if run.get("size", "auto") == "auto":  # saved before sizes were explicit: the profile decided
         run["size"] = "paper" if ck.get("profile") == "paper" else "tiny"
-    run = SimpleNamespace(encoder=run["encoder"], size=run["size"], weights="")
+    run = SimpleNamespace(encoder=run["encoder"], size=run["size"], init="scratch")  # the weights come next
     model, frames = build_model(run, vocab_size=ck["vocab_size"], stored_frames=ck["frames"],
                                 max_length=ck["max_length"], loss=ck["loss"],
                                 text_layers=ck.get("text_layers") or _text_layers(ck["state_dict"]))

@@ -47,7 +47,17 @@ def bert(size: str = "tiny", vocab_size: int = 8000, max_length: int = 256, pret
         d = Path(pretrained_dir)
         if not (d / "config.json").is_file():
             raise FileNotFoundError(f"{d}: not a local BERT directory (config.json missing)")
-        backbone = BertModel.from_pretrained(str(d), local_files_only=True, add_pooling_layer=False)
+        backbone, info = BertModel.from_pretrained(str(d), local_files_only=True, add_pooling_layer=False,
+                                                   output_loading_info=True)
+        # BertForPreTraining files (tohoku-nlp/bert-base-japanese-v3) carry `cls.*` heads and a pooler: dropped;
+        # anything else left over or missing is a partial load, refused
+        missing = sorted(k for k in info.get("missing_keys", []) if "position_ids" not in k)
+        unexpected = sorted(k for k in info.get("unexpected_keys", [])
+                            if not k.startswith(("cls.", "pooler.", "bert.pooler.")))
+        mismatched = sorted(map(str, info.get("mismatched_keys", [])))
+        if missing or unexpected or mismatched:
+            raise ValueError(f"{d}: the BERT weights do not fit its config.json (missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]}, other shapes {mismatched[:3]}): refusing a partial load")
         return TextEncoder(backbone, embed_dim or SIZES[size]["embed_dim"], "cls")
     if size not in SIZES:
         raise ValueError(f"unknown encoder size {size!r}; choose one of {sorted(SIZES)}")

@@ -1,0 +1,221 @@
+"""Self-supervised pretraining of a run's video or image encoder on the clips of the training patients only.
+
+No report, no label and no clip of a validation or test patient is read: the clips come from the clip store's
+rows whose split is `train`, and a pretraining set of a given size is a random fraction of the training *patients*
+(nested: a smaller set's patients are part of every larger one), so sizes can be compared as the paper's Fig. 2
+compares pretraining sets.
+
+Objectives (decided before any result, by what suits the architecture):
+- ConvNeXt encoders (`convnext_st`, `convnext_early`, `convnext`): two views of one clip are matched against the
+  other clips of the batch (symmetric InfoNCE, temperature `pretrain.temperature`, a 2-layer MLP head as in
+  SimCLR). A video view is a time window at a random offset; an image view is one random frame; each view has its
+  own random crop (50-100 % of the area) and its own gain and bias. ConvNeXt is not a ViT: tube masking has no
+  patches to drop, and ConvNeXt V2's masked autoencoding needs sparse convolutions.
+- ViT encoders (`videomae`): masked video autoencoding, transformers' `VideoMAEForPreTraining` with tube masking
+  (the same spatial patches hidden in every frame) at `pretrain.mask_ratio` (0.9 as VideoMAE).
+
+`python -m echolib.pretrain --encoder convnext_st --size tiny --fraction 0.25 --out DIR` writes DIR/encoder.pt
+(loadable by `init: local:DIR/encoder.pt`; `init: ssl` makes the train stage do this itself), DIR/summary.json and
+the loss curve in DIR/dvclive (as the training curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from . import config as C
+from .cache import frame_indices, frames_tensor, max_offset, model_input, open_store
+from .supervised import one_cycle
+
+LAYOUT = "echolib-ssl"
+
+
+def pretrain_patients(index: pl.DataFrame, fraction: float, seed: int) -> list[str]:
+    """A `fraction` of the training patients (at least one), nested across fractions: the patients are shuffled
+    once by `seed` and the first ceil(fraction * n) taken."""
+    patients = sorted(index.filter(pl.col("split") == "train")["patient_id"].unique().to_list())
+    if not patients:
+        raise ValueError("the clip store has no training clips to pretrain on")
+    order = np.random.default_rng([seed, 2]).permutation(len(patients))
+    n = max(1, int(np.ceil(fraction * len(patients))))
+    return [patients[i] for i in order[:n]]
+
+
+def pretrain_rows(index: pl.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Store rows of the clips of `pretrain_patients` (training split only, by construction)."""
+    keep = set(pretrain_patients(index, fraction, seed))
+    rows = index.with_row_index("_i").filter((pl.col("split") == "train") & pl.col("patient_id").is_in(keep))
+    return rows["_i"].to_numpy()
+
+
+def _crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random square crop of 50-100 % of the area, resized back: (..., C, H, W)."""
+    h = x.shape[-1]
+    side = int(round(h * float(0.5 + 0.5 * torch.rand((), generator=gen)) ** 0.5))
+    i, j = (int(torch.randint(h - side + 1, (), generator=gen)) for _ in range(2))
+    crop = x[..., i:i + side, j:j + side]
+    shape = crop.shape
+    out = nn.functional.interpolate(crop.reshape(-1, *shape[-3:]), size=(h, h), mode="bilinear", align_corners=False)
+    return out.reshape(*shape[:-2], h, h)
+
+
+def view_batch(clips, rows: np.ndarray, num_frames: int, stored: int, gen: torch.Generator) -> torch.Tensor:
+    """One augmented view per row: a time window of `num_frames` (one random frame when `num_frames` is 1, as
+    (B, C, H, W)), its own crop, gain and bias, as the float input every encoder sees."""
+    out = []
+    for r in rows:
+        if num_frames == 1:
+            idx = np.array([int(torch.randint(stored, (), generator=gen))])
+        else:
+            idx = frame_indices(stored, num_frames, int(torch.randint(max_offset(stored, num_frames) + 1, (),
+                                                                      generator=gen)))
+        out.append(frames_tensor(clips[r][idx]))
+    n = len(out)
+    gain, bias = 0.85 + 0.3 * torch.rand(n, generator=gen), 0.05 * (torch.rand(n, generator=gen) - 0.5)
+    x = model_input(torch.stack(out), gain, bias)
+    x = torch.stack([_crop(v, gen) for v in x])
+    return x[:, 0] if num_frames == 1 else x
+
+
+class Contrastive(nn.Module):
+    """encoder -> MLP head; loss: symmetric InfoNCE between the two views of each clip."""
+
+    def __init__(self, encoder: nn.Module, temperature: float, dim: int = 128):
+        super().__init__()
+        from .loss import ClipLoss
+
+        width = encoder.proj.out_features
+        self.encoder, self.loss, self.scale = encoder, ClipLoss(), 1.0 / temperature
+        self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, dim))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.loss(self.head(self.encoder(a)), self.head(self.encoder(b)), torch.tensor(self.scale))
+
+
+class MaskedVideo(nn.Module):
+    """VideoMAEForPreTraining around our videomae encoder's backbone (shared weights), tube masking."""
+
+    def __init__(self, encoder: nn.Module, mask_ratio: float):
+        super().__init__()
+        from transformers import VideoMAEConfig, VideoMAEForPreTraining
+
+        cfg = VideoMAEConfig(**{**encoder.backbone.config.to_dict(), "decoder_num_hidden_layers": 1,
+                                "decoder_hidden_size": encoder.backbone.config.hidden_size // 2,
+                                "decoder_num_attention_heads": 2,
+                                "decoder_intermediate_size": encoder.backbone.config.hidden_size * 2})
+        self.mae = VideoMAEForPreTraining(cfg)
+        self.mae.videomae = encoder.backbone  # the encoder trained is the run's own
+        c = cfg
+        self.per_frame = (c.image_size // c.patch_size) ** 2
+        self.times = c.num_frames // c.tubelet_size
+        self.mask_ratio = mask_ratio
+
+    def tube_mask(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        hide = int(round(self.mask_ratio * self.per_frame))
+        masks = torch.zeros(n, self.per_frame, dtype=torch.bool)
+        for i in range(n):
+            masks[i, torch.randperm(self.per_frame, generator=gen)[:hide]] = True
+        return masks.repeat(1, self.times)  # the same patches hidden at every time step (tubes)
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return self.mae(pixel_values=x, bool_masked_pos=self.tube_mask(len(x), gen)).loss
+
+
+def objective(encoder_name: str) -> str:
+    return "masked-video" if encoder_name == "videomae" else "contrastive"
+
+
+def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: str | Path, fraction: float,
+                     cfg: C.PretrainConfig, seed: int = 0) -> dict:
+    """Pretrain a fresh `encoder_name` encoder on `fraction` of the training patients' clips; writes
+    out/encoder.pt ({"echolib_init": state, "layout": "echolib-ssl", ...}), out/summary.json, out/dvclive."""
+    from .encoders import frames as frames_of
+    from .models import create_image_encoder, create_video_encoder, list_encoders
+    from .progress import bar
+    from .train import curves_logger
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = open_store(store_dir)
+    if store.kind != "memmap":
+        raise ValueError("pretraining reads clips at random: it needs cache.store: memmap")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    image = encoder_name in list_encoders()["image"]
+    encoder = (create_image_encoder if image else create_video_encoder)(encoder_name, size=size)
+    num_frames = 1 if image else frames_of(encoder_name, size)
+    rows = pretrain_rows(store.index, fraction, seed)
+    kind = objective(encoder_name)
+    model = MaskedVideo(encoder, cfg.mask_ratio) if kind == "masked-video" else Contrastive(encoder, cfg.temperature)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
+    sched = one_cycle(opt, cfg.lr, cfg.steps)
+    stored = store.meta["frames"]
+    live = curves_logger(out / "dvclive")
+    progress = bar(cfg.steps, f"pretrain {encoder_name} on {fraction:g} of the training patients", "step")
+    model.train()
+    t0, losses = time.time(), []
+    for _ in range(cfg.steps):
+        pick = rows[torch.randint(len(rows), (cfg.batch_size,), generator=gen).numpy()]
+        if kind == "masked-video":
+            loss = model(view_batch(store.clips, pick, num_frames, stored, gen), gen)
+        else:
+            loss = model(view_batch(store.clips, pick, num_frames, stored, gen),
+                         view_batch(store.clips, pick, num_frames, stored, gen))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+        live.log_metric("pretrain/loss", losses[-1])
+        live.log_metric("pretrain/lr", sched.get_last_lr()[0])
+        live.next_step()
+        progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        progress.update(1)
+    seconds = time.time() - t0
+    progress.close()
+    live.end()
+    index = store.index
+    patients = index[rows]["patient_id"].unique().to_list()
+    summary = {"encoder": encoder_name, "size": size, "objective": kind, "fraction": fraction,
+               "patients": len(patients), "clips": len(rows),
+               "splits_seen": sorted(index[rows]["split"].unique().to_list()), **cfg.to_dict(), "seed": seed,
+               "seconds": round(seconds, 1),
+               "first_loss": float(np.mean(losses[:10])), "final_loss": float(np.mean(losses[-10:]))}
+    torch.save({"echolib_init": encoder.state_dict(), "layout": LAYOUT, "encoder": type(encoder).__name__,
+                "name": encoder_name, "summary": summary}, out / "encoder.pt")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m echolib.pretrain", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoder", required=True, help="a registered video or image encoder (echolib.encoders)")
+    ap.add_argument("--size", default="tiny", choices=["tiny", "paper"])
+    ap.add_argument("--fraction", type=float, default=1.0, help="of the training patients, in (0, 1]")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--params", default="params.yaml", help="pretrain.* settings and the data root")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    if not 0 < a.fraction <= 1:
+        raise SystemExit(f"error: --fraction must be in (0, 1], got {a.fraction}")
+    try:
+        p = C.load(a.params)
+        data = C.project_root(Path(a.params).resolve().parent) / p.base.data_root
+        s = pretrain_encoder(a.encoder, a.size, data / "cache", a.out, a.fraction, p.pretrain, a.seed)
+    except (C.ConfigError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(json.dumps(s), flush=True)
+
+
+if __name__ == "__main__":
+    main()
