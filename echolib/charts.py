@@ -54,7 +54,9 @@ def training_curves(run_dir: str | Path):
     import altair as alt
     import polars as pl
 
-    seeds = sorted(Path(run_dir).glob("seed*"))
+    seeds = [d for d in sorted(Path(run_dir).glob("seed*")) if (d / "dvclive").is_dir()]
+    if not seeds:  # nothing trained (a run of the authors' released model)
+        return None
     curves = pl.concat([dvclive_curves(d / "dvclive").with_columns(seed=pl.lit(d.name)) for d in seeds])
     show = curves.filter(pl.col("metric").is_in(["train/loss", "train/lr", "train/logit_scale", "val/loss",
                                                   "val/r10_v2r", "val/mcmrr"]))

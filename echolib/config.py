@@ -259,7 +259,7 @@ class TrainConfig(Section):
 @dataclasses.dataclass(frozen=True)
 class RunConfig(Section):
     section: ClassVar[str] = "runs.<name>"
-    encoder: str = _f(nonempty=True)  # a registered video encoder (vivit, videomae, convnext_early) or image (convnext)
+    encoder: str = _f(nonempty=True)  # a video encoder (convnext_st, vivit, ...), image (convnext), or authors
     views: list[View] = _f(nonempty=True)
     lr: float = _f(lo=0, lo_open=True)
     size: Literal["tiny", "paper"] = _f()  # encoder sizes (models.*.SIZES)
@@ -270,8 +270,11 @@ class RunConfig(Section):
     init: str = _f(nonempty=True)  # the video/image tower's start: scratch | ssl | local:PATH (see `init_spec`)
 
     def validate(self, where: str) -> None:
-        init_spec(self.init, f"{where}.init")
-        known = encoders.names("video", "image")
+        kind, _ = init_spec(self.init, f"{where}.init")
+        if self.encoder == "authors" and kind != "local":
+            raise ConfigError(f"params: '{where}.init' must be local:PATH (the authors' checkpoint file) for "
+                              f"encoder authors, got {self.init!r}")
+        known = encoders.names("video", "image", "checkpoint")
         if self.encoder not in known:
             raise ConfigError(f"params: '{where}.encoder' {self.encoder!r} is not a known encoder; choose one "
                               f"of {known}")

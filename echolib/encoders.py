@@ -13,7 +13,10 @@ ENCODERS: dict[str, dict] = {
     "convnext_early": {"kind": "video", "frames": {"tiny": 16, "paper": 32}},  # the same, frames stacked as channels
     "vivit": {"kind": "video", "frames": {"tiny": 16, "paper": 32}},  # transformers ViViT
     "videomae": {"kind": "video", "frames": {"tiny": 16, "paper": 16}},  # transformers VideoMAE
-    "bert": {"kind": "text"},  # transformers BERT (tohoku-nlp/bert-base-japanese-v3 sizes at `paper`)
+    "bert": {"kind": "text"},
+    # the authors' released model (init: local:checkpoint_*.pt): scored as it is, on the archive's own video files
+    # with their preprocessing; nothing is trained
+    "authors": {"kind": "checkpoint"},  # transformers BERT (tohoku-nlp/bert-base-japanese-v3 sizes at `paper`)
 }
 
 
@@ -28,6 +31,8 @@ def frames(name: str, size: str) -> int:
     e = ENCODERS[name]
     if e["kind"] == "image":
         return 1
+    if e["kind"] == "checkpoint":
+        return 0  # reads its own frames from the video files
     if size not in e.get("frames", {}):
         raise ValueError(f"encoder {name!r} has no size {size!r}; sizes: {sorted(e.get('frames', {}))}")
     return e["frames"][size]

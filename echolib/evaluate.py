@@ -24,9 +24,55 @@ METRICS = ("mcmrr_v2r", "mcmrr_r2v", "median_rank_v2r", "median_rank_r2v", *(f"r
            *(f"r{k}_r2v" for k in KS))
 
 
+class ArchiveClips:
+    """A model that reads each clip from the archive's own video file with its own preprocessing and tokenizes
+    reports itself: the authors' released checkpoints (224 px, their mean and std, the first 2T frames at stride
+    2, their tokenizer and 256 tokens). The clips and studies scored are the pipeline's (view filter, split)."""
+
+    def __init__(self, model, raw_dir: str | Path, tokenizer, max_length: int):
+        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+        raw_dir = Path(raw_dir)
+        videos = pl.read_parquet(raw_dir / "videos.parquet")
+        self.path = {v: str(raw_dir / p) for v, p in zip(videos["video_id"], videos["path"], strict=True)}
+        studies = pl.read_parquet(raw_dir / "studies.parquet")
+        self.report = dict(zip(studies["study_id"], studies["report"], strict=True))
+
+    def encode_video(self, x):
+        return self.model.encode_video(x)
+
+    def encode_text(self, ids, mask):
+        return self.model.encode_text(ids, mask)
+
+    def scale(self):
+        return self.model.scale()
+
+    @torch.inference_mode()
+    def embed_rows(self, rows: pl.DataFrame, batch_size: int = 8) -> torch.Tensor:
+        from .models.authors import clip_input
+
+        out = []
+        ids = rows["video_id"].to_list()
+        with progress_bar(len(ids), "embed clips (the archive's files)", "clip") as bar:
+            for i in range(0, len(ids), batch_size):
+                x = torch.stack([clip_input(self.path[v], self.model.num_frames) for v in ids[i:i + batch_size]])
+                out.append(self.model.encode_video(x).float())
+                bar.update(len(x))
+        return torch.cat(out) if out else torch.zeros(0, 1)
+
+    @torch.inference_mode()
+    def embed_study_reports(self, study_ids: list[str], batch_size: int = 64) -> torch.Tensor:
+        from .interpret import embed_sentences
+
+        texts = [self.report[s] for s in study_ids]
+        return torch.cat([embed_sentences(self.model, self.tokenizer, texts[i:i + batch_size], self.max_length)
+                          for i in range(0, len(texts), batch_size)])
+
+
 @torch.inference_mode()
 def embed_clips(model, cache: StoreBase, rows: pl.DataFrame, frames: int, batch_size: int = 64) -> torch.Tensor:
     """Video embeddings of the clips of `rows` (in order): the evaluation window (`frames` from offset 0)."""
+    if isinstance(model, ArchiveClips):
+        return model.embed_rows(rows)
     out, batch = [], []
 
     def flush():
@@ -47,6 +93,8 @@ def embed_clips(model, cache: StoreBase, rows: pl.DataFrame, frames: int, batch_
 
 @torch.inference_mode()
 def embed_reports(model, cache: StoreBase, study_ids: list[str], batch_size: int = 128) -> torch.Tensor:
+    if isinstance(model, ArchiveClips):
+        return model.embed_study_reports(study_ids)
     idx = [cache.study_row[s] for s in study_ids]
     out = []
     for i in range(0, len(idx), batch_size):
@@ -137,14 +185,15 @@ def variants_of(run_name: str, views: list[str], image: bool = False) -> dict[st
 
 def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | Path, out_dir: str | Path,
                  studies_path: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
-                 probe_studies: int = 1000, level: float = 0.95) -> dict:
+                 probe_studies: int = 1000, level: float = 0.95, raw_dir: str | Path | None = None) -> dict:
     """Evaluate every seed of a run (and its 4CH-only variant) on the 4CH test studies.
 
     Ranks go to out_dir/<variant>/<seed>/ranks.parquet (out_dir is the run's own evaluation folder). With
     `studies_path` (ground-truth findings, as the synthetic benchmark has), zero-shot interpretation goes to
     result["interpret"][variant][seed] and, when `probe_studies` > 0, a linear probe of the study embeddings
     fitted on up to that many training studies to result["probe"][variant][seed]; the per-study predictions of
-    both go to out_dir/<variant>/<seed>/findings.parquet."""
+    both go to out_dir/<variant>/<seed>/findings.parquet. A run of the authors' released model reads its clips
+    from the video files under `raw_dir` (ArchiveClips)."""
     from .interpret import interpret, probe
     from .models.factory import run_views
     from .text import load_tokenizer
@@ -167,7 +216,13 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     for model_pt in seeds:
         model, frames, ck = load_clip_model(model_pt)
         seed_dir = model_pt.parent.name
-        tok = load_tokenizer(ck["tokenizer_dir"]) if truth is not None else None
+        tok = load_tokenizer(ck["tokenizer_dir"]) if truth is not None or "authors_checkpoint" in ck else None
+        if "authors_checkpoint" in ck:
+            from .models.authors import AUTHORS_MAX_LENGTH
+
+            if raw_dir is None:
+                raise ValueError(f"{model_pt}: the authors' model reads the video files: pass raw_dir")
+            model = ArchiveClips(model, raw_dir, tok, AUTHORS_MAX_LENGTH)
         image = ck["run"]["encoder"] in encoders.names("image")
         for name, (views, match, n_frames) in variants_of(run_dir.name, run_views(ck), image).items():
             r = evaluate_views(model, n_frames or frames, cache, studies, views, match, seed)
@@ -176,7 +231,7 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
             r["ranks"].write_parquet(d / "ranks.parquet")
             v = result["variants"].setdefault(name, {"views": views, "matched_to": match, "per_seed": {}})
             v["per_seed"][seed_dir] = {"study": r["metrics"], "per_clip": r["per_clip"]}
-            if tok is not None and match is None and n_frames is None:
+            if truth is not None and match is None and n_frames is None:
                 zs = interpret(model, tok, r["study_emb"], truth, n_boot, seed, level, study_ids=studies)
                 found = [zs.pop("predictions")]
                 result["interpret"].setdefault(name, {})[seed_dir] = zs
@@ -207,7 +262,7 @@ def run_evaluate(ctx) -> dict[str, dict]:
     e = ctx.evaluate
     res = evaluate_run(ctx.data / "runs" / ctx.key, ctx.data / "cache", ctx.data / "split" / "studies.parquet",
                        ctx.out("eval", ctx.key), studies_path=ctx.raw / "studies.parquet", n_boot=e.n_bootstrap,
-                       seed=ctx.base.seed, probe_studies=e.probe_studies, level=e.level)
+                       seed=ctx.base.seed, probe_studies=e.probe_studies, level=e.level, raw_dir=ctx.raw)
     for name, v in res["variants"].items():
         m = v["study"]
         if not (1 <= m["mcmrr_v2r"] <= res["n_studies"] and 0 <= m["r10_v2r"] <= 1):

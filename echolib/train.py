@@ -168,6 +168,33 @@ def ssl_weights_for(name: str, params_path: str | Path, out_root: Path) -> Path:
     return out / "encoder.pt"
 
 
+def register_authors_run(name: str, seed: int, p: C.Params, root: Path) -> dict:
+    """A run of the authors' released model (encoder: authors, init: local:FILE): nothing is trained; the
+    checkpoint is read once to check it, and OUT/NAME/seedS/model.pt points to it with the tokenizer it needs
+    (text.pretrained_dir, their bert-base-japanese-v3), so that evaluate scores it like any run."""
+    from .config import init_spec
+    from .models.authors import load_authors_checkpoint
+
+    run = p.runs[name]
+    path = Path(init_spec(run.init)[1]).resolve()
+    if not p.text.pretrained_dir:
+        raise C.ConfigError(f"runs.{name}: the authors' model needs their tokenizer: set text.pretrained_dir to a "
+                            "local copy of tohoku-nlp/bert-base-japanese-v3")
+    net = load_authors_checkpoint(path)
+    out = root / name / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"authors_checkpoint": str(path), "run": run.to_dict(), "profile": p.base.profile,
+                "frames": net.num_frames, "tokenizer_dir": str(Path(p.text.pretrained_dir).resolve())},
+               out / "model.pt")
+    summary = {"run": name, "seed": seed, "encoder": "authors", "size": run.size, "init": run.init,
+               "frames": net.num_frames, "video_tower": net.visual.kind, "views": list(run.views), "steps": 0,
+               "epochs_run": 0, "global_steps": 0, "train_clips": 0, "val_studies": 0, "train_seconds": 0.0,
+               "clips_per_second": None, "best_val_mcmrr": None,
+               "note": "the authors' released checkpoint, scored as published: nothing trained"}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", resume: bool | str = False,
               fast_dev_run: bool = False, out_root: str | Path | None = None, init: str | None = None) -> dict:
     """Train run `name` with `seed` into OUT_ROOT/NAME/seedSEED. `resume`: True continues from the run's last
@@ -188,6 +215,8 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     if name not in p.runs:
         raise C.ConfigError(f"run {name!r} is not in params.yaml runs: {sorted(p.runs)}")
     root = Path(out_root or C.project_root(Path(params_path).resolve().parent) / p.base.data_root / "runs")
+    if p.runs[name].encoder == "authors":
+        return register_authors_run(name, seed, p, root)
     ssl = ssl_weights_for(name, params_path, root) if (init or p.runs[name].init) == "ssl" else None
     r = setup_run(name, params_path, seed, init, ssl)
     base, train, text, run = r.base, r.train, r.text, r.run
@@ -377,7 +406,7 @@ def run_train(ctx) -> dict:
     summary = summarize_seeds(out_root / ctx.key)
     if len(summary["seeds"]) != len(ctx.run.seeds or ctx.base.seeds):
         raise RuntimeError(f"train@{ctx.key}: seeds {summary['seeds']} trained, expected {ctx.run.seeds or ctx.base.seeds}")
-    if any(s["best_val_mcmrr"] is None for s in summary["per_seed"]):
+    if ctx.run.encoder != "authors" and any(s["best_val_mcmrr"] is None for s in summary["per_seed"]):
         raise RuntimeError(f"train@{ctx.key}: a seed has no validation score")
     return summary
 

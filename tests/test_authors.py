@@ -269,3 +269,54 @@ def test_retrieve_scores_an_authors_checkpoint(tiny_project, tmp_path, monkeypat
     assert [x[:2] for x in lines] == ["1.", "2.", "3."]
     with pytest.raises(SystemExit, match="an authors' checkpoint needs --tokenizer DIR"):
         main(["--model", str(ck), "--study", str(study), "--reports", str(raw / "studies.parquet")])
+
+
+def test_the_evaluate_stage_scores_an_authors_checkpoint_as_a_run(tiny_project, tmp_path):
+    """A run `encoder: authors, init: local:checkpoint.pt`: nothing is trained, model.pt points to the file, and
+    evaluate ranks the test studies from the archive's own video files with their preprocessing; the ranks equal
+    those computed here clip by clip (their clip_input, mean of each study's clips, cosine to each report)."""
+    import yaml
+    from conftest import make_project, tiny_params
+
+    from echolib.evaluate import evaluate_run
+    from echolib.interpret import embed_sentences
+    from echolib.models.authors import AUTHORS_MAX_LENGTH, clip_input
+    from echolib.text import load_tokenizer
+    from echolib.train import train_run
+
+    tok_dir = tiny_project / "data" / "tokenizer"
+    tok = load_tokenizer(tok_dir)
+    torch.manual_seed(5)
+    ck = write_checkpoint(tmp_path / "checkpoint_videomae2.pt", videomae2_state(len(tok)), "videomae2")
+    params = tiny_params(views={"source": "label"}, text={"pretrained_dir": str(tok_dir)})
+    params["runs"] = {"Authors": {**params["runs"]["SingleVideo"], "encoder": "authors", "init": f"local:{ck}",
+                                  "views": ["4CH"], "seeds": [0]}}
+    params["fig2"]["runs"] = []
+    d = make_project(tmp_path / "proj", params)
+    (d / "data").mkdir()
+    for part in ("raw", "cache", "split", "tokenizer"):
+        (d / "data" / part).symlink_to(tiny_project / "data" / part)
+    s = train_run("Authors", 0, d / "params.yaml")
+    assert s["global_steps"] == 0 and s["video_tower"] == "videomae2"
+    res = evaluate_run(d / "data" / "runs" / "Authors", d / "data" / "cache", d / "data" / "split" / "studies.parquet",
+                       tmp_path / "eval", None, n_boot=20, probe_studies=0, raw_dir=d / "data" / "raw")
+    ranks = pl.read_parquet(tmp_path / "eval" / "Authors" / "seed0" / "ranks.parquet")
+    # by hand
+    model = load_authors_checkpoint(ck)
+    raw = d / "data" / "raw"
+    index = pl.read_parquet(d / "data" / "cache" / "index.parquet")
+    studies = ranks["study_id"].to_list()
+    clips = index.filter(pl.col("study_id").is_in(studies) & (pl.col("pred_view") == "4CH"))
+    path = dict(pl.read_parquet(raw / "videos.parquet").select("video_id", "path").iter_rows())
+    with torch.no_grad():
+        emb = {s: [] for s in studies}
+        for v, sid in clips.select("video_id", "study_id").iter_rows():
+            emb[sid].append(model.encode_video(clip_input(raw / path[v], model.num_frames).unsqueeze(0))[0])
+        video = torch.nn.functional.normalize(torch.stack([torch.stack(emb[s]).mean(0) for s in studies]), dim=-1)
+        reports = dict(pl.read_parquet(raw / "studies.parquet").select("study_id", "report").iter_rows())
+        text = embed_sentences(model, tok, [reports[s] for s in studies], AUTHORS_MAX_LENGTH)
+    sims = video @ text.T
+    want = (sims >= sims.diag().unsqueeze(1)).sum(1)
+    assert ranks["rank_v2r"].to_list() == want.tolist()
+    assert res["variants"]["Authors"]["study"]["mcmrr_v2r"] == pytest.approx(want.float().mean().item())
+    assert yaml.safe_load((d / "params.yaml").read_text())["runs"]["Authors"]["encoder"] == "authors"

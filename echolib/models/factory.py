@@ -57,6 +57,11 @@ def load_clip_model(model_pt: str | Path):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model here (run the train stage first)")
     ck = torch.load(path, map_location="cpu", weights_only=False)
+    if "authors_checkpoint" in ck:  # a run of the authors' released model (encoder: authors)
+        from .authors import load_authors_checkpoint
+
+        net = load_authors_checkpoint(ck["authors_checkpoint"])
+        return net.eval(), net.num_frames, ck
     run = dict(ck["run"])
     if run.get("size", "auto") == "auto":  # saved before sizes were explicit: the profile decided
         run["size"] = "paper" if ck.get("profile") == "paper" else "tiny"
