@@ -63,3 +63,16 @@ def training_curves(run_dir: str | Path):
     return alt.Chart(show.to_pandas()).mark_line(point=False).encode(
         x="step:Q", y=alt.Y("value:Q", scale=alt.Scale(zero=False)), color="seed:N",
         facet=alt.Facet("metric:N", columns=3)).properties(width=220, height=140).resolve_scale(y="independent")
+
+
+def fig2_chart(points: pl.DataFrame) -> alt.Chart:
+    """Fig. 2: each metric against the pretraining set (training clips, log axis) per model, with CIs; the
+    scratch models as dashed lines, local weights as labelled points at the right."""
+    ssl = points.filter(pl.col("pretrain_clips").is_not_null()).to_pandas()
+    scratch = points.filter(pl.col("init") == "scratch").to_pandas()
+    x = alt.X("pretrain_clips:Q", scale=alt.Scale(type="log"), title="pretraining clips (log)")
+    base = alt.Chart(ssl).encode(x=x, color="model:N")
+    layers = (base.mark_line(point=True).encode(y=alt.Y("value:Q", scale=alt.Scale(zero=False)))
+              + base.mark_rule().encode(y="lo:Q", y2="hi:Q")
+              + alt.Chart(scratch).mark_rule(strokeDash=[4, 3]).encode(y="value:Q", color="model:N"))
+    return layers.properties(width=230, height=160).facet(facet="metric:N", columns=2).resolve_scale(y="independent")

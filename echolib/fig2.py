@@ -130,21 +130,6 @@ def _image_encoders() -> list[str]:
     return encoders.names("image")
 
 
-def fig2_chart(points: pl.DataFrame):
-    """Fig. 2: each metric against the pretraining set (training clips, log axis) per model, with CIs; the
-    scratch models as dashed lines, local weights as labelled points at the right."""
-    import altair as alt
-
-    ssl = points.filter(pl.col("pretrain_clips").is_not_null()).to_pandas()
-    scratch = points.filter(pl.col("init") == "scratch").to_pandas()
-    x = alt.X("pretrain_clips:Q", scale=alt.Scale(type="log"), title="pretraining clips (log)")
-    base = alt.Chart(ssl).encode(x=x, color="model:N")
-    layers = (base.mark_line(point=True).encode(y=alt.Y("value:Q", scale=alt.Scale(zero=False)))
-              + base.mark_rule().encode(y="lo:Q", y2="hi:Q")
-              + alt.Chart(scratch).mark_rule(strokeDash=[4, 3]).encode(y="value:Q", color="model:N"))
-    return layers.properties(width=230, height=160).facet(facet="metric:N", columns=2).resolve_scale(y="independent")
-
-
 def load_points(path: str | Path) -> pl.DataFrame:
     m = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
     return pl.DataFrame(m.get("points", []))

@@ -281,6 +281,37 @@ def view_qc_table(views: dict, filt: dict):
                     title="View classification (the paper keeps LAX, SAX, 2CH, 3CH, 4CH at probability ≥ 0.9)")
 
 
+def fig2_sentences(fig2: dict, metric: str = "mcmrr_v2r") -> list[str]:
+    """The image-video gap at each initialisation in one sentence each (MCMRR video -> report, video minus image:
+    below zero the video model ranks the true report higher), from metrics/fig2.json."""
+    out = []
+    for g in fig2.get("gaps", []):
+        if g["metric"] != metric:
+            continue
+        video, image = g["difference"].split(" - ")
+        verdict = ("video better" if g["hi"] < 0 else "image better" if g["lo"] > 0 else "no difference shown")
+        out.append(f"{g['init']}: {video.split('@')[0]} minus {image.split('@')[0]} = {g['value']:+.1f} ranks "
+                   f"({g['lo']:+.1f} to {g['hi']:+.1f}): {verdict}")
+    return out
+
+
+def fig2_section(fig2: dict | None):
+    """What the report shows of Fig. 2: the chart and the gap per initialisation, or why it is not there."""
+    from IPython.display import HTML, Markdown
+
+    from .charts import fig2_chart
+
+    if not fig2 or fig2.get("skipped"):
+        why = (fig2 or {}).get("skipped", "the fig2 stage has not run")
+        return [Markdown(f"Fig. 2 was not run in this pipeline ({why}).")]
+    import polars as pl
+
+    items = "".join(f"<li>{html.escape(x)}</li>" for x in fig2_sentences(fig2))
+    return [fig2_chart(pl.DataFrame(fig2["points"])),
+            HTML(f"<p>The image-video gap (MCMRR video → report, on {fig2['n_studies']} test studies, 95 % CI):</p>"
+                 f'<ul class="echolib-sentences">{items}</ul>')]
+
+
 def curves_chart(plots_dir: str | Path):
     """Training loss and validation MCMRR of every run and seed, from the plot files the compare stage wrote."""
     import altair as alt

@@ -91,6 +91,15 @@ DELETE = object()
     ("ingest.encoding", "cp-nonsense", r"'ingest.encoding' 'cp-nonsense' is not a known text encoding"),
     ("train.lr", 0.1, r"unknown key 'train.lr'"),
     ("views.threshold", DELETE, r"section 'views' lacks key\(s\) \['threshold'\]"),
+    ("runs.SingleImage.init", "imagenet", r"'runs.SingleImage.init' must be scratch, ssl or local:PATH"),
+    ("runs.SingleImage.init", "local:", r"'runs.SingleImage.init' must be scratch, ssl or local:PATH"),
+    ("runs.SingleImage.weights", "x.pt", r"unknown key 'runs.SingleImage.weights'"),
+    ("runs.SingleVideo.encoder", "authors", r"'runs.SingleVideo.init' must be local:PATH \(the authors' checkpoint"),
+    ("pretrain.mask_ratio", 1.0, r"'pretrain.mask_ratio' must be <= 0.99, got 1.0"),
+    ("fig2.sizes", [0.25, 0.25], r"'fig2.sizes' must be distinct fractions in \(0, 1\]"),
+    ("fig2.sizes", [0, 1.0], r"'fig2.sizes' must be distinct fractions in \(0, 1\]"),
+    ("fig2.runs", ["Nope"], r"'fig2.runs' names 'Nope', which is not in runs"),
+    ("fig2.local", {"IN21k": {"SingleVideo": "/w"}}, r"'fig2.local.IN21k' names run 'SingleVideo', not one of"),
 ])
 def test_bad_parameter_is_one_line_naming_the_key(params, key, value, message):
     if key == "views.keep":  # then the runs' views are dropped too; keep them consistent with the bad value

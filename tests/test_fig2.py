@@ -89,3 +89,17 @@ def test_fig2_is_a_recorded_skip_until_sizes_or_local_weights_are_set(fig2_proje
     params = yaml.safe_load((d / "params.yaml").read_text())
     assert params["fig2"]["sizes"] == [] and params["fig2"]["local"] == {}
     assert "nothing to compare" in run_stage_entry(d, "fig2", run_fig2)["skipped"]
+
+
+def test_gap_sentences_read_the_interval():
+    from echolib.report import fig2_sentences
+
+    gaps = [{"difference": "MultiVideo-4CH@scratch - SingleImage@scratch", "init": "scratch", "metric": "mcmrr_v2r",
+             "value": -12.0, "lo": -20.5, "hi": -3.25},
+            {"difference": "MultiVideo-4CH@ssl-1 - SingleImage@ssl-1", "init": "ssl-1", "metric": "mcmrr_v2r",
+             "value": 2.0, "lo": -4.0, "hi": 8.0},
+            {"difference": "MultiVideo-4CH@ssl-1 - SingleImage@ssl-1", "init": "ssl-1", "metric": "r10_v2r",
+             "value": 0.1, "lo": 0.05, "hi": 0.2}]
+    assert fig2_sentences({"gaps": gaps}) == [
+        "scratch: MultiVideo-4CH minus SingleImage = -12.0 ranks (-20.5 to -3.2): video better",
+        "ssl-1: MultiVideo-4CH minus SingleImage = +2.0 ranks (-4.0 to +8.0): no difference shown"]
