@@ -43,11 +43,12 @@ def run_fig2(ctx) -> dict:
     from .pretrain import pretrain_encoder
     from .proc import run_module
 
-    cfg = ctx.fig2
+    cfg, out = ctx.fig2, ctx.out("fig2")
+    out.mkdir(parents=True, exist_ok=True)
     if not cfg.sizes and not cfg.local:
-        return {"skipped": "fig2.sizes is [] and fig2.local is {}: nothing to compare (the Fig. 2 experiment: "
-                           "README, 'Fig. 2')"}
-    out = ctx.out("fig2")
+        why = "fig2.sizes is [] and fig2.local is {}: nothing to compare (the Fig. 2 experiment: README, 'Fig. 2')"
+        (out / "SKIPPED.txt").write_text(why + "\n")
+        return {"skipped": why}
     runs = {r: ctx.runs[r] for r in cfg.runs}
     missing_seeds = [s for s in cfg.seeds if not all((ctx.data / "eval" / r / scored_variant(r, list(runs[r].views))
                                                       / f"seed{s}" / "ranks.parquet").is_file() for r in runs)]

@@ -89,6 +89,7 @@ def test_fig2_is_a_recorded_skip_until_sizes_or_local_weights_are_set(fig2_proje
     params = yaml.safe_load((d / "params.yaml").read_text())
     assert params["fig2"]["sizes"] == [] and params["fig2"]["local"] == {}
     assert "nothing to compare" in run_stage_entry(d, "fig2", run_fig2)["skipped"]
+    assert "nothing to compare" in (d / "data" / "fig2" / "SKIPPED.txt").read_text()  # the declared output exists
 
 
 def test_gap_sentences_read_the_interval():
@@ -103,3 +104,24 @@ def test_gap_sentences_read_the_interval():
     assert fig2_sentences({"gaps": gaps}) == [
         "scratch: MultiVideo-4CH minus SingleImage = -12.0 ranks (-20.5 to -3.2): video better",
         "ssl-1: MultiVideo-4CH minus SingleImage = +2.0 ranks (-4.0 to +8.0): no difference shown"]
+
+
+def test_init_ssl_pretrains_once_per_run_and_starts_from_those_weights(fig2_project, tmp_path):
+    """`init: ssl`: the train stage pretrains the run's encoder on the training patients (pretrain.* settings)
+    into RUN/pretrain once; a second seed reuses it; the model's tower starts from exactly those weights."""
+    import torch
+
+    from echolib.train import setup_run, ssl_weights_for, train_run
+
+    d = fig2_project
+    s0 = train_run("SingleImage", 0, d / "params.yaml", out_root=tmp_path, init="ssl")
+    pre = tmp_path / "SingleImage" / "pretrain"
+    first = json.loads((pre / "summary.json").read_text())
+    assert s0["init"] == "ssl" and first["splits_seen"] == ["train"] and first["fraction"] == 1.0
+    mtime = (pre / "encoder.pt").stat().st_mtime_ns
+    assert ssl_weights_for("SingleImage", d / "params.yaml", tmp_path) == pre / "encoder.pt"
+    assert (pre / "encoder.pt").stat().st_mtime_ns == mtime  # reused, not pretrained again
+    r = setup_run("SingleImage", d / "params.yaml", 0, "ssl", pre / "encoder.pt")
+    saved = torch.load(pre / "encoder.pt", weights_only=False)["echolib_init"]
+    got = r.model.video_encoder.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in saved.items())
