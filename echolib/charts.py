@@ -67,12 +67,13 @@ def training_curves(run_dir: str | Path):
 
 def fig2_chart(points: pl.DataFrame) -> alt.Chart:
     """Fig. 2: each metric against the pretraining set (training clips, log axis) per model, with CIs; the
-    scratch models as dashed lines, local weights as labelled points at the right."""
-    ssl = points.filter(pl.col("pretrain_clips").is_not_null()).to_pandas()
-    scratch = points.filter(pl.col("init") == "scratch").to_pandas()
+    scratch models as dashed lines (local weights, which have no size, are in the table beside)."""
+    base = alt.Chart(points.to_pandas())
     x = alt.X("pretrain_clips:Q", scale=alt.Scale(type="log"), title="pretraining clips (log)")
-    base = alt.Chart(ssl).encode(x=x, color="model:N")
-    layers = (base.mark_line(point=True).encode(y=alt.Y("value:Q", scale=alt.Scale(zero=False)))
-              + base.mark_rule().encode(y="lo:Q", y2="hi:Q")
-              + alt.Chart(scratch).mark_rule(strokeDash=[4, 3]).encode(y="value:Q", color="model:N"))
+    y = alt.Y("value:Q", scale=alt.Scale(zero=False), title="value (95 % CI); dashed: from scratch")
+    ssl = base.transform_filter("isValid(datum.pretrain_clips)")
+    layers = (ssl.mark_line(point=True).encode(x=x, y=y, color="model:N")
+              + ssl.mark_rule().encode(x=x, y="lo:Q", y2="hi:Q", color="model:N")
+              + base.transform_filter("datum.init == 'scratch'").mark_rule(strokeDash=[4, 3])
+              .encode(y="value:Q", color="model:N"))
     return layers.properties(width=230, height=160).facet(facet="metric:N", columns=2).resolve_scale(y="independent")
