@@ -430,7 +430,7 @@ def _check_across(p: Params) -> None:
                                 or not set(run.views) <= set(p.runs[run.exposure_of].views)):
             raise ConfigError(f"params: 'runs.{name}.exposure_of' must name another run whose views include "
                               f"{run.views} and that has no exposure_of itself; runs: {sorted(p.runs)}")
-    for run in p.fig2.runs:
+    for run in p.fig2.runs if p.fig2.sizes or p.fig2.local else []:  # checked when Fig. 2 is to run
         if run not in p.runs:
             raise ConfigError(f"params: 'fig2.runs' names {run!r}, which is not in runs: {sorted(p.runs)}")
     for label, by_run in p.fig2.local.items():

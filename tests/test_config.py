@@ -107,6 +107,8 @@ def test_bad_parameter_is_one_line_naming_the_key(params, key, value, message):
     if key == "runs.SingleVideo.views":
         params["views"]["keep"] = ["4CH"]
         params["runs"] = {"SingleVideo": params["runs"]["SingleVideo"]}
+    if key == "fig2.runs":  # the runs Fig. 2 names are checked when it is to run
+        params["fig2"]["sizes"] = [1.0]
     with pytest.raises(config.ConfigError, match=message) as e:
         config.validate(_set(params, key, value))
     assert "\n" not in str(e.value)
@@ -140,3 +142,13 @@ def test_encoder_catalogue_matches_the_registry():
         assert reg[kind] == encoders.names(kind), kind
     for name in encoders.names("video"):
         assert create_video_encoder(name, size="tiny").num_frames == encoders.frames(name, "tiny")
+
+
+def test_fig2_runs_are_checked_only_when_fig2_is_to_run(params):
+    """A project that drops SingleImage from `runs:` keeps working while Fig. 2 is off (its default)."""
+    params["runs"] = {"SingleVideo": params["runs"]["SingleVideo"]}
+    assert params["fig2"]["sizes"] == [] and params["fig2"]["runs"] == ["SingleImage", "MultiVideo"]
+    config.validate(params)
+    params["fig2"]["sizes"] = [0.5]
+    with pytest.raises(config.ConfigError, match="'fig2.runs' names 'SingleImage', which is not in runs"):
+        config.validate(params)

@@ -72,9 +72,9 @@ def test_closure_follows_lazy_imports_and_subprocess_modules():
 def test_injected_params_group_the_listed_keys_by_section():
     sp = spec("train@SingleVideo", ROOT, PARAMS)
     got = injected(sp, PARAMS)
-    assert set(got) == {"base", "train", "text", "runs"} and list(got["runs"]) == ["SingleVideo"]
+    assert set(got) == {"base", "train", "text", "pretrain", "runs"} and list(got["runs"]) == ["SingleVideo"]
     assert got["runs"]["SingleVideo"]["views"] == ["4CH"] and got["train"] == PARAMS["train"]
-    assert set(got["base"]) == {"seeds", "data_root"}
+    assert set(got["base"]) == {"seed", "seeds", "data_root"}
 
 
 def test_context_guards_unlisted_keys_and_writes_to_scratch_when_explored(tmp_path):
