@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -135,13 +136,17 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     twin = make_project(tmp_path / "twin", params)
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=twin, check=True)
     twin_log = open(tmp_path / "twin.log", "w")  # noqa: SIM115 (closed below)
+    # the two run side by side on a small machine: one thread each (two processes that each take every core make
+    # each other several times slower, OpenMP threads waiting on a core the other holds)
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     twin_run = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=twin, stdout=twin_log,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, env=one_thread)
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=d, check=True)
     with open(d / ".dvc" / "config", "a") as f:  # our offline plots template and the plot templates
         f.write("[plots]\n    html_template = plots/offline.html\n")
     (d / ".dvc" / "plots").symlink_to(ROOT / ".dvc" / "plots")
-    r = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=d, capture_output=True, text=True, timeout=1500)
+    r = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=d, capture_output=True, text=True, timeout=1500,
+                       env=one_thread)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "without encryption" not in r.stdout + r.stderr  # the kernels talk over IPC
     assert re.search(r"train@SingleVideoB: train SingleVideoB seed 0: 6/6 step \(100 %\)", r.stdout)  # progress
