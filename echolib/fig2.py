@@ -25,7 +25,9 @@ METRICS = ("mcmrr_v2r", "mcmrr_r2v", "r10_v2r", "r10_r2v")
 
 def scored_variant(run: str, views: list[str]) -> str:
     """The variant Fig. 2 scores: a multi-view run on its 4CH clips (MultiVideo-4CH), any other run as itself."""
-    return f"{run}-4CH" if len(views) > 1 and "4CH" in views else run
+    from .evaluate import variants_of
+
+    return f"{run}-4CH" if f"{run}-4CH" in variants_of(run, views) else run
 
 
 def size_label(fraction: float) -> str:

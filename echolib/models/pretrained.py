@@ -181,16 +181,16 @@ def detect_layout(state: dict, meta: dict | None = None) -> str:
                        f"echolib-ssl); first keys: {keys[:4]}")
 
 
+#: what both VideoMAE layouts may carry beyond the encoder
+_MAE_HEADS = [("decoder.", "the pretraining decoder"), ("encoder_to_decoder.", "the pretraining decoder"),
+              ("mask_token", "the pretraining mask token"), ("fc_norm.", "the classifier's pooling norm")]
 #: key prefixes each layout may carry beyond the backbone, and why they are dropped
 _DROPPED = {
     "timm-convnext": [("head.fc.", "the classifier")],
     "open_clip-convnext": [("head.fc.", "the classifier")],
-    "videomae": [("decoder.", "the pretraining decoder"), ("encoder_to_decoder.", "the pretraining decoder"),
-                 ("mask_token", "the pretraining mask token"), ("fc_norm.", "the classifier's pooling norm"),
-                 ("classifier.", "the classifier")],
-    "videomae2": [("decoder.", "the pretraining decoder"), ("encoder_to_decoder.", "the pretraining decoder"),
-                  ("mask_token", "the pretraining mask token"), ("fc_norm.", "the classifier's pooling norm"),
-                  ("head.", "the classifier"), ("pos_embed", "a fixed sinusoidal position table (recomputed)")],
+    "videomae": [*_MAE_HEADS, ("classifier.", "the classifier")],
+    "videomae2": [*_MAE_HEADS, ("head.", "the classifier"),
+                  ("pos_embed", "a fixed sinusoidal position table (recomputed)")],
     "vivit": [("classifier.", "the classifier"), ("pooler.", "the pooler")],
     "echolib-ssl": [],
 }
