@@ -52,13 +52,38 @@ def load_metrics(metrics_dir: str | Path) -> dict[str, dict]:
 
 
 def git_revision(root: str | Path) -> str:
-    """`git describe --always --dirty` of the project, or a sentence saying there is no git checkout."""
+    """The commit the project ran from (`git describe --always`) and the tracked files that differ from it, or a
+    sentence saying there is no git checkout. dvc.lock is left out of that list: every `dvc repro` writes it, so
+    naming it would mark every pipeline checkout as changed."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+
     try:
-        r = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"], cwd=root, capture_output=True,
-                           text=True, timeout=20)
+        r = git("describe", "--always", "--abbrev=10")
+        if r.returncode != 0 or not r.stdout.strip():
+            return "unknown (not a git checkout)"
+        status = git("status", "--porcelain=v1", "-uno", "-z")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown (git not available)"
-    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown (not a git checkout)"
+    changed = _changed_paths(status.stdout) - {"dvc.lock"}
+    if not changed:
+        return r.stdout.strip()
+    names = sorted(changed)
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return f"{r.stdout.strip()} with uncommitted changes to {', '.join(names[:5])}{more}"
+
+
+def _changed_paths(porcelain_z: str) -> set[str]:
+    """Paths in `git status --porcelain=v1 -z` output (a rename's entry is followed by its old path)."""
+    paths, fields, i = set(), porcelain_z.split("\0"), 0
+    while i < len(fields):
+        entry = fields[i]
+        if len(entry) > 3:
+            paths.add(entry[3:])
+            i += 1 if entry[0] not in "RC" else 2
+        else:
+            i += 1
+    return paths
 
 
 def run_facts(root: str | Path, metrics: dict[str, dict]) -> dict:

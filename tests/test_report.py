@@ -153,6 +153,31 @@ def test_banner_says_smoke_test_for_tiny_or_few_studies(tmp_path):
     assert "train.steps" in R.banner_html({**facts, "changed": ["train.steps"]})
 
 
+def test_banner_revision_names_uncommitted_files_but_not_the_lock_file_dvc_writes(tmp_path):
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    assert R.git_revision(tmp_path) == "unknown (not a git checkout)"
+    git("init", "-q")
+    for name in ("dvc.lock", "params.yaml", "a.py", "b.py"):
+        (tmp_path / name).write_text("x\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    head = git("rev-parse", "--short=10", "HEAD")
+    (tmp_path / "new.py").write_text("untracked\n")  # untracked files are not the code that ran
+    (tmp_path / "dvc.lock").write_text("written by dvc repro\n")
+    assert R.git_revision(tmp_path) == head
+    (tmp_path / "params.yaml").write_text("y\n")
+    git("mv", "a.py", "c.py")
+    (tmp_path / "b.py").unlink()
+    assert R.git_revision(tmp_path) == f"{head} with uncommitted changes to b.py, c.py, params.yaml"
+    for i in range(5):
+        (tmp_path / f"m{i}.py").write_text("m\n")
+        git("add", f"m{i}.py")
+    assert R.git_revision(tmp_path) == f"{head} with uncommitted changes to b.py, c.py, m0.py, m1.py, m2.py and 3 more"
+
+
 def test_summary_metrics_are_one_small_file_per_table1_row_and_the_terminal_summary_fits_a_screen(tmp_path):
     metrics = {"table1": _table1(300), "split": {s: {"patients": 3, "studies": 4} for s in ("train", "valid", "test")},
                "views": {"accuracy": 0.91234}}
