@@ -9,6 +9,10 @@
    bf16 peak), peak memory and the fraction of time spent waiting for data.
 2. Runs the same through `python -m echolib.train --run MultiVideo` (Lightning, DDP over every visible GPU) for
    `--train-steps` steps and reports its throughput.
+3. With `--pretrain-steps N`: self-supervised pretraining (`echolib.pretrain.pretrain_encoder`, what `init: ssl` and
+   the fig2 stage run) of each encoder of `--pretrain` (NAME:BATCH, paper sizes) on the GPU from the sharded store
+   with `--workers` decoding workers: clips/s, peak memory, first and last loss; a batch that runs out of memory is
+   recorded and the next smaller one of `--pretrain` tried.
 Writes OUT/gpu_check.json. On a CPU (`--device cpu`, tiny sizes) it checks that the script itself works.
 """
 
@@ -184,6 +188,44 @@ def through_train(args, project: Path) -> dict:
     return out
 
 
+def pretraining(args, params) -> dict:
+    """Part 3: self-supervised pretraining of paper-size encoders on the GPU, fed from the sharded store."""
+    import dataclasses
+    import tempfile
+
+    from echolib.pretrain import pretrain_encoder
+
+    cuda = torch.cuda.is_available()
+    train = dataclasses.replace(params.train, accelerator="gpu" if cuda else "cpu", num_workers=args.workers)
+    results, done = {}, set()
+    for item in args.pretrain.split(","):
+        name, batch = item.split(":")
+        if name in done:
+            continue  # a larger batch of this encoder ran: the smaller ones are only for running out of memory
+        cfg = dataclasses.replace(params.pretrain, steps=args.pretrain_steps, batch_size=int(batch))
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:  # the encoder file stays on the machine
+                s = pretrain_encoder(name, args.pretrain_size, ROOT / params.base.data_root / "cache", tmp, 1.0, cfg,
+                                     0, train)
+            done.add(name)
+            results[item] = {
+                **{k: s[k] for k in ("objective", "device", "store", "clips", "seconds", "clips_per_second",
+                                      "first_loss", "final_loss")},
+                "size": args.pretrain_size, "batch": int(batch), "steps": args.pretrain_steps,
+                "workers": args.workers,
+                "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
+        except torch.OutOfMemoryError as e:
+            results[item] = {"error": "out of memory", "detail": str(e)[:300]}
+        except Exception as e:  # recorded; the other encoders still run
+            done.add(name)
+            results[item] = {"error": f"{type(e).__name__}: {e}"[:1500]}
+        print(item, json.dumps(results[item]), flush=True)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--project", default=".gpucheck/project")
@@ -197,6 +239,10 @@ def main() -> None:
     ap.add_argument("--train-timeout", type=int, default=240)
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-direct", action="store_true")
+    ap.add_argument("--pretrain-steps", type=int, default=0, help="part 3 (0: skipped)")
+    ap.add_argument("--pretrain", default="videomae:32,convnext:32,vivit:32,vivit:16,vivit:8",
+                    help="ENCODER:BATCH, ...: an encoder's smaller batches are tried only after running out of memory")
+    ap.add_argument("--pretrain-size", default="paper", choices=["tiny", "paper"])
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     a = ap.parse_args()
     from echolib import config
@@ -213,6 +259,8 @@ def main() -> None:
     if not a.skip_train:
         result["echolib_train"] = through_train(a, project)
         print(json.dumps(result["echolib_train"], indent=2), flush=True)
+    if a.pretrain_steps:
+        result["pretraining"] = pretraining(a, params)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "gpu_check.json").write_text(json.dumps(result, indent=2))
 

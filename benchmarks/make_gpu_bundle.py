@@ -6,7 +6,7 @@ Writes OUT/project: params.yaml (the paper profile: 224 px, 32 frames at 24/s, V
 sharded store) and data/ with a small synthetic benchmark at those sizes, its split, tokenizer and sharded store,
 made by the same stage entry functions as the pipeline (views from the synthetic truth, so no view classifier has
 to be trained at 224 px). The raw clips are removed afterwards: only the store travels. OUT/wheels gets what the
-device's Python lacks (polars, webdataset, braceexpand) when `--wheels` is given.
+device's Python lacks (polars, webdataset, braceexpand, timm) when `--wheels` is given.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=8)
     ap.add_argument("--train-steps", type=int, default=100)
     ap.add_argument("--wheels", action="store_true", help="download the device's missing wheels (Python 3.12)")
+    ap.add_argument("--params-only", action="store_true",
+                    help="rewrite OUT/project/params.yaml from this params.yaml (after the config changed), keep data/")
     a = ap.parse_args()
     import yaml
 
@@ -40,8 +42,9 @@ def main() -> None:
 
     out = (ROOT / a.out).resolve()
     project = out / "project"
-    shutil.rmtree(project, ignore_errors=True)
-    project.mkdir(parents=True)
+    if not a.params_only:
+        shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True, exist_ok=True)
     params = config.apply_profile(config.load_params(ROOT / "params.yaml"), "paper")
     params["base"].update(data_root=str((project / "data").relative_to(ROOT)), seeds=[0], workers=2)
     params["synth"]["n_patients"] = a.patients
@@ -52,6 +55,8 @@ def main() -> None:
                            num_workers=12)
     config.validate(params)
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    if a.params_only:
+        return
     for stage, fn in (("synthesize", run_synthesize), ("filter_views", run_filter_views), ("split", run_split),
                       ("tokenizer", run_tokenizer), ("cache", run_cache)):
         ctx = context(stage, "pipeline", root=ROOT, **injected(spec(stage, ROOT, params), params))
@@ -64,7 +69,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                         "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_17_x86_64",
                         "--platform", "manylinux2014_x86_64", "-d", str(wheels), "polars==1.20.0", "webdataset==1.0.2",
-                        "braceexpand==0.1.7"], check=True)
+                        "braceexpand==0.1.7", "timm==1.0.31"], check=True)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"{out}: {size / 2**20:.1f} MiB")
 

@@ -486,7 +486,7 @@ _DEFAULT: dict[str, Any] = {
     "text.layers": 1,
     "train.accelerator": "cpu", "train.strategy": "auto", "train.batch_size": 32, "train.steps": 600,
     "train.warmup_steps": 100, "train.val_check_clips": 3200, "train.num_workers": 0, "train.checkpoint_steps": 50,
-    "positive_control.size": "tiny", "positive_control.steps": 600,
+    "positive_control.size": "tiny", "positive_control.steps": 600, "pretrain.steps": 150, "pretrain.batch_size": 32,
     "runs.*.size": "tiny", "runs.*.lr": 5e-4,
     "runs.MultiVideo.encoder": "convnext_st", "runs.SingleVideo.encoder": "convnext_st",
     "runs.SingleVideo-exposure.encoder": "convnext_st", "runs.SingleImage.batch_size": 0,
@@ -509,6 +509,9 @@ _PROFILE_CHANGES: dict[str, dict[str, Any]] = {
               "train.accelerator": "gpu", "train.strategy": "ddp", "train.batch_size": 16,
               "train.warmup_steps": 2000, "train.steps": 100000, "train.num_workers": 8, "train.checkpoint_steps": 1000,
               "positive_control.size": "paper", "positive_control.steps": 0,
+              # self-supervised pretraining of ViViT-B (two views of 32 x 224): batch 32 ran out of memory on an
+              # H200, 16 took 78.9 GiB there (benchmarks/gpu_check.py); use 8 on an 80 GB card
+              "pretrain.batch_size": 16,
               "runs.*.size": "paper", "runs.*.lr": 1e-5,
               "runs.MultiVideo.encoder": "vivit", "runs.SingleVideo.encoder": "vivit",
               "runs.SingleVideo-exposure.encoder": "vivit",

@@ -66,7 +66,8 @@ def run_fig2(ctx) -> dict:
             pre = out / "pretrain" / f"{run.encoder}-{fraction:g}"
             if not _done(pre):
                 t0 = time.time()
-                pretrain_encoder(run.encoder, run.size, ctx.data / "cache", pre, fraction, ctx.pretrain, ctx.base.seed)
+                pretrain_encoder(run.encoder, run.size, ctx.data / "cache", pre, fraction, ctx.pretrain, ctx.base.seed,
+                                 ctx.train)
                 times["pretrain"][f"{run.encoder}-{fraction:g}"] = round(time.time() - t0, 1)
             s = json.loads((pre / "summary.json").read_text())
             times["pretrain"].setdefault(f"{run.encoder}-{fraction:g}", s["seconds"])

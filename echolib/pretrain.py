@@ -14,6 +14,11 @@ Objectives (decided before any result, by what suits the architecture):
 - ViT encoders (`videomae`): masked video autoencoding, transformers' `VideoMAEForPreTraining` with tube masking
   (the same spatial patches hidden in every frame) at `pretrain.mask_ratio` (0.9 as VideoMAE).
 
+Where: on the accelerator `train.accelerator` names (one GPU, `LOCAL_RANK`'s, with `train.precision`: bf16 autocast
+by default on a GPU), from either clip store: the memory-mapped cache draws each batch's clips at random from the
+pretraining set; the sharded store (`cache.store: shards`, the paper profile) streams that set's clips epoch after
+epoch, shards in a new seeded order each epoch, through a shuffle buffer, decoded in `train.num_workers` workers.
+
 `python -m echolib.pretrain --encoder convnext_st --size tiny --fraction 0.25 --out DIR` writes DIR/encoder.pt
 (loadable by `init: local:DIR/encoder.pt`; `init: ssl` makes the train stage do this itself), DIR/summary.json and
 the loss curve in DIR/dvclive (as the training curves).
@@ -33,6 +38,7 @@ from torch import nn
 
 from . import config as C
 from .cache import frame_indices, frames_tensor, max_offset, model_input, open_store
+from .store import decode_clip, shuffled
 from .supervised import one_cycle
 
 LAYOUT = "echolib-ssl"
@@ -67,22 +73,79 @@ def _crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.reshape(*shape[:-2], h, h)
 
 
-def view_batch(clips, rows: np.ndarray, num_frames: int, stored: int, gen: torch.Generator) -> torch.Tensor:
-    """One augmented view per row: a time window of `num_frames` (one random frame when `num_frames` is 1, as
-    (B, C, H, W)), its own crop, gain and bias, as the float input every encoder sees."""
+def view_batch(clips, num_frames: int, stored: int, gen: torch.Generator,
+               device: torch.device | None = None) -> torch.Tensor:
+    """One augmented view per clip of `clips` (arrays T, H, W, C uint8): a time window of `num_frames` (one random
+    frame when `num_frames` is 1, as (B, C, H, W)), its own crop, gain and bias, as the float input every encoder
+    sees, on `device` (the frames travel as uint8; the random draws come from `gen` on the CPU, so a run draws the
+    same views on any device)."""
     out = []
-    for r in rows:
+    for clip in clips:
         if num_frames == 1:
             idx = np.array([int(torch.randint(stored, (), generator=gen))])
         else:
             idx = frame_indices(stored, num_frames, int(torch.randint(max_offset(stored, num_frames) + 1, (),
                                                                       generator=gen)))
-        out.append(frames_tensor(clips[r][idx]))
+        out.append(frames_tensor(clip[idx]))
     n = len(out)
     gain, bias = 0.85 + 0.3 * torch.rand(n, generator=gen), 0.05 * (torch.rand(n, generator=gen) - 0.5)
-    x = model_input(torch.stack(out), gain, bias)
+    x = model_input(torch.stack(out).to(device), gain.to(device), bias.to(device))
     x = torch.stack([_crop(v, gen) for v in x])
     return x[:, 0] if num_frames == 1 else x
+
+
+class ShardClips(torch.utils.data.IterableDataset):
+    """(video_id, decoded clip T x H x W x C uint8) for the clips of `video_ids` in a sharded store, epoch after
+    epoch without end: each epoch reads the shards holding them in a new order seeded by (seed, epoch), through a
+    shuffle buffer; with a DataLoader of W workers, worker w decodes every W-th of them."""
+
+    def __init__(self, store, video_ids, seed: int, buffer: int = 256):
+        super().__init__()
+        self.keep, self.seed, self.buffer = set(video_ids), seed, buffer
+        rows = store.index.filter(pl.col("video_id").is_in(list(self.keep)))
+        self.paths = [str(store.path / "shards" / name) for name in sorted(set(rows["shard"].to_list()))]
+
+    def __iter__(self):
+        import webdataset as wds
+
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch = 0
+        while True:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.paths))
+            reader = wds.DataPipeline(wds.SimpleShardList([self.paths[i] for i in order]), wds.tarfile_to_samples())
+            mine = (s for i, s in enumerate(s for s in reader if s["__key__"] in self.keep) if i % workers == worker)
+            for sample in shuffled(mine, self.buffer, np.random.default_rng([self.seed, epoch, worker])):
+                yield sample["__key__"], decode_clip(sample["mp4"])
+            epoch += 1
+
+
+def _batches(store, rows: np.ndarray, batch_size: int, gen: torch.Generator, seed: int, workers: int):
+    """Endless batches of clips of the pretraining set: drawn at random from the memory-mapped cache, or streamed
+    from the shards."""
+    if store.kind == "memmap":
+        while True:
+            pick = rows[torch.randint(len(rows), (batch_size,), generator=gen).numpy()]
+            yield [store.clips[r] for r in pick]
+    feed = ShardClips(store, store.index[rows]["video_id"].to_list(), seed)
+    for batch in torch.utils.data.DataLoader(feed, batch_size=batch_size, num_workers=workers, collate_fn=list,
+                                             persistent_workers=workers > 0):
+        yield [clip for _, clip in batch]
+
+
+def device_for(train: C.TrainConfig | None) -> tuple[torch.device, torch.dtype | None]:
+    """The device and autocast type `train.accelerator` and `train.precision` ask for (a GPU: LOCAL_RANK's)."""
+    import os
+
+    from .train import precision_of
+
+    if train is None:
+        return torch.device("cpu"), None
+    gpu = train.accelerator == "gpu" or (train.accelerator == "auto" and torch.cuda.is_available())
+    if gpu and not torch.cuda.is_available():
+        raise ValueError("train.accelerator is gpu, but torch finds no CUDA device here")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if gpu else torch.device("cpu")
+    return device, {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision_of(train))
 
 
 class Contrastive(nn.Module):
@@ -97,7 +160,8 @@ class Contrastive(nn.Module):
         self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, dim))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.loss(self.head(self.encoder(a)), self.head(self.encoder(b)), torch.tensor(self.scale))
+        scale = torch.tensor(self.scale, device=a.device)
+        return self.loss(self.head(self.encoder(a)), self.head(self.encoder(b)), scale)
 
 
 class MaskedVideo(nn.Module):
@@ -126,7 +190,7 @@ class MaskedVideo(nn.Module):
         return masks.repeat(1, self.times)  # the same patches hidden at every time step (tubes)
 
     def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return self.mae(pixel_values=x, bool_masked_pos=self.tube_mask(len(x), gen)).loss
+        return self.mae(pixel_values=x, bool_masked_pos=self.tube_mask(len(x), gen).to(x.device)).loss
 
 
 def objective(encoder_name: str) -> str:
@@ -134,9 +198,10 @@ def objective(encoder_name: str) -> str:
 
 
 def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: str | Path, fraction: float,
-                     cfg: C.PretrainConfig, seed: int = 0) -> dict:
-    """Pretrain a fresh `encoder_name` encoder on `fraction` of the training patients' clips; writes
-    out/encoder.pt ({"echolib_init": state, "layout": "echolib-ssl", ...}), out/summary.json, out/dvclive."""
+                     cfg: C.PretrainConfig, seed: int = 0, train: C.TrainConfig | None = None) -> dict:
+    """Pretrain a fresh `encoder_name` encoder on `fraction` of the training patients' clips, on the device
+    `train` names (the CPU without it); writes out/encoder.pt ({"echolib_init": state, "layout": "echolib-ssl",
+    ...}), out/summary.json, out/dvclive."""
     from .encoders import frames as frames_of
     from .models import create_image_encoder, create_video_encoder, list_encoders
     from .progress import bar
@@ -145,8 +210,7 @@ def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store = open_store(store_dir)
-    if store.kind != "memmap":
-        raise ValueError("pretraining reads clips at random: it needs cache.store: memmap")
+    device, autocast = device_for(train)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     image = encoder_name in list_encoders()["image"]
@@ -155,7 +219,10 @@ def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: s
     rows = pretrain_rows(store.index, fraction, seed)
     kind = objective(encoder_name)
     model = MaskedVideo(encoder, cfg.mask_ratio) if kind == "masked-video" else Contrastive(encoder, cfg.temperature)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
+    batches = _batches(store, rows, cfg.batch_size, gen, seed, train.num_workers if train else 0)
     sched = one_cycle(opt, cfg.lr, cfg.steps)
     stored = store.meta["frames"]
     live = curves_logger(out / "dvclive")
@@ -163,24 +230,28 @@ def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: s
     model.train()
     t0, losses = time.time(), []
     for _ in range(cfg.steps):
-        pick = rows[torch.randint(len(rows), (cfg.batch_size,), generator=gen).numpy()]
-        if kind == "masked-video":
-            loss = model(view_batch(store.clips, pick, num_frames, stored, gen), gen)
-        else:
-            loss = model(view_batch(store.clips, pick, num_frames, stored, gen),
-                         view_batch(store.clips, pick, num_frames, stored, gen))
+        clips = next(batches)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            if kind == "masked-video":
+                loss = model(view_batch(clips, num_frames, stored, gen, device), gen)
+            else:
+                loss = model(view_batch(clips, num_frames, stored, gen, device),
+                             view_batch(clips, num_frames, stored, gen, device))
         opt.zero_grad()
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         live.log_metric("pretrain/loss", losses[-1])
         live.log_metric("pretrain/lr", sched.get_last_lr()[0])
         live.next_step()
         progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         progress.update(1)
     seconds = time.time() - t0
+    batches.close()  # ends the shard readers' worker processes
     progress.close()
     live.end()
     index = store.index
@@ -188,8 +259,10 @@ def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: s
     summary = {"encoder": encoder_name, "size": size, "objective": kind, "fraction": fraction,
                "patients": len(patients), "clips": len(rows),
                "splits_seen": sorted(index[rows]["split"].unique().to_list()), **cfg.to_dict(), "seed": seed,
-               "seconds": round(seconds, 1),
+               "seconds": round(seconds, 1), "device": str(device), "store": store.kind,
+               "clips_per_second": round(cfg.steps * cfg.batch_size / max(seconds, 1e-9), 1),
                "first_loss": float(np.mean(losses[:10])), "final_loss": float(np.mean(losses[-10:]))}
+    encoder.to("cpu")
     torch.save({"echolib_init": encoder.state_dict(), "layout": LAYOUT, "encoder": type(encoder).__name__,
                 "name": encoder_name, "summary": summary}, out / "encoder.pt")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -211,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         p = C.load(a.params)
         data = C.project_root(Path(a.params).resolve().parent) / p.base.data_root
-        s = pretrain_encoder(a.encoder, a.size, data / "cache", a.out, a.fraction, p.pretrain, a.seed)
+        s = pretrain_encoder(a.encoder, a.size, data / "cache", a.out, a.fraction, p.pretrain, a.seed, p.train)
     except (C.ConfigError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print(json.dumps(s), flush=True)

@@ -289,7 +289,7 @@ class StreamingClips(torch.utils.data.IterableDataset):
         ranks_clips = itertools.islice((s for s in reader if s["__key__"] in self.keep), quota)
         # every worker reads the rank's shards and takes every workers-th clip: an even split, each clip once
         samples = (s for i, s in enumerate(ranks_clips) if i % workers == worker)
-        for sample in _shuffled(samples, self.buffer, rng):
+        for sample in shuffled(samples, self.buffer, rng):
             frames = decode_clip(sample["mp4"])
             study = self.store.study_row[self.study_of[sample["__key__"]]]
             item = clip_item(self.store, frames, study, self.num_frames, self.train, self.shuffle_findings,
@@ -298,7 +298,7 @@ class StreamingClips(torch.utils.data.IterableDataset):
             yield item
 
 
-def _shuffled(samples, buffer: int, rng: np.random.Generator):
+def shuffled(samples, buffer: int, rng: np.random.Generator):
     """A shuffle buffer of `buffer` items (0: the order as read)."""
     if buffer <= 1:
         yield from samples

@@ -46,7 +46,7 @@ def exposure_basis(p: C.Params, name: str) -> dict:
     return {"run": name, "views": list(other.views), "steps": steps, "batch_size": batch, "clips": steps * batch}
 
 
-def _precision(train: C.TrainConfig) -> str:
+def precision_of(train: C.TrainConfig) -> str:
     if train.precision != "auto":
         return train.precision
     gpu = train.accelerator == "gpu" or (train.accelerator == "auto" and torch.cuda.is_available())
@@ -164,7 +164,7 @@ def ssl_weights_for(name: str, params_path: str | Path, out_root: Path) -> Path:
         have = json.loads(done.read_text())
         if all(have.get(k) == v for k, v in want.items() if k in have):
             return out / "encoder.pt"
-    pretrain_encoder(run.encoder, run.size, data / "cache", out, 1.0, p.pretrain, p.base.seed)
+    pretrain_encoder(run.encoder, run.size, data / "cache", out, 1.0, p.pretrain, p.base.seed, p.train)
     return out / "encoder.pt"
 
 
@@ -241,7 +241,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     logger = _logger(out, resuming)
     trainer = L.Trainer(
         accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
-        precision=_precision(train), max_steps=steps, max_epochs=-1, gradient_clip_val=train.grad_clip,
+        precision=precision_of(train), max_steps=steps, max_epochs=-1, gradient_clip_val=train.grad_clip,
         callbacks=callbacks, logger=logger, log_every_n_steps=max(1, min(50, val_every // 4)),
         fast_dev_run=fast_dev_run, enable_progress_bar=False, default_root_dir=str(out), num_sanity_val_steps=0,
         deterministic=False, min_steps=-(-train.min_clips // (batch * world)) if train.min_clips else None,
@@ -268,7 +268,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
         "clips_per_second": round(trainer.global_step * batch * world / max(seconds, 1e-9), 1),
         "best_val_mcmrr": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
         "val_studies": int(trainer.callback_metrics.get("val/n_studies", 0)),
-        "best_checkpoint": best, "precision": _precision(train),
+        "best_checkpoint": best, "precision": precision_of(train),
     }
     torch.save({"state_dict": module.model.state_dict(), "run": run.to_dict(), "profile": base.profile,
                 "frames": frames, "size": cache_meta["size"], "cache_frames": cache_meta["frames"],
@@ -315,10 +315,35 @@ def _curves_only():
     return CurvesOnly
 
 
+class CsvCurves:
+    """The curve logger where dvclive is not installed (a bare GPU node): FOLDER/curves.csv, one row per value
+    (step, metric, value), with the methods the pretraining loop calls on a dvclive Live."""
+
+    def __init__(self, folder: str | Path):
+        self.path, self.step = Path(folder) / "curves.csv", 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("step,metric,value\n")
+
+    def log_metric(self, name: str, value: float) -> None:
+        with self.path.open("a") as f:
+            f.write(f"{self.step},{name},{value!r}\n")
+
+    def next_step(self) -> None:
+        self.step += 1
+
+    def end(self) -> None:
+        pass
+
+
 def curves_logger(folder: str | Path):
     """A dvclive Live writing curves only into `folder` (what the pages and `dvc plots` read), for loops outside
-    Lightning (self-supervised pretraining)."""
-    return _curves_only()(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
+    Lightning (self-supervised pretraining); `CsvCurves` where dvclive is not installed."""
+    try:
+        live = _curves_only()
+    except ImportError:
+        print(f"dvclive is not installed: curves go to {Path(folder) / 'curves.csv'}")
+        return CsvCurves(folder)
+    return live(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
 def _logger(out: Path, resume: bool):

@@ -27,6 +27,14 @@ def test_committed_params_hold_the_default_profile(params):
 
 
 @pytest.mark.parametrize("profile", config.PROFILES)
+def test_switching_back_to_default_undoes_every_profile(params, profile):
+    """`dvc exp run $(... overrides default)` after any other profile gives params.yaml back exactly: every key a
+    profile sets has a default value to return to."""
+    assert config.apply_profile(config.apply_profile(params, profile), "default") == params
+    assert config.profile_drift(config.apply_profile(params, profile)) == []
+
+
+@pytest.mark.parametrize("profile", config.PROFILES)
 def test_every_profile_is_valid_and_names_real_keys(params, profile):
     eff = config.apply_profile(params, profile)
     config.validate(eff)

@@ -298,3 +298,21 @@ def test_masked_video_pretraining_hides_tubes_and_trains_the_runs_own_backbone()
     opt.step()
     assert torch.isfinite(loss)
     assert not torch.equal(before, enc.backbone.embeddings.patch_embeddings.projection.weight)
+
+
+def test_pretraining_curves_go_to_a_csv_where_dvclive_is_not_installed(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from echolib.train import CsvCurves, curves_logger
+
+    monkeypatch.setitem(sys.modules, "dvclive", None)  # `import dvclive` raises ImportError
+    live = curves_logger(tmp_path / "curves")
+    assert isinstance(live, CsvCurves)
+    assert capsys.readouterr().out == f"dvclive is not installed: curves go to {tmp_path / 'curves' / 'curves.csv'}\n"
+    for loss in (2.5, 1.25):
+        live.log_metric("pretrain/loss", loss)
+        live.log_metric("pretrain/lr", 0.001)
+        live.next_step()
+    live.end()
+    assert (tmp_path / "curves" / "curves.csv").read_text() == (
+        "step,metric,value\n0,pretrain/loss,2.5\n0,pretrain/lr,0.001\n1,pretrain/loss,1.25\n1,pretrain/lr,0.001\n")

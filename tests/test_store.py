@@ -163,3 +163,51 @@ def test_training_and_evaluation_read_shards_like_the_cache(shard_store, tiny_pr
     rows = store.select("test", ["4CH"])
     emb = embed_clips(model, store, rows, frames)
     assert emb.shape[0] == rows.height and torch.isfinite(emb).all()
+
+
+def test_pretraining_streams_its_clips_from_shards_once_per_epoch_split_by_worker(shard_store, monkeypatch):
+    """Self-supervised pretraining on the sharded store: the clips of the pretraining patients (half the training
+    patients here), every one once per epoch, in another order the next epoch, and two workers' shares disjoint
+    halves of an epoch; each clip as the store decodes it."""
+    import types
+
+    from echolib.pretrain import ShardClips, pretrain_rows
+
+    store = open_store(shard_store[0])
+    rows = pretrain_rows(store.index, 0.5, 0)
+    want = store.index[rows]["video_id"].to_list()
+    assert 0 < len(want) < store.index.filter(pl.col("split") == "train").height
+    it = iter(ShardClips(store, want, seed=3, buffer=8))
+    first, second = [next(it) for _ in want], [next(it)[0] for _ in want]
+    assert sorted(k for k, _ in first) == sorted(want) == sorted(second) and [k for k, _ in first] != second
+    key, clip = first[0]
+    (_, expected), = store.iter_frames(store.index.filter(pl.col("video_id") == key))
+    assert np.array_equal(clip, expected)
+    parts = []
+    for w in (0, 1):
+        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda w=w: types.SimpleNamespace(id=w, num_workers=2))
+        it = iter(ShardClips(store, want, seed=3, buffer=8))
+        parts.append([next(it)[0] for _ in range((len(want) + 1 - w) // 2)])
+    assert not set(parts[0]) & set(parts[1]) and sorted(parts[0] + parts[1]) == sorted(want)
+
+
+def test_pretrain_encoder_reads_the_sharded_store_with_worker_processes(shard_store, tiny_project, tmp_path):
+    import dataclasses
+
+    from echolib import config as C
+    from echolib.models import create_video_encoder
+    from echolib.models.pretrained import load_weights
+    from echolib.pretrain import device_for, pretrain_encoder, pretrain_rows
+
+    p = C.load(tiny_project / "params.yaml")
+    cfg = C.PretrainConfig.from_dict(dict(steps=3, batch_size=4, lr=1e-3, temperature=0.1, mask_ratio=0.9))
+    s = pretrain_encoder("convnext_st", "tiny", shard_store[0], tmp_path / "ssl", 0.5, cfg, 0,
+                         dataclasses.replace(p.train, num_workers=2, accelerator="cpu"))
+    store = open_store(shard_store[0])
+    assert (s["store"], s["device"], s["splits_seen"]) == ("shards", "cpu", ["train"])
+    assert s["clips"] == len(pretrain_rows(store.index, 0.5, 0)) and np.isfinite(s["final_loss"])
+    assert load_weights(create_video_encoder("convnext_st"), tmp_path / "ssl" / "encoder.pt")["layout"] == "echolib-ssl"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="^train.accelerator is gpu, but torch finds no CUDA device here$"):
+            device_for(dataclasses.replace(p.train, accelerator="gpu"))
+        assert device_for(dataclasses.replace(p.train, accelerator="auto", precision="auto")) == (torch.device("cpu"), None)
