@@ -97,11 +97,14 @@ def view_batch(clips, num_frames: int, stored: int, gen: torch.Generator,
 class ShardClips(torch.utils.data.IterableDataset):
     """(video_id, decoded clip T x H x W x C uint8) for the clips of `video_ids` in a sharded store, epoch after
     epoch without end: each epoch reads the shards holding them in a new order seeded by (seed, epoch), through a
-    shuffle buffer; with a DataLoader of W workers, worker w decodes every W-th of them."""
+    shuffle buffer; with a DataLoader of W workers, worker w decodes every W-th of them (a worker left with none
+    stops, so that fewer clips than workers cannot stall the loader)."""
 
     def __init__(self, store, video_ids, seed: int, buffer: int = 256):
         super().__init__()
         self.keep, self.seed, self.buffer = set(video_ids), seed, buffer
+        if not self.keep:
+            raise ValueError("no clips to pretrain on")
         rows = store.index.filter(pl.col("video_id").is_in(list(self.keep)))
         self.paths = [str(store.path / "shards" / name) for name in sorted(set(rows["shard"].to_list()))]
 
@@ -115,8 +118,12 @@ class ShardClips(torch.utils.data.IterableDataset):
             order = np.random.default_rng([self.seed, epoch]).permutation(len(self.paths))
             reader = wds.DataPipeline(wds.SimpleShardList([self.paths[i] for i in order]), wds.tarfile_to_samples())
             mine = (s for i, s in enumerate(s for s in reader if s["__key__"] in self.keep) if i % workers == worker)
+            n = 0
             for sample in shuffled(mine, self.buffer, np.random.default_rng([self.seed, epoch, worker])):
+                n += 1
                 yield sample["__key__"], decode_clip(sample["mp4"])
+            if n == 0:
+                return
             epoch += 1
 
 

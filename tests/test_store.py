@@ -189,6 +189,12 @@ def test_pretraining_streams_its_clips_from_shards_once_per_epoch_split_by_worke
         it = iter(ShardClips(store, want, seed=3, buffer=8))
         parts.append([next(it)[0] for _ in range((len(want) + 1 - w) // 2)])
     assert not set(parts[0]) & set(parts[1]) and sorted(parts[0] + parts[1]) == sorted(want)
+    # one clip over two workers: the worker without one stops instead of stalling the loader
+    monkeypatch.undo()
+    loader = torch.utils.data.DataLoader(ShardClips(store, want[:1], seed=3), batch_size=2, num_workers=2,
+                                         collate_fn=list, timeout=60)  # a stall fails after a minute
+    batches = iter(loader)  # the first batch is worker 0's; the next would be worker 1's, which has no clip
+    assert [[k for k, _ in next(batches)] for _ in range(2)] == [want[:1] * 2] * 2
 
 
 def test_pretrain_encoder_reads_the_sharded_store_with_worker_processes(shard_store, tiny_project, tmp_path):
