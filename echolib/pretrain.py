@@ -233,7 +233,8 @@ def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: s
     sched = one_cycle(opt, cfg.lr, cfg.steps)
     stored = store.meta["frames"]
     live = curves_logger(out / "dvclive")
-    progress = bar(cfg.steps, f"pretrain {encoder_name} on {fraction:g} of the training patients", "step")
+    share = "all" if fraction == 1 else f"{fraction:g} of the"
+    progress = bar(cfg.steps, f"pretrain {encoder_name} on {share} training patients ({len(rows)} clips)", "step")
     model.train()
     t0, losses = time.time(), []
     for _ in range(cfg.steps):

@@ -316,3 +316,17 @@ def test_pretraining_curves_go_to_a_csv_where_dvclive_is_not_installed(tmp_path,
     live.end()
     assert (tmp_path / "curves" / "curves.csv").read_text() == (
         "step,metric,value\n0,pretrain/loss,2.5\n0,pretrain/lr,0.001\n1,pretrain/loss,1.25\n1,pretrain/lr,0.001\n")
+
+
+def test_pretrain_cli_writes_the_encoder_and_refuses_a_bad_fraction(tiny_project, tmp_path, capsys):
+    from echolib.pretrain import main, pretrain_patients
+
+    main(["--encoder", "convnext", "--fraction", "0.5", "--out", str(tmp_path / "ssl"),
+          "--params", str(tiny_project / "params.yaml")])
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    index = pl.read_parquet(tiny_project / "data" / "cache" / "index.parquet")
+    assert (s["encoder"], s["store"], s["device"], s["steps"]) == ("convnext", "memmap", "cpu", 4)
+    assert s["patients"] == len(pretrain_patients(index, 0.5, 0))
+    assert load_weights(create_image_encoder("convnext"), tmp_path / "ssl" / "encoder.pt")["layout"] == "echolib-ssl"
+    with pytest.raises(SystemExit, match=r"^error: --fraction must be in \(0, 1\], got 0.0$"):
+        main(["--encoder", "convnext", "--fraction", "0", "--out", str(tmp_path / "x")])
