@@ -65,6 +65,20 @@ def training_curves(run_dir: str | Path):
         facet=alt.Facet("metric:N", columns=3)).properties(width=220, height=140).resolve_scale(y="independent")
 
 
+def pretraining_curves(folder: str | Path):
+    """The loss of every self-supervised pretraining under `folder` (one dvclive folder each), or None."""
+    import altair as alt
+    import polars as pl
+
+    curves = [dvclive_curves(d / "dvclive").with_columns(pl.lit(d.name).alias("pretraining"))
+              for d in sorted(Path(folder).glob("*")) if (d / "dvclive").is_dir()]
+    if not curves:
+        return None
+    c = pl.concat(curves).filter(pl.col("metric") == "pretrain/loss")
+    return alt.Chart(c.to_pandas()).mark_line().encode(x="step:Q", y=alt.Y("value:Q", title="loss"),
+                                                       color="pretraining:N").properties(width=420, height=160)
+
+
 def fig2_chart(points: pl.DataFrame) -> alt.Chart:
     """Fig. 2: each metric against the pretraining set (training clips, log axis) per model, with CIs; the
     scratch models as dashed lines (local weights, which have no size, are in the table beside)."""

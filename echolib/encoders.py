@@ -13,10 +13,10 @@ ENCODERS: dict[str, dict] = {
     "convnext_early": {"kind": "video", "frames": {"tiny": 16, "paper": 32}},  # the same, frames stacked as channels
     "vivit": {"kind": "video", "frames": {"tiny": 16, "paper": 32}},  # transformers ViViT
     "videomae": {"kind": "video", "frames": {"tiny": 16, "paper": 16}},  # transformers VideoMAE
-    "bert": {"kind": "text"},
+    "bert": {"kind": "text"},  # transformers BERT (tohoku-nlp/bert-base-japanese-v3 sizes at `paper`)
     # the authors' released model (init: local:checkpoint_*.pt): scored as it is, on the archive's own video files
     # with their preprocessing; nothing is trained
-    "authors": {"kind": "checkpoint"},  # transformers BERT (tohoku-nlp/bert-base-japanese-v3 sizes at `paper`)
+    "authors": {"kind": "checkpoint"},
 }
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from . import encoders
 from .compare import bootstrap_ci, load_ranks
 
 METRICS = ("mcmrr_v2r", "mcmrr_r2v", "r10_v2r", "r10_r2v")
@@ -103,7 +104,7 @@ def fig2_results(table1_eval: Path, fig2_eval: Path, runs: dict, inits: dict, si
         for label, by_run in inits.items():
             if r in by_run:
                 ranks[f"{v}@{label}"] = load_ranks(fig2_eval / label, all_seeds=True)[v]
-    image = [r for r, run in runs.items() if len(run.views) == 1 and run.encoder in _image_encoders()]
+    image = [r for r, run in runs.items() if len(run.views) == 1 and run.encoder in encoders.names("image")]
     video = [r for r in runs if r not in image]
     pairs = []
     for label in ["scratch", *inits]:
@@ -128,10 +129,10 @@ def fig2_results(table1_eval: Path, fig2_eval: Path, runs: dict, inits: dict, si
             "gaps": gaps}
 
 
-def _image_encoders() -> list[str]:
-    from . import encoders
-
-    return encoders.names("image")
+def times_frame(metrics: dict) -> pl.DataFrame:
+    """metrics/fig2.json's seconds as a table: what (pretrain, train), step, seconds."""
+    return pl.DataFrame([{"what": k, "step": n, "seconds": s} for k, d in metrics.get("seconds", {}).items()
+                         for n, s in d.items()])
 
 
 def load_points(path: str | Path) -> pl.DataFrame:

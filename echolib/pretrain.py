@@ -144,11 +144,11 @@ def device_for(train: C.TrainConfig | None) -> tuple[torch.device, torch.dtype |
     """The device and autocast type `train.accelerator` and `train.precision` ask for (a GPU: LOCAL_RANK's)."""
     import os
 
-    from .train import precision_of
+    from .train import precision_of, uses_gpu
 
     if train is None:
         return torch.device("cpu"), None
-    gpu = train.accelerator == "gpu" or (train.accelerator == "auto" and torch.cuda.is_available())
+    gpu = uses_gpu(train)
     if gpu and not torch.cuda.is_available():
         raise ValueError("train.accelerator is gpu, but torch finds no CUDA device here")
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if gpu else torch.device("cpu")

@@ -46,11 +46,14 @@ def exposure_basis(p: C.Params, name: str) -> dict:
     return {"run": name, "views": list(other.views), "steps": steps, "batch_size": batch, "clips": steps * batch}
 
 
+def uses_gpu(train: C.TrainConfig) -> bool:
+    return train.accelerator == "gpu" or (train.accelerator == "auto" and torch.cuda.is_available())
+
+
 def precision_of(train: C.TrainConfig) -> str:
     if train.precision != "auto":
         return train.precision
-    gpu = train.accelerator == "gpu" or (train.accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if gpu else "32-true"
+    return "bf16-mixed" if uses_gpu(train) else "32-true"
 
 
 @dataclasses.dataclass
