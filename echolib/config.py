@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import copy
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -29,6 +30,8 @@ import yaml
 from . import encoders
 
 PROFILES = ("tiny", "default", "control", "paper")
+PUBLISHED = ("data", "metrics", "reports", "scratch")  # folders the pipeline writes, replaces, shares or mails
+SEED_MAX = 2 ** 32 - 1  # numpy's and Lightning's seeds are 32-bit
 SOURCES = ("synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo")
 View = Literal["LAX", "SAX", "2CH", "3CH", "4CH"]
 
@@ -59,6 +62,22 @@ def _type_ok(value: Any, tp: Any) -> bool:
     if origin is Literal:
         return value in typing.get_args(tp)
     return isinstance(value, tp)
+
+
+def _non_finite(value: Any) -> bool:
+    """NaN or infinity anywhere in a value (YAML's .nan and .inf pass every range check otherwise)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
+def _check_seeds(where: str, seeds: list[int]) -> None:
+    if len(set(seeds)) != len(seeds) or any(not 0 <= x <= SEED_MAX for x in seeds):
+        raise ConfigError(f"params: '{where}' must be distinct integers from 0 to {SEED_MAX}, got {seeds}")
 
 
 def _type_name(tp: Any) -> str:
@@ -96,6 +115,8 @@ class Section:
         if not _type_ok(value, tp):
             raise ConfigError(f"params: '{where}.{name}' must be {_type_name(tp)}, got {value!r} "
                               f"({type(value).__name__})")
+        if _non_finite(value):
+            raise ConfigError(f"params: '{where}.{name}' must be a finite number, got {value!r}")
         m = fields[name].metadata
         if m.get("nonempty") and not value:
             raise ConfigError(f"params: '{where}.{name}' must not be empty")
@@ -132,7 +153,7 @@ class Section:
 @dataclasses.dataclass(frozen=True)
 class BaseConfig(Section):
     section: ClassVar[str] = "base"
-    seed: int = _f(lo=0)
+    seed: int = _f(lo=0, hi=SEED_MAX)
     seeds: list[int] = _f(nonempty=True)
     profile: Literal["tiny", "default", "control", "paper"] = _f()
     source: Literal["synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo"] = _f()
@@ -140,8 +161,7 @@ class BaseConfig(Section):
     workers: int = _f(lo=0)  # 0 = all cores
 
     def validate(self, where: str) -> None:
-        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ConfigError(f"params: '{where}.seeds' must be distinct non-negative integers, got {self.seeds}")
+        _check_seeds(f"{where}.seeds", self.seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +188,8 @@ class IngestConfig(Section):
     reports: str = _f()  # optional CSV with columns study_key, report_text
     salt_file: str = _f(nonempty=True)  # de-identification salt: created on first use, git-ignored, never shared
     encoding: str = _f(nonempty=True)  # of the CSVs (cp932 for many Japanese hospital exports)
+    max_decoded_mb: float = _f(lo=16)  # a larger cine (decoded, 8-bit RGB) is a recorded reject
+    allow_unmasked: bool = _f()  # keep clips whose sector is not found whole (text still blanked)
 
     def validate(self, where: str) -> None:
         try:
@@ -175,6 +197,10 @@ class IngestConfig(Section):
         except LookupError:
             raise ConfigError(f"params: '{where}.encoding' {self.encoding!r} is not a known text encoding "
                               "(e.g. utf-8, cp932, shift_jis)") from None
+        top = Path(self.salt_file).parts[:1]
+        if top and top[0] in PUBLISHED:
+            raise ConfigError(f"params: '{where}.salt_file' {self.salt_file!r} lies inside {top[0]}/, which is shared "
+                              "or replaced by each run; keep the salt outside (e.g. .echolib-salt)")
 
     def require_src(self) -> None:
         if not self.src:
@@ -280,8 +306,7 @@ class RunConfig(Section):
                               f"of {known}")
         if self.batch_size == 1:
             raise ConfigError(f"params: '{where}.batch_size' must be 0 (train.batch_size) or >= 2, got 1")
-        if len(set(self.seeds)) != len(self.seeds) or any(x < 0 for x in self.seeds):
-            raise ConfigError(f"params: '{where}.seeds' must be distinct non-negative integers, got {self.seeds}")
+        _check_seeds(f"{where}.seeds", self.seeds)
 
 
 def init_spec(value: str, where: str = "init") -> tuple[str, str]:
@@ -319,6 +344,7 @@ class Fig2Config(Section):
     def validate(self, where: str) -> None:
         if any(not 0 < x <= 1 for x in self.sizes) or len(set(self.sizes)) != len(self.sizes):
             raise ConfigError(f"params: '{where}.sizes' must be distinct fractions in (0, 1], got {self.sizes}")
+        _check_seeds(f"{where}.seeds", self.seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,13 +406,34 @@ class Params:
     report: ReportConfig
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing a key given twice in one mapping (YAML keeps the last silently; DVC refuses
+    the file)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"duplicated key {key!r} (lines {seen[key] + 1} and {key_node.start_mark.line + 1}; "
+                                  "DVC refuses such a file)")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no params.yaml here")
+    raw = path.read_bytes()
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -444,6 +491,9 @@ def _check_across(p: Params) -> None:
     if p.positive_control.steps and need > p.cache.frames:
         raise ConfigError(f"params: 'positive_control.encoder' takes {need} frames but 'cache.frames' stores "
                           f"{p.cache.frames}")
+    if Path(p.base.data_root) in Path(p.ingest.salt_file).parents:
+        raise ConfigError(f"params: 'ingest.salt_file' {p.ingest.salt_file!r} lies inside base.data_root, which each "
+                          "run replaces; keep the salt outside (e.g. .echolib-salt)")
     covered = (p.cache.frames - 1) / p.cache.fps
     if p.base.source == "synthetic" and covered > p.synth.seconds:
         raise ConfigError(f"params: 'cache.frames' at 'cache.fps' span {covered:.2f} s, longer than a synthetic clip "

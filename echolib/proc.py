@@ -22,27 +22,93 @@ def run_module(module: str, *args, cwd=None) -> None:
         raise RuntimeError(f"`python -m {module}` failed with exit code {proc.returncode}:\n{''.join(tail)}")
 
 
+class WorkerDied(RuntimeError):
+    """A worker process was killed (the kernel's out-of-memory killer, a signal) while running one job."""
+
+
 def map_jobs(fn, jobs: list, workers: int = 0, desc: str = "", unit: str = "item", progress: bool = True,
-             chunksize: int = 4, each=None) -> list:
+             each=None, died=None) -> list:
     """fn over jobs in order, in `workers` processes (0 = every core), with a progress bar; `each(result)` is
-    called as every result arrives (e.g. to record progress that survives an interruption)."""
+    called as every result arrives (e.g. to record progress that survives an interruption).
+
+    A worker that dies (killed by the out-of-memory killer or a signal) costs only the job it was running: the
+    jobs in flight when it died are run again one at a time, each in a process of its own, and the one that
+    kills its process again gets `died(job)` as its result, or raises WorkerDied naming it when `died` is None.
+    Every other job's result is kept."""
     from .progress import bar as progress_bar
 
     workers = workers or os.cpu_count() or 1
     bar = progress_bar(len(jobs), desc, unit, enabled=progress)
-    out = []
+    out: list = [None] * len(jobs)
+    finished: set[int] = set()
+
+    def record(i, r):
+        finished.add(i)
+        out[i] = r
+        if each:
+            each(r)
+        bar.update()
+
     if workers == 1 or len(jobs) <= 1:
-        for j in jobs:
-            out.append(fn(j))
-            if each:
-                each(out[-1])
-            bar.update()
+        for i, j in enumerate(jobs):
+            record(i, fn(j))
     else:
-        with ProcessPoolExecutor(workers) as pool:
-            for r in pool.map(fn, jobs, chunksize=chunksize):
-                out.append(r)
-                if each:
-                    each(r)
-                bar.update()
+        pending = list(range(len(jobs)))
+        while pending:
+            suspects = _pool_pass(fn, jobs, pending, workers, record)
+            for i in suspects:  # alone, so that a death names its job
+                r = _run_alone(fn, jobs[i])
+                if r is _DIED:
+                    if died is None:
+                        raise WorkerDied(f"a worker process died while running {desc or 'a job'} {i + 1} of "
+                                         f"{len(jobs)} (killed: out of memory?)")
+                    r = died(jobs[i])
+                record(i, r)
+            pending = [i for i in pending if i not in finished]
     bar.close()
     return out
+
+
+_DIED = object()
+
+
+def _pool_pass(fn, jobs, pending, workers, record) -> list[int]:
+    """Run `pending` in a pool; [] when all finished, else the jobs that were running when a worker died (the
+    results that arrived before are recorded; the jobs never started stay pending). Each job marks its start and
+    end with a file, which outlives a killed worker."""
+    import tempfile
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    with tempfile.TemporaryDirectory(prefix="echolib-jobs-") as marks, \
+            ProcessPoolExecutor(min(workers, len(pending))) as pool:
+        futures = {pool.submit(_marked, fn, jobs[i], os.path.join(marks, str(i))): i for i in pending}
+        todo = set(futures)
+        while todo:
+            finished, todo = wait(todo, return_when=FIRST_COMPLETED)
+            for f in finished:
+                try:
+                    record(futures[f], f.result())
+                except BrokenProcessPool:
+                    for g in todo:
+                        g.cancel()
+                    return sorted(int(name) for name in os.listdir(marks))
+    return []
+
+
+def _marked(fn, job, mark: str):
+    with open(mark, "w"):
+        pass
+    result = fn(job)
+    os.remove(mark)
+    return result
+
+
+def _run_alone(fn, job):
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(1) as pool:
+        try:
+            return pool.submit(fn, job).result()
+        except BrokenProcessPool:
+            return _DIED

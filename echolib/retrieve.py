@@ -16,7 +16,9 @@ import numpy as np
 import polars as pl
 import torch
 
+from .io.safe import for_terminal
 from .io.video import VideoDecodeError, read_at_rate, video_info
+from .io.weights import CheckpointError
 from .models.authors import AuthorsCheckpointError
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -44,11 +46,11 @@ def study_clips(folder: str | Path, workdir: str | Path) -> pl.DataFrame:
             info = video_info(p)
             rows.append({"video_id": p.stem, "path": str(p.resolve()), "n_frames": info["n_frames"], "fps": info["fps"]})
         except VideoDecodeError as e:
-            bad.append(f"{p.name}: {str(e).split(': ', 1)[-1]}")
+            bad.append(f"{p.name}: {e.reason}")
     if not rows:
         raise RetrievalInputError(f"{folder}: no clip could be decoded: {bad[:3]}")
     for b in bad:  # listed, never dropped silently
-        print(f"skipped clip {b}")
+        print(f"skipped clip {for_terminal(b)}")
     return pl.DataFrame(rows)
 
 
@@ -183,10 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         views = [v.strip() for v in a.views.split(",") if v.strip()] if a.views else None
         res = retrieve(a.model, a.study, a.reports, a.k, a.views_model, a.threshold, a.tokenizer, views)
-    except (RetrievalInputError, FileNotFoundError, AuthorsCheckpointError) as e:
-        raise SystemExit(f"error: {e}") from None
-    for r in res.iter_rows(named=True):
-        print(f"{r['rank']}. {r['study_id']}  similarity {r['similarity']:.3f}\n   {r['report'][:200]}")
+    except (RetrievalInputError, FileNotFoundError, AuthorsCheckpointError, CheckpointError) as e:
+        raise SystemExit(f"error: {for_terminal(e)}") from None
+    for r in res.iter_rows(named=True):  # report text comes from a user's table: no escape sequence reaches the terminal
+        print(f"{r['rank']}. {for_terminal(r['study_id'])}  similarity {r['similarity']:.3f}\n"
+              f"   {for_terminal(r['report'][:200])}")
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ def write_shards(raw: str | Path, videos: pl.DataFrame, out: str | Path, frames:
         done[result["name"]] = result
         _write_manifest(manifest_path, plan, done, frames, fps, size, qp)
 
-    map_jobs(_write_shard, jobs, workers, "shards", "shard", progress, chunksize=1, each=record)
+    map_jobs(_write_shard, jobs, workers, "shards", "shard", progress, each=record)
     _write_manifest(manifest_path, plan, done, frames, fps, size, qp)
     return json.loads(manifest_path.read_text())
 

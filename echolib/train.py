@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 
 from . import config as C
+from .io.files import mark_output
+from .io.weights import load_torch
 from .models import EchoClip, build_model
 
 MONITOR = "val/mcmrr"  # model selection and early stopping: validation MCMRR, both directions (lower is better)
@@ -128,13 +130,20 @@ def run_signature(r: RunSetup, seed: int) -> str:
 
 def _prepare_folder(out: Path, resume: bool | str, signature: str) -> bool:
     """Whether to resume from out/checkpoints/last.ckpt. resume=True requires that checkpoint and its signature;
-    "auto" resumes when it matches and starts afresh otherwise; a fresh run moves an earlier run aside, so that
-    two runs never mix."""
-    import shutil
+    "auto" resumes when it matches and starts afresh otherwise (a damaged checkpoint too, said in one line); a
+    fresh run moves an earlier run aside, so that two runs never mix. A folder echolib did not make is refused."""
+    from .io.files import claim_output, remove_path
+    from .io.weights import CheckpointError
 
     last = out / "checkpoints" / "last.ckpt"
-    found = torch.load(last, map_location="cpu", weights_only=False).get("echolib", {}).get("signature") \
-        if last.is_file() else None
+    found = None
+    if last.is_file():
+        try:
+            found = load_torch(last, "training checkpoint").get("echolib", {}).get("signature")
+        except CheckpointError as e:
+            if resume is True:
+                raise ResumeError(f"--resume: {e}") from None
+            print(f"warning: {e}; this run starts afresh", flush=True)
     if resume is True and found is None:
         raise ResumeError(f"--resume: no checkpoint to resume from at {last}")
     if resume is True and found != signature:
@@ -143,8 +152,10 @@ def _prepare_folder(out: Path, resume: bool | str, signature: str) -> bool:
     if resume and found == signature:
         return True
     if out.exists() and any(out.iterdir()):
+        claim_output(out)
         aside = out.with_name(f".{out.name}.replaced")
-        shutil.rmtree(aside, ignore_errors=True)
+        claim_output(aside)
+        remove_path(aside)
         out.rename(aside)
         print(f"an earlier run in {out} was moved aside to {aside.name}")
     return False
@@ -228,6 +239,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     signature = run_signature(r, seed)
     resuming = _prepare_folder(out, resume, signature) if not fast_dev_run else False
     out.mkdir(parents=True, exist_ok=True)
+    mark_output(out)
     world = train.devices * train.num_nodes if train.strategy != "auto" or train.devices > 1 else 1
     steps = r.steps
     val_every = min(steps, max(1, round(train.val_check_clips / (batch * world))))  # the same clips for every run
@@ -252,13 +264,13 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
     )
     last = out / "checkpoints" / "last.ckpt"
     t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resuming else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resuming else None, weights_only=True)
     seconds = time.time() - t0
     if trainer.global_rank != 0:
         return {}
     best = ckpt.best_model_path
     if best and not fast_dev_run:
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        state = load_torch(best, "best checkpoint")["state_dict"]
         module.load_state_dict(state)
     summary = {
         "run": name, "seed": seed, "encoder": run.encoder, "size": run.size, "init": run.init, "frames": frames,

@@ -247,12 +247,12 @@ def train(data: str | Path, out: str | Path, model_name: str, frames: int, size:
 
 
 def load_model(model_dir: str | Path):
-    import torch
+    from .io.weights import load_torch
 
     path = Path(model_dir) / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no view classifier here (run the view_classifier stage first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_torch(path, "view classifier")
     model = create_model(ckpt["model"], ckpt["frames"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from echolib.io.weights import DamagedCheckpointError
 from echolib.models.authors import (
     MEAN,
     STD,
@@ -212,7 +213,7 @@ def test_a_partial_or_foreign_checkpoint_is_refused_by_name(tmp_path):
     with pytest.raises(AuthorsCheckpointError, match="not the authors' layout"):
         load_authors_checkpoint(tmp_path / "c.pt")
     (tmp_path / "d.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(AuthorsCheckpointError, match="not a readable torch checkpoint"):
+    with pytest.raises(DamagedCheckpointError, match="damaged checkpoint: it cannot be read"):
         load_authors_checkpoint(tmp_path / "d.pt")
     odd = {**sd, "visual.model.embeddings.position_embeddings": _rand(1, 1 + 100, H)}
     with pytest.raises(AuthorsCheckpointError, match="101 position embeddings do not fit 224 px"):

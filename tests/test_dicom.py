@@ -5,7 +5,7 @@ import pytest
 from pydicom.examples import get_path
 
 from echolib.io.dicom import DicomError, frame_rate, load_cine, read_cine
-from echolib.io.mask import apply_mask, sector_mask
+from echolib.io.mask import MaskError, apply_mask, sector_mask
 from tests import dicom_fixtures as F
 
 
@@ -95,13 +95,13 @@ def test_sector_mask_removes_burned_in_text_and_keeps_the_sector():
     assert 0.2 < info["fraction"] < 0.5
 
 
-def test_sector_mask_uses_fitting_regions_and_falls_back_on_static_clips():
+def test_sector_mask_uses_fitting_regions_and_refuses_static_clips():
     frames = load_cine(get_path("ybr_color")).frames
     mask, info = sector_mask(frames, [(0, 0, 159, 239)])  # a box that fits: the left half
     assert info["regions_used"] == 1 and not mask[:, 160:].any() and mask[120, 150]
     still = np.repeat(frames[:1], 5, axis=0)
-    mask, info = sector_mask(still)
-    assert mask.all() and info["method"].startswith("whole image")
+    with pytest.raises(MaskError, match=r"^no moving sector \(a frozen clip\)$"):
+        sector_mask(still)
 
 
 def test_undecodable_video_syntax_is_rejected_with_the_reason(tmp_path):

@@ -122,6 +122,6 @@ def test_init_ssl_pretrains_once_per_run_and_starts_from_those_weights(fig2_proj
     assert ssl_weights_for("SingleImage", d / "params.yaml", tmp_path) == pre / "encoder.pt"
     assert (pre / "encoder.pt").stat().st_mtime_ns == mtime  # reused, not pretrained again
     r = setup_run("SingleImage", d / "params.yaml", 0, "ssl", pre / "encoder.pt")
-    saved = torch.load(pre / "encoder.pt", weights_only=False)["echolib_init"]
+    saved = torch.load(pre / "encoder.pt", weights_only=True)["echolib_init"]
     got = r.model.video_encoder.state_dict()
     assert all(torch.equal(got[k], v) for k, v in saved.items())

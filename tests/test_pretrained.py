@@ -267,11 +267,11 @@ def test_pretraining_sees_only_training_patients_and_its_weights_load(tiny_proje
         s = pretrain_encoder(name, "tiny", tiny_project / "data" / "cache", tmp_path / name, 1.0, cfg)
         assert s["splits_seen"] == ["train"] and s["patients"] == len(train_patients) and np.isfinite(s["final_loss"])
         assert (tmp_path / name / "dvclive" / "plots" / "metrics" / "pretrain" / "loss.tsv").is_file()
-    saved = torch.load(tmp_path / "convnext_st" / "encoder.pt", weights_only=False)["echolib_init"]
+    saved = torch.load(tmp_path / "convnext_st" / "encoder.pt", weights_only=True)["echolib_init"]
     enc = create_video_encoder("convnext_st")
     assert load_weights(enc, tmp_path / "convnext_st" / "encoder.pt")["layout"] == "echolib-ssl"
     assert all(torch.equal(v, saved[k]) for k, v in enc.state_dict().items())
-    img = torch.load(tmp_path / "convnext" / "encoder.pt", weights_only=False)["echolib_init"]
+    img = torch.load(tmp_path / "convnext" / "encoder.pt", weights_only=True)["echolib_init"]
     vid = create_video_encoder("convnext_st")
     load_weights(vid, tmp_path / "convnext" / "encoder.pt")
     assert all(torch.equal(v, img["backbone." + k]) for k, v in vid.backbone.state_dict().items())

@@ -56,7 +56,7 @@ def test_retrieve_top_k_and_no_usable_view(tiny_project, tmp_path, capsys, monke
     from echolib.cache import ClipCache, ClipReportDataset, model_input
     from echolib.retrieve import _clip_tensor
 
-    ck = torch.load(root / "rruns" / "SingleVideo" / "seed0" / "model.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(root / "rruns" / "SingleVideo" / "seed0" / "model.pt", map_location="cpu", weights_only=True)
     cache = ClipCache(root / "data" / "cache")
     row = cache.index.filter(pl.col("study_id") == sid).head(1)
     expected = model_input(ClipReportDataset(cache, row, ck["frames"], train=False)[0]["video"])

@@ -187,11 +187,11 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tiny_project, tmp_pat
     assert _train(tiny_project, tmp_path / "a").returncode == 0
     killed = _train(tiny_project, tmp_path / "b", env={"ECHOLIB_KILL_AT_STEP": "7"})
     assert killed.returncode == -9  # SIGKILL, mid-epoch
-    last = torch.load(tmp_path / "b" / "MultiVideo" / "seed0" / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(tmp_path / "b" / "MultiVideo" / "seed0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 6 and last["global_step"] % 9  # not at an epoch boundary
     resumed = _train(tiny_project, tmp_path / "b", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = (torch.load(p / "MultiVideo" / "seed0" / "model.pt", weights_only=False) for p in (tmp_path / "a", tmp_path / "b"))
+    a, b = (torch.load(p / "MultiVideo" / "seed0" / "model.pt", weights_only=True) for p in (tmp_path / "a", tmp_path / "b"))
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     sa, sb = (json.loads((p / "MultiVideo" / "seed0" / "summary.json").read_text()) for p in (tmp_path / "a", tmp_path / "b"))
     assert sa["best_val_mcmrr"] == sb["best_val_mcmrr"] and sa["global_steps"] == sb["global_steps"] == 12

@@ -16,14 +16,15 @@ from pathlib import Path
 import polars as pl
 
 from .adapters import SOURCES, dicom_items, echonet_items, mimic_items, paper_csv_items, read_reports
-from .core import Item, Rejections, ingest, load_salt, summary
+from .core import DEFAULT_PIXELS, Item, PixelOptions, Rejections, check_salt_place, ingest, load_salt, summary
 
-__all__ = ["SOURCES", "Item", "Rejections", "ingest", "ingest_source", "load_salt", "run_ingest", "summary"]
+__all__ = ["SOURCES", "Item", "PixelOptions", "Rejections", "ingest", "ingest_source", "load_salt", "run_ingest",
+           "summary"]
 
 
 def ingest_source(source: str, src: str | Path, out: str | Path, salt_file: str | Path,
                   reports: str | Path | None = None, encoding: str = "utf-8", workers: int = 0,
-                  progress: bool = True) -> dict[str, pl.DataFrame]:
+                  progress: bool = True, options: PixelOptions = DEFAULT_PIXELS) -> dict[str, pl.DataFrame]:
     """Run one adapter end to end; raises ValueError naming the path for a source that cannot be read at all."""
     src = Path(src)
     if not src.exists():
@@ -42,7 +43,7 @@ def ingest_source(source: str, src: str | Path, out: str | Path, salt_file: str 
     else:
         raise ValueError(f"unknown source {source!r}; choose one of {list(SOURCES)}")
     table = read_reports(reports, rejected, encoding) if reports else None
-    tables = ingest(items, out, load_salt(salt_file), table, rejected, workers, progress)
+    tables = ingest(items, out, load_salt(salt_file), table, rejected, workers, progress, options=options)
     if tables["videos"].height == 0:
         top = tables["rejected"].group_by("reason").len().sort(["len", "reason"], descending=[True, False]).head(3)
         why = "; ".join(f"{n} x {r}" for r, n in top.iter_rows()) or "the source lists no files"
@@ -51,13 +52,25 @@ def ingest_source(source: str, src: str | Path, out: str | Path, salt_file: str 
 
 
 def run_ingest(ctx) -> dict:
-    """Stage `ingest`: the archive named by params `ingest` into data/ingested (source: base.source); metrics."""
+    """Stage `ingest`: the archive named by params `ingest` into data/ingested (source: base.source); metrics.
+    The archive may not hold or lie inside the project's outputs; the salt may not lie inside data/, metrics/ or
+    reports/ (shared, mailed, or replaced by each run)."""
+    from ..io.files import claim_output
     from .overview import counts
 
     cfg = ctx.ingest
     cfg.require_src()
     root = ctx.root
+    outputs = {"the data folder": root / ctx.base.data_root, "metrics/": root / "metrics", "reports/": root / "reports"}
+    for label, folder in outputs.items():
+        try:
+            claim_output(folder, [root / cfg.src])
+        except ValueError:
+            raise ValueError(f"ingest.src: the archive and {label} overlap (one holds the other); keep the archive "
+                             "outside the project's outputs") from None
+    check_salt_place(root / cfg.salt_file, outputs, "ingest.salt_file")
     tables = ingest_source(ctx.base.source, root / cfg.src, ctx.out("ingested"), root / cfg.salt_file,
-                           root / cfg.reports if cfg.reports else None, cfg.encoding, ctx.base.workers)
+                           root / cfg.reports if cfg.reports else None, cfg.encoding, ctx.base.workers,
+                           options=PixelOptions(cfg.max_decoded_mb, cfg.allow_unmasked))
     print(summary(tables))
     return {"source": ctx.base.source, **counts(tables)}

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ..io.dicom import DicomError, load_cine
-from ..io.mask import apply_mask, sector_mask
+from ..io.dicom import MAX_DECODED_MB, DicomError, decoded_mb, load_cine
+from ..io.files import shown
+from ..io.mask import MaskError, deidentify
+from ..io.safe import for_terminal, strip_controls
 from ..io.tables import write_tables
 from ..io.video import VideoDecodeError, read_clip, video_info, write_video
 from ..proc import map_jobs
@@ -68,11 +70,21 @@ def load_salt(path: str | Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
-        print(f"created a new de-identification salt in {path} (keep it private; the same salt gives the same keys)")
+        print(f"created a new de-identification salt in {shown(path)} (keep it private; the same salt gives the "
+              "same keys)")
     salt = path.read_bytes().strip()
     if len(salt) < 16:
         raise ValueError(f"{path}: salt is too short ({len(salt)} bytes; need at least 16)")
     return salt
+
+
+def check_salt_place(salt: str | Path, forbidden: dict[str, str | Path], what: str = "--salt-file") -> None:
+    """The salt may not lie inside a folder that is shared or replaced (`forbidden`: label -> folder)."""
+    here = Path(salt).expanduser().resolve()
+    for label, folder in forbidden.items():
+        if Path(folder).resolve() in here.parents:
+            raise ValueError(f"{what}: the de-identification salt may not lie inside {label} (it would be shared "
+                             "or replaced with it); keep it outside, e.g. .echolib-salt in the project folder")
 
 
 def hashed(salt: bytes, kind: str, raw: str, prefix: str) -> str:
@@ -112,34 +124,43 @@ def read_headers(items: list[Item], rejected: Rejections, progress: bool = True)
     return kept
 
 
-def drop_duplicates(items: list[Item], rejected: Rejections) -> list[Item]:
-    seen, kept = {}, []
-    for it in items:
-        key = it.instance or it.source
-        if key in seen:
-            rejected.add(it.source, f"duplicate SOP instance (same instance as {seen[key]})", "header")
-            continue
-        seen[key] = it.source
-        kept.append(it)
-    return kept
+@dataclasses.dataclass(frozen=True)
+class PixelOptions:
+    """How clips are decoded and de-identified (params `ingest.max_decoded_mb`, `ingest.allow_unmasked`)."""
+
+    max_decoded_mb: float = MAX_DECODED_MB  # a larger cine is a recorded reject, decided before decoding
+    allow_unmasked: bool = False  # keep the whole image of a clip whose sector is not found (text still blanked)
+
+
+DEFAULT_PIXELS = PixelOptions()
+
+#: the reason recorded for a file whose worker process was killed while decoding it
+KILLED = ("the process decoding this file was killed (out of memory? lower ingest.max_decoded_mb or "
+          "base.workers)")
 
 
 def _process(job) -> dict:
-    """Decode, mask and write one clip. Returns a row, or {"reject": reason}. Runs in a worker process."""
-    it, out_dir, rel = job
+    """Decode, de-identify and write one clip. Returns a row, or {"reject": reason}. Runs in a worker process.
+    No reason names a file or quotes a decoder's message (which may): rejected.parquet's `source` column does."""
+    it, out_dir, rel, opts = job
     try:
         if it.kind == "dicom":
-            cine = load_cine(it.path)
+            cine = load_cine(it.path, opts.max_decoded_mb)
             frames, fps, fps_source, regions = cine.frames, cine.fps, cine.fps_source, cine.regions
         else:
             info = video_info(it.path)
+            if (mb := decoded_mb(info["n_frames"], info["height"], info["width"])) > opts.max_decoded_mb:
+                return {"reject": f"video too large to decode: {mb:,.0f} MB as 8-bit RGB (limit "
+                                  f"{opts.max_decoded_mb:,.0f} MB: ingest.max_decoded_mb)"}
             frames = read_clip(it.path, info["n_frames"])
             regions = []
             fps, fps_source = (it.fps or info["fps"]), ("source table" if it.fps else "container")
             if len(frames) < 2:
                 return {"reject": "single-frame video"}
-    except (DicomError, VideoDecodeError) as e:
-        return {"reject": str(e).split(": ", 1)[-1] if isinstance(e, VideoDecodeError) else str(e)}
+    except VideoDecodeError as e:
+        return {"reject": e.reason}
+    except DicomError as e:
+        return {"reject": str(e)}
     except Exception as e:  # anything unexpected in a third-party decoder: recorded, never fatal
         return {"reject": f"decode failed ({type(e).__name__})"}
     t, h, w = frames.shape[:3]
@@ -148,54 +169,126 @@ def _process(job) -> dict:
     if not np.isfinite(fps) or not 1 <= fps <= 1000:
         return {"reject": f"implausible frame rate {fps} fps"}
     try:
-        mask, minfo = sector_mask(frames, regions)
-        masked = apply_mask(frames, mask)
-        masked = masked[:, : h - h % 2, : w - w % 2]  # yuv420p needs even sizes
+        frames, minfo = deidentify(frames, regions, opts.allow_unmasked)  # in place: no second copy of the clip
+    except MaskError as e:
+        return {"reject": f"no sector found, so burned-in text cannot be removed: {e} (ingest.allow_unmasked keeps "
+                          "such clips whole, text blanked)"}
+    except Exception as e:
+        return {"reject": f"cannot be de-identified ({type(e).__name__})"}
+    try:
         path = Path(out_dir) / rel
-        write_video(path, masked, fps, lossless=False, quality=VIDEO_QUALITY)
-    except Exception as e:  # masking or encoding a strange cine: recorded with its reason, never fatal
-        return {"reject": f"cannot be masked or encoded ({type(e).__name__}: {str(e)[:100]})"}
-    return {"n_frames": t, "height": masked.shape[1], "width": masked.shape[2], "fps": float(fps),
+        write_video(path, frames[:, : h - h % 2, : w - w % 2], fps, lossless=False, quality=VIDEO_QUALITY)
+    except Exception as e:  # encoding a strange cine: recorded with its reason, never fatal
+        return {"reject": f"cannot be encoded ({type(e).__name__})"}
+    return {"n_frames": t, "height": h - h % 2, "width": w - w % 2, "fps": float(fps),
             "fps_source": fps_source, "mask_fraction": round(minfo["fraction"], 4), "mask_method": minfo["method"],
+            "text_pixels": minfo["text_pixels"], "noise_floor": minfo["noise_floor"],
             "regions_ignored": minfo["regions_ignored"], "bytes": path.stat().st_size,
             "warning": "no frame timing in the file: 30 fps assumed" if fps_source == "default" else ""}
 
 
+def _killed(job) -> dict:
+    return {"reject": KILLED}
+
+
+def keep_one_per_instance(items: list[Item], results: list[dict], rels: list[str], out: Path,
+                          rejected: Rejections) -> list[tuple[Item, str, dict]]:
+    """Files sharing an instance UID (copies): the first one that decoded is kept, under the instance's own name;
+    the others are recorded rejects (and their written clips removed). No reason names the other file."""
+    by_instance: dict[str, list[int]] = collections.defaultdict(list)
+    for i, it in enumerate(items):
+        by_instance[it.instance or it.source].append(i)
+    kept = []
+    for idx in by_instance.values():
+        good = [i for i in idx if "reject" not in results[i]]
+        winner = good[0] if good else None
+        for i in idx:
+            r = results[i]
+            if i == winner:
+                canonical = rels[idx[0]]
+                if rels[i] != canonical:
+                    (out / rels[i]).replace(out / canonical)
+                kept.append((items[i], canonical, r))
+            elif winner is None:
+                rejected.add(items[i].source, r["reject"], "pixels")
+            else:
+                if "reject" not in r:
+                    (out / rels[i]).unlink(missing_ok=True)
+                why = "" if "reject" not in r else f": this copy cannot be used ({r['reject']})"
+                rejected.add(items[i].source, f"duplicate SOP instance (another copy of it is kept){why}", "pixels")
+    order = {id(it): k for k, it in enumerate(items)}
+    return sorted(kept, key=lambda x: order[id(x[0])])
+
+
 def ingest(items: list[Item], out_dir: str | Path, salt: bytes, reports: dict[str, str] | None = None,
            rejected: Rejections | None = None, workers: int = 0, progress: bool = True,
-           require_reports: bool = True) -> dict[str, pl.DataFrame]:
-    """Write patients/studies/videos/rejected tables and masked videos under out_dir; return the tables.
+           require_reports: bool = True, options: PixelOptions = DEFAULT_PIXELS) -> dict[str, pl.DataFrame]:
+    """Write patients/studies/videos/rejected tables and de-identified videos under out_dir; return the tables.
 
     `rejected` may already hold what the adapter dropped (missing files, bad report rows). With
     `require_reports` (training data), a study without a report is a recorded reject with its clips; retrieval
-    of a single study folder needs none.
+    of a single study folder needs none. A report key (study UID or accession number) that names studies of
+    more than one patient attaches to none of them: a recorded reject.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rejected = rejected if rejected is not None else Rejections()
-    items = drop_duplicates(read_headers(items, rejected, progress), rejected)
-    keys = []  # (patient_id, study_id, video_id): salted hashes, the only keys that leave this function
+    items = read_headers(items, rejected, progress)
+    keys = {}  # id(item) -> (patient_id, study_id, video_id): salted hashes, the only keys that leave this function
     for it in items:
-        keys.append((hashed(salt, "patient", it.patient, "P"), hashed(salt, "study", f"{it.patient}\0{it.study}", "S"),
-                     hashed(salt, "instance", it.instance or it.source, "V")))
-        if reports is not None and it.report is None:
-            it.report = next((reports[k] for k in (it.study, *it.report_keys) if k in reports), None)
-    jobs = [(it, str(out), f"videos/{sid}/{vid}.mp4") for it, (_, sid, vid) in zip(items, keys, strict=True)]
-    results = map_jobs(_process, jobs, workers, "decode + mask", "clip", progress)
+        keys[id(it)] = (hashed(salt, "patient", it.patient, "P"),
+                        hashed(salt, "study", f"{it.patient}\0{it.study}", "S"),
+                        hashed(salt, "instance", it.instance or it.source, "V"))
+    shared = _attach_reports(items, reports)
+    seen: collections.Counter = collections.Counter()
+    rels = []
+    for it in items:
+        _, sid, vid = keys[id(it)]
+        seen[vid] += 1  # copies of one instance are written side by side until one is chosen
+        rels.append(f"videos/{sid}/{vid}.mp4" if seen[vid] == 1 else f"videos/{sid}/{vid}~{seen[vid]}.mp4")
+    jobs = [(it, str(out), rel, options) for it, rel in zip(items, rels, strict=True)]
+    results = map_jobs(_process, jobs, workers, "decode + de-identify", "clip", progress, died=_killed)
     rows = []
-    for (it, _, rel), (pid, sid, vid), r in zip(jobs, keys, results, strict=True):
-        if "reject" in r:
-            rejected.add(it.source, r["reject"], "pixels")
-            continue
+    for it, rel, r in keep_one_per_instance(items, results, rels, out, rejected):
+        pid, sid, vid = keys[id(it)]
         rows.append({"video_id": vid, "study_id": sid, "patient_id": pid, "path": rel,
                      "order": it.order, "report": it.report, **r, **it.extra})
-    tables = build_tables(rows, rejected, reports is not None, require_reports)
+    ambiguous = {keys[id(it)][1]: n for it in items if (n := shared.get(id(it)))}
+    tables = build_tables(rows, rejected, reports is not None, require_reports, ambiguous)
     write_tables(out, tables)
     return tables
 
 
-def build_tables(rows: list[dict], rejected: Rejections, reports_expected: bool, require_reports: bool = True
-                 ) -> dict[str, pl.DataFrame]:
+def _attach_reports(items: list[Item], reports: dict[str, str] | None) -> dict[int, int]:
+    """Set each item's report from `reports` by its study UID or accession number, unless the key that matched
+    also names a study of another patient: then no report, and {id(item): patients sharing the key} says why.
+    Control characters in report text are removed (they never belong to a report and can reach a terminal)."""
+    shared: dict[int, int] = {}
+    if reports is not None:
+        matched = {}
+        for it in items:
+            if it.report is None:
+                matched[id(it)] = next((k for k in (it.study, *it.report_keys) if k in reports), None)
+        patients: dict[str, set] = collections.defaultdict(set)
+        for it in items:
+            if (k := matched.get(id(it))) is not None:
+                patients[k].add(it.patient)
+        for it in items:
+            k = matched.get(id(it))
+            if k is None:
+                continue
+            if len(patients[k]) > 1:
+                shared[id(it)] = len(patients[k])
+            else:
+                it.report = reports[k]
+    for it in items:
+        if it.report is not None:
+            it.report = strip_controls(it.report)
+    return shared
+
+
+def build_tables(rows: list[dict], rejected: Rejections, reports_expected: bool, require_reports: bool = True,
+                 ambiguous: dict[str, int] | None = None) -> dict[str, pl.DataFrame]:
     videos = pl.DataFrame(rows) if rows else pl.DataFrame(schema={"video_id": pl.String, "study_id": pl.String,
                                                                    "patient_id": pl.String, "path": pl.String,
                                                                    "order": pl.String, "report": pl.String})
@@ -210,10 +303,16 @@ def build_tables(rows: list[dict], rejected: Rejections, reports_expected: bool,
     report = pl.col("report").cast(pl.String)
     no_report = studies.filter(report.is_null() | (report.str.strip_chars() == "")) if require_reports \
         else studies.clear()
-    for sid, n in zip(no_report["study_id"], videos.filter(pl.col("study_id").is_in(no_report["study_id"].implode()))
-                      .group_by("study_id", maintain_order=True).len().sort("study_id")["len"], strict=False):
-        where = "in the reports CSV" if reports_expected else "in the source (give a reports CSV: ingest.reports)"
-        rejected.add(f"study {sid}", f"no report {where}: the study and its {n} clip(s) are left out", "report")
+    ambiguous = ambiguous or {}
+    counts = videos.filter(pl.col("study_id").is_in(no_report["study_id"].implode())).group_by("study_id").len()
+    for sid, n in counts.sort("study_id").iter_rows():
+        if sid in ambiguous:
+            why = (f"its report key (study UID or accession number) also names studies of {ambiguous[sid] - 1} other "
+                   "patient(s), so whose report it is cannot be told")
+        else:
+            why = "no report " + ("in the reports CSV" if reports_expected else
+                                  "in the source (give a reports CSV: ingest.reports)")
+        rejected.add(f"study {sid}", f"{why}: the study and its {n} clip(s) are left out", "report")
     studies = studies.filter(~pl.col("study_id").is_in(no_report["study_id"].implode()))
     videos = videos.filter(pl.col("study_id").is_in(studies["study_id"].implode()))
     patients = studies.group_by("patient_id", maintain_order=True).agg(n_studies=pl.len())
@@ -222,11 +321,12 @@ def build_tables(rows: list[dict], rejected: Rejections, reports_expected: bool,
 
 
 def summary(tables: dict[str, pl.DataFrame]) -> str:
+    """Counts and the reasons of rejects (never their file names), safe to print to a terminal."""
     rej = tables["rejected"]
     lines = [f"kept: {tables['videos'].height} clips, {tables['studies'].height} studies, "
              f"{tables['patients'].height} patients", f"rejected: {rej.height}"]
     counts = collections.Counter(rej["reason"].to_list())
-    lines += [f"  {n:6d}  {reason}" for reason, n in counts.most_common()]
+    lines += [f"  {n:6d}  {for_terminal(reason)}" for reason, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))]
     return "\n".join(lines)
 
 

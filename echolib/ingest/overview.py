@@ -22,6 +22,17 @@ def counts(tables: dict[str, pl.DataFrame]) -> dict:
             "fps_default": int((v["fps_source"] == "default").sum()) if v.height else 0}
 
 
+def deid_summary(videos: pl.DataFrame) -> pl.DataFrame:
+    """How each clip's pixels were de-identified: clips per mask method, the mean share of the frame kept, and the
+    clips in which burned-in text or markers were blanked inside the kept area."""
+    if videos.height == 0:
+        return pl.DataFrame(schema={"mask method": pl.String, "clips": pl.UInt32})
+    return (videos.group_by("mask_method").agg(pl.len().alias("clips"),
+                                               pl.col("mask_fraction").mean().round(3).alias("share of frame kept"),
+                                               (pl.col("text_pixels") > 0).sum().alias("clips with text blanked"))
+            .sort("clips", descending=True).rename({"mask_method": "mask method"}))
+
+
 def keys_are_hashed(tables: dict[str, pl.DataFrame]) -> bool:
     """Every patient/study/video key is a salted hash (nothing from the source's own identifiers)."""
     cols = [tables["patients"]["patient_id"], tables["studies"]["study_id"], tables["studies"]["patient_id"],

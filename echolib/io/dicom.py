@@ -90,7 +90,7 @@ def check_cine_header(ds) -> None:
         raise DicomError("single-frame image (NumberOfFrames < 2)" if n == 1 else "zero frames")
 
 
-def read_dataset(path: str | Path, stop_before_pixels: bool = False):
+def read_dataset(path: str | Path, stop_before_pixels: bool = False, defer_size: str | None = None):
     """pydicom.dcmread that turns every failure, truncation included, into a DicomError with the reason."""
     import warnings
 
@@ -100,7 +100,7 @@ def read_dataset(path: str | Path, stop_before_pixels: bool = False):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=defer_size)
         except InvalidDicomError as e:
             raise DicomError("not a DICOM file") from e
         except Exception as e:  # truncated headers, unreadable files
@@ -110,17 +110,39 @@ def read_dataset(path: str | Path, stop_before_pixels: bool = False):
     return ds
 
 
-def load_cine(path: str | Path) -> Cine:
-    """Read a cine DICOM completely; raise DicomError with a specific reason when it cannot be used."""
-    ds = read_dataset(path)
-    check_cine_header(ds)
+#: a cine whose decoded frames (RGB, 8 bits) would exceed this is a recorded reject, decided from its header before
+#: anything is decoded (an RLE file of 44 MB can describe 9 GiB of black frames); ingest.max_decoded_mb sets it
+MAX_DECODED_MB = 1024
+
+
+def decoded_mb(n_frames: int, rows: int, cols: int) -> float:
+    """Megabytes (2^20 bytes) of a cine's frames as 8-bit RGB: what decoding it holds in memory."""
+    return n_frames * rows * cols * 3 / 2 ** 20
+
+
+def load_cine(path: str | Path, max_mb: float = MAX_DECODED_MB) -> Cine:
+    """Read a cine DICOM; raise DicomError with a specific reason when it cannot be used.
+
+    Memory: the header is read first and a cine larger than `max_mb` decoded is refused then; frames are decoded
+    one at a time from the file into one uint8 (T, H, W, 3) array (pydicom's `iter_pixels`), so a worker holds
+    the decoded clip and one frame in flight, never the pixel data twice or the clip in floating point.
+    """
+    head = read_dataset(path, stop_before_pixels=True)
+    check_cine_header(head)
+    n, rows, cols = int(_num(head.get("NumberOfFrames")) or 1), int(head.get("Rows", 0)), int(head.get("Columns", 0))
+    if rows < 1 or cols < 1:
+        raise DicomError(f"no image size in the header (Rows {rows}, Columns {cols})")
+    if (mb := decoded_mb(n, rows, cols)) > max_mb:
+        raise DicomError(f"cine too large to decode: {n} frames of {cols}x{rows} px are {mb:,.0f} MB as 8-bit RGB "
+                         f"(limit {max_mb:,.0f} MB: ingest.max_decoded_mb)")
+    ds = read_dataset(path, stop_before_pixels=False, defer_size="1 KB")  # pixel data read when decoded, not here
     if "PixelData" not in ds:
         raise DicomError("no pixel data")
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     if ts in VIDEO_SYNTAXES:
-        frames = _decode_video_syntax(ds, VIDEO_SYNTAXES[ts])
+        frames = _decode_video_syntax(ds, VIDEO_SYNTAXES[ts], n, rows, cols)
     else:
-        frames = _decode_pixels(ds, ts)
+        frames = _decode_pixels(path, ds, ts, n, rows, cols)
     if frames.shape[0] == 0:
         raise DicomError("zero frames")
     if frames.shape[0] == 1:
@@ -135,38 +157,79 @@ def read_cine(path: str | Path) -> tuple[np.ndarray, float]:
     return cine.frames, cine.fps
 
 
-def _decode_pixels(ds, ts: str) -> np.ndarray:
+def _decode_pixels(path, ds, ts: str, n: int, rows: int, cols: int) -> np.ndarray:
+    """Frame by frame from the file into one uint8 RGB array (YBR_* already converted to RGB by pydicom 3)."""
     import warnings
 
-    n = int(_num(ds.get("NumberOfFrames")) or 1)
+    from pydicom.pixels import iter_pixels
+
+    pi = str(ds.get("PhotometricInterpretation", ""))
+    bits = int(ds.get("BitsStored", 8))
+    _check_native_length(ds, n, rows, cols)
+    out = np.empty((n, rows, cols, 3), np.uint8)
+    count = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            arr = ds.pixel_array  # YBR_* already converted to RGB by pydicom 3
+            for arr in iter_pixels(str(path)):
+                if count == n:
+                    break
+                out[count] = _frame_rgb(arr, ds, pi, bits)
+                count += 1
         except NotImplementedError as e:
             raise DicomError(f"unsupported transfer syntax {ts or 'missing'} (no decoder)") from e
+        except DicomError:
+            raise
         except Exception as e:
-            short = "fewer frames than NumberOfFrames" if isinstance(e, StopIteration) or "less than expected" in \
-                str(e) else f"{type(e).__name__}: {str(e)[:120]}"
+            short = "fewer frames than NumberOfFrames" if isinstance(e, (StopIteration, EOFError)) or \
+                "less than expected" in str(e) or "fewer" in str(e) else f"{type(e).__name__}: {str(e)[:120]}"
             raise DicomError(f"pixel data cannot be decoded ({short}; header NumberOfFrames {n})") from e
-    if any("(0028,0008)" in str(w.message) or "larger than the given" in str(w.message) for w in caught):
+    if any("(0028,0008)" in str(w.message) or "larger than the given" in str(w.message)
+           or "more frames" in str(w.message) for w in caught):
         raise DicomError(f"header NumberOfFrames ({n}) disagrees with the pixel data, which holds more frames")
-    pi = str(ds.get("PhotometricInterpretation", ""))
+    if count < n:
+        raise DicomError(f"pixel data cannot be decoded (fewer frames than NumberOfFrames; header NumberOfFrames {n})")
+    return out
+
+
+def _check_native_length(ds, n: int, rows: int, cols: int) -> None:
+    """Uncompressed pixel data holds exactly NumberOfFrames frames (its length is known before reading it)."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is None or ts.is_encapsulated:
+        return
+    elem = ds.get_item(0x7FE00010, keep_deferred=True)
+    length = getattr(elem, "length", None)
+    if length is None and getattr(elem, "value", None) is not None:
+        length = len(elem.value)
+    bits = int(ds.get("BitsAllocated", 8))
+    per_frame = rows * cols * int(ds.get("SamplesPerPixel", 1)) * bits // 8
+    if length is None or per_frame == 0 or bits % 8:
+        return
+    frames, rest = divmod(length - (length % 2 if per_frame % 2 else 0), per_frame)
+    if frames > n:
+        raise DicomError(f"header NumberOfFrames ({n}) disagrees with the pixel data, which holds more frames")
+    if frames < n:
+        raise DicomError(f"pixel data cannot be decoded (fewer frames than NumberOfFrames; header NumberOfFrames {n})")
+
+
+def _frame_rgb(arr: np.ndarray, ds, pi: str, bits: int) -> np.ndarray:
+    """One decoded frame as uint8 (H, W, 3)."""
     samples = int(ds.get("SamplesPerPixel", 1))
-    if n == 1 and arr.ndim == (3 if samples > 1 else 2):
-        arr = arr[None]
+    if arr.ndim != (3 if samples > 1 else 2):
+        raise DicomError(f"unexpected pixel array shape {arr.shape} for {pi}")
     if pi == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
-        arr = apply_color_lut(arr, ds)
-    elif pi == "MONOCHROME1":
-        arr = arr.max() - arr if arr.size else arr
-    arr = _to_uint8(arr, int(ds.get("BitsStored", 8)) if pi != "PALETTE COLOR" else None)
-    if arr.ndim == 3:  # grey (T, H, W)
+        arr = _to_uint8(apply_color_lut(arr, ds), None)
+    else:
+        if pi == "MONOCHROME1":  # inverted grey: the highest value is black
+            arr = (2 ** bits - 1) - arr.astype(np.int64)
+        arr = _to_uint8(arr, bits)
+    if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
-    if arr.ndim != 4 or arr.shape[-1] != 3:
+    if arr.shape[-1] != 3:
         raise DicomError(f"unexpected pixel array shape {arr.shape} for {pi}")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def _to_uint8(arr: np.ndarray, bits: int | None) -> np.ndarray:
@@ -180,7 +243,7 @@ def _to_uint8(arr: np.ndarray, bits: int | None) -> np.ndarray:
     return np.clip(arr / (2 ** bits - 1) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _decode_video_syntax(ds, fmt: str) -> np.ndarray:
+def _decode_video_syntax(ds, fmt: str, n: int, rows: int, cols: int) -> np.ndarray:
     import av
     from pydicom.encaps import generate_fragments
 
@@ -188,11 +251,24 @@ def _decode_video_syntax(ds, fmt: str) -> np.ndarray:
         stream = b"".join(generate_fragments(ds.PixelData))
     except Exception as e:
         raise DicomError(f"encapsulated video stream cannot be read ({type(e).__name__})") from e
+    out, count = None, 0
     try:
         with av.open(io.BytesIO(stream), format=fmt) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            for frame in container.decode(video=0):
+                f = frame.to_ndarray(format="rgb24")
+                if out is None:  # the stream's own size; the header's bounds what is held
+                    if decoded_mb(n, *f.shape[:2]) > 4 * decoded_mb(n, rows, cols) + 1:
+                        raise DicomError(f"the {fmt} stream's frames ({f.shape[1]}x{f.shape[0]}) are far larger "
+                                         f"than the header's Rows x Columns ({cols}x{rows})")
+                    out = np.empty((n, *f.shape), np.uint8)
+                if count == n:
+                    break  # more frames than the header says: the header's count is kept
+                out[count] = f
+                count += 1
+    except DicomError:
+        raise
     except Exception as e:
         raise DicomError(f"unsupported transfer syntax: {fmt} stream not decodable by PyAV ({type(e).__name__})") from e
-    if not frames:
+    if not count:
         raise DicomError(f"zero frames decoded from the {fmt} stream")
-    return np.stack(frames)
+    return out[:count]

@@ -1,4 +1,9 @@
-"""What the pipeline writes, atomically: metrics JSON (one convention for every stage), folders swapped into place."""
+"""What the pipeline writes, atomically: metrics JSON (one convention for every stage), folders swapped into place.
+
+An output folder a command is told to write (`--out`) is replaced whole by a complete new one, so the command must
+know it is its own: the folder must be new, empty, or carry the marker file `MARKER` that echolib writes into every
+folder it creates this way, and it may not hold, or lie inside, the command's input. Anything else is refused
+before a byte is written (`claim_output`)."""
 
 from __future__ import annotations
 
@@ -6,6 +11,44 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+MARKER = ".echolib-output"  # in every output folder echolib made: the folder may be replaced by the next run
+
+
+class OutputError(ValueError):
+    """An output folder echolib may not replace (it holds other files, or overlaps the input)."""
+
+
+def claim_output(dest: str | Path, inputs=()) -> None:
+    """Refuse `dest` as an output folder unless echolib may replace it: new, empty, or marked as echolib's, and
+    neither holding nor inside any of `inputs` (files or folders). One-line OutputError otherwise."""
+    dest = Path(dest)
+    here = dest.resolve()
+    for src in inputs:
+        there = Path(src).resolve()
+        if here == there or there in here.parents or here in there.parents:
+            raise OutputError(f"{dest}: the output folder and the input {src} overlap (one holds the other); "
+                              "write the output somewhere else")
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise OutputError(f"{dest}: exists and is not a folder; give a new or empty folder")
+    if dest.is_dir() and not (dest / MARKER).is_file() and any(dest.iterdir()):
+        raise OutputError(f"{dest}: holds files echolib did not write (no {MARKER} marker), which the output would "
+                          "replace; give a new or empty folder (nothing was changed)")
+
+
+def shown(path: str | Path) -> str:
+    """A path as it may be printed on a page or in a log: relative to the working directory when inside it, else
+    its name alone (never an absolute path, which names the machine's folders and often a user)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
+
+
+def mark_output(folder: str | Path) -> None:
+    """Mark `folder` as an output echolib made (the next run may replace it)."""
+    Path(folder, MARKER).write_text("written by echolib: the next run with this folder as its output replaces it\n")
 
 
 def _plain(obj: Any) -> Any:
@@ -60,19 +103,21 @@ def swap_into_place(new: str | Path, dest: str | Path) -> None:
 
 
 class atomic_dir:
-    """`with atomic_dir(dest) as tmp:` write into `tmp` (a fresh folder beside `dest`); on success it replaces
-    `dest`, on an error or a kill `dest` stays as it was (a leftover tmp is removed by the next attempt)."""
+    """`with atomic_dir(dest, inputs) as tmp:` write into `tmp` (a fresh folder beside `dest`); on success it
+    replaces `dest`, on an error or a kill `dest` stays as it was (a leftover tmp is removed by the next attempt).
+    `dest` must be an output echolib may replace (`claim_output`); the new folder carries the marker."""
 
-    def __init__(self, dest: str | Path):
+    def __init__(self, dest: str | Path, inputs=()):
         self.dest = Path(dest)
+        self.inputs = tuple(inputs)
         self.tmp = self.dest.with_name(f".{self.dest.name}.part")
 
     def __enter__(self) -> Path:
-        import shutil
-
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
+        claim_output(self.dest, self.inputs)
+        claim_output(self.tmp, self.inputs)  # a leftover of ours (marked) or nothing
+        remove_path(self.tmp)
         self.tmp.mkdir(parents=True)
+        mark_output(self.tmp)
         return self.tmp
 
     def __exit__(self, kind, value, tb) -> bool:

@@ -12,7 +12,12 @@ import numpy as np
 
 
 class VideoDecodeError(RuntimeError):
-    """A video file could not be opened or decoded; the message names the file."""
+    """A video file could not be opened or decoded; the message names the file, `reason` does not (it is what
+    ingestion records: no file name, no decoder message that may quote one)."""
+
+    def __init__(self, path, reason: str, detail: str = ""):
+        super().__init__(f"{path}: {reason}{f' ({detail})' if detail else ''}")
+        self.reason = reason
 
 
 def read_clip(
@@ -31,7 +36,7 @@ def read_clip(
         raise ValueError(f"read_clip({path}): need num_frames >= 1, stride >= 1, start >= 0")
     vr, n = _open(path, size)
     if start >= n:
-        raise VideoDecodeError(f"{path}: start frame {start} is past the last frame ({n} frames)")
+        raise VideoDecodeError(path, f"start frame {start} is past the last frame ({n} frames)")
     idx = np.minimum(np.arange(num_frames) * stride + start, _last_index_reachable(n, start, stride))
     return _frames(vr, path, idx)
 
@@ -52,7 +57,7 @@ def _open(path: str | Path, size):
 
     path = Path(path)
     if not path.is_file():
-        raise VideoDecodeError(f"{path}: no such video file")
+        raise VideoDecodeError(path, "no such video file")
     kw = {}
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
@@ -61,9 +66,9 @@ def _open(path: str | Path, size):
         vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **kw)
         n = len(vr)
     except Exception as e:  # decord raises DECORDError / RuntimeError with C++ traces
-        raise VideoDecodeError(f"{path}: cannot be decoded ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+        raise VideoDecodeError(path, f"cannot be decoded ({type(e).__name__})", str(e).splitlines()[0]) from e
     if n == 0:
-        raise VideoDecodeError(f"{path}: contains no frames")
+        raise VideoDecodeError(path, "contains no frames")
     return vr, n
 
 
@@ -71,7 +76,7 @@ def _frames(vr, path, idx: np.ndarray) -> np.ndarray:
     try:
         frames = vr.get_batch(idx.tolist()).asnumpy()
     except Exception as e:
-        raise VideoDecodeError(f"{path}: decoding frames failed ({type(e).__name__}: {e})") from e
+        raise VideoDecodeError(path, f"decoding frames failed ({type(e).__name__})", str(e)) from e
     return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
@@ -105,7 +110,7 @@ def video_info(path: str | Path) -> dict:
         h, w = vr[0].shape[:2]
         return {"n_frames": len(vr), "fps": float(vr.get_avg_fps()), "height": int(h), "width": int(w)}
     except Exception as e:
-        raise VideoDecodeError(f"{path}: cannot be decoded ({type(e).__name__})") from e
+        raise VideoDecodeError(path, f"cannot be decoded ({type(e).__name__})") from e
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, lossless: bool = True, quality: int = 3) -> Path:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..io.weights import load_torch
 from .clip import ClipInterface
 from .pretrained import VIVIT_BACK, VIVIT_RENAMES, hf_to_videomae2, rename, strip_prefixes, videomae2_to_hf
 
@@ -188,10 +189,7 @@ def load_authors_checkpoint(path: str | Path, image_size: int = IMAGE_SIZE) -> A
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle and zip errors of many kinds
-        raise AuthorsCheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__})") from None
+    obj = load_torch(path, "checkpoint")
     if not is_authors_checkpoint(obj):
         raise AuthorsCheckpointError(f"{path}: not the authors' layout (a dict with 'state_dict' holding "
                                      f"visual.model.* and text.transformer.* keys)")

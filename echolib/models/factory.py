@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from .clip import EchoClip
 from .registry import create_image_encoder, create_text_encoder, create_video_encoder, list_encoders
 
@@ -53,10 +51,12 @@ def load_clip_model(model_pt: str | Path):
     """Rebuild a trained EchoClip from its model.pt (weights + the run settings it was trained with)."""
     from types import SimpleNamespace
 
+    from ..io.weights import load_torch
+
     path = Path(model_pt)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model here (run the train stage first)")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = load_torch(path, "model")
     if "authors_checkpoint" in ck:  # a run of the authors' released model (encoder: authors)
         from .authors import load_authors_checkpoint
 

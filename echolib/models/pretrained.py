@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..io.weights import load_torch
+
 #: files looked for, in order, when the user names a folder (transformers, then open_clip's hub layout)
 FOLDER_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 #: nestings of the state dict inside a saved object (Lightning, VideoMAE v2's training scripts, ours)
@@ -142,10 +144,7 @@ def read_state(path: str | Path) -> tuple[dict, dict, Path]:
         from safetensors.torch import load_file
 
         return strip_prefixes(load_file(str(f))), {}, f
-    try:
-        obj = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling error is one message
-        raise WeightsError(f"{f}: not a readable PyTorch weights file ({type(e).__name__}: {str(e)[:120]})") from None
+    obj = load_torch(f, "weights file")
     meta = {}
     while isinstance(obj, dict):
         nest = next((n for n in NESTS if isinstance(obj.get(n), dict)), None)

@@ -91,7 +91,7 @@ def generate(out_dir: str | Path, synth, seed: int = 0, workers: int = 0, progre
         c["path"] = f"videos/{c['study_id']}/{c['video_id']}.mp4"
     by_study = {s["study_id"]: {k: s[k] for k in RENDER_KEYS} for s in studies}
     jobs = [(c, by_study[c["study_id"]], str(out), synth) for c in clips]
-    results = {r[0]: r for r in map_jobs(_render_one, jobs, workers, "render", "clip", progress, 8)}
+    results = {r[0]: r for r in map_jobs(_render_one, jobs, workers, "render", "clip", progress)}
     for c in clips:
         _, c["n_frames"], c["height"], c["width"], c["bytes"] = results[c["video_id"]]
     tables = _tables(patients, studies, clips)
