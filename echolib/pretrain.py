@@ -38,6 +38,7 @@ from torch import nn
 
 from . import config as C
 from .cache import frame_indices, frames_tensor, max_offset, model_input, open_store
+from .io.files import claim_output, mark_output
 from .store import decode_clip, shuffled
 from .supervised import one_cycle
 
@@ -216,6 +217,7 @@ def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: s
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    mark_output(out)
     store = open_store(store_dir)
     device, autocast = device_for(train)
     torch.manual_seed(seed)
@@ -292,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         p = C.load(a.params)
         data = C.project_root(Path(a.params).resolve().parent) / p.base.data_root
+        claim_output(a.out, [data / "cache"])  # new, empty or echolib's own
         s = pretrain_encoder(a.encoder, a.size, data / "cache", a.out, a.fraction, p.pretrain, a.seed, p.train)
     except (C.ConfigError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .io.safe import strip_controls
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -157,6 +159,7 @@ def export(notebook: str | Path, out: str | Path, audience: str = "stage", root:
                             exclude_output_prompt=True)
     resources = {"metadata": {"name": notebook.stem}, "echolib": {"font_stack": FONT_STACK, "home": home}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
+    body = strip_controls(body)  # a NUL or an escape sequence from a user's report never reaches a page
     remote = _REMOTE.search(body)
     if remote:
         raise RuntimeError(f"{notebook}: the page would load from the network: {remote.group(0)!r}")

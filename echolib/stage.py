@@ -46,6 +46,9 @@ SOURCE_STAGES = {"synthesize": lambda source: source == "synthetic", "ingest": l
 KERNEL = "echolib"
 #: stages whose page is for readers of the report (no code); every other stage's page folds its code
 READER_STAGES = {"report"}
+#: parameters whose values are a user's own paths (an archive folder may be named after a patient): written on no
+#: page or executed notebook, where `<key>` stands in their place
+PRIVATE_KEYS = ("ingest.src", "ingest.reports", "ingest.salt_file")
 
 
 class StageError(RuntimeError):
@@ -352,6 +355,35 @@ def _outputs(sp: StageSpec, params: dict) -> list[str]:
     return [o.replace("${base.data_root}", data_root) for o in (*sp.outs, *sp.metrics)]
 
 
+def redact(notebook: Path, params: dict, root: Path) -> None:
+    """Rewrite an executed notebook with every PRIVATE_KEYS value (as written and as an absolute path) replaced by
+    `<key>` wherever it appears: cells, outputs, and papermill's record of the parameters in its metadata; the
+    project's own absolute path (papermill records the notebook's input and output paths) written relative."""
+    subs = {}
+    for key in PRIVATE_KEYS:
+        value = C.get(params, key)
+        if value:
+            for form in {str((root / value).resolve()), str(root / value), value}:
+                subs[form] = f"<{key}>"
+    for staged in (root / STAGING / notebook.relative_to(root / STAGING).parts[0], root):
+        subs[str(staged) + os.sep] = ""
+        subs.setdefault(str(staged), ".")
+    subs = dict(sorted(subs.items(), key=lambda kv: -len(kv[0])))  # the longest form first
+    pattern = re.compile("|".join(re.escape(s) for s in subs))
+
+    def clean(node):
+        if isinstance(node, str):
+            return pattern.sub(lambda m: subs[m.group()], node)
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items()}
+        return node
+
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    notebook.write_text(json.dumps(clean(nb), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 JOURNAL = "PUBLISH.json"  # in a staging folder: the commit point of a stage whose outputs are all complete
 
 
@@ -438,6 +470,7 @@ def run(name: str, root: str | Path | None = None, log_output: bool = False) -> 
             else:
                 os.environ[k] = v
     (staging / "progress.log").unlink(missing_ok=True)
+    redact(page, params, root)
     print(f"stage {sp.name}: done in {_minutes(time.time() - t0)}", flush=True)
     _export(sp, staging, root, params)
     _publish(sp, root, staging, params)

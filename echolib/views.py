@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from .io.files import OutputError, claim_output, mark_output
 from .io.video import VideoDecodeError, read_clip
 from .splits import split_patients
 from .vocab import CLASSES
@@ -310,6 +311,12 @@ def main(argv: list[str] | None = None) -> None:
                       ("max-train-clips", int), ("seed", int), ("workers", int)):
         t.add_argument(f"--{name}", type=typ, required=True)
     a = ap.parse_args(argv)
+    try:
+        claim_output(a.out, [a.data])  # new, empty or echolib's own: nothing of anyone else's is replaced
+    except OutputError as e:
+        raise SystemExit(f"error: {e}") from None
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    mark_output(a.out)
     m = train(a.data, a.out, a.model, a.frames, a.size, a.epochs, a.batch_size, a.lr, a.max_train_clips, a.seed,
               a.workers)
     print(json.dumps({k: m[k] for k in ("accuracy", "temperature", "ece_before", "ece_after", "train_seconds")}))

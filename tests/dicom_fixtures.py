@@ -105,3 +105,64 @@ def save(ds: pydicom.Dataset, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+# --- frame-grabbed cines with burned-in identifiers (the pixel de-identification tests) ------------------------
+
+BURNED = "YAMADA TARO 1947/02/03"  # a name and a birth date burned into the frames
+
+
+def glyphs(shape: tuple[int, int], text: str, xy: tuple[int, int], size: int = 14) -> np.ndarray:
+    """Where `text` is drawn at `xy` (top left) in a (H, W) frame: a boolean stroke mask (PIL's own font)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("L", (shape[1], shape[0]), 0)
+    ImageDraw.Draw(img).text(xy, text, fill=255, font=ImageFont.load_default(size=size))
+    return np.asarray(img) > 127
+
+
+def burn(frames: np.ndarray, text: str, xy: tuple[int, int], fill=(230, 230, 230), size: int = 14):
+    """A copy of (T, H, W, 3) frames with `text` burned into every frame; returns (frames, stroke mask)."""
+    g = glyphs(frames.shape[1:3], text, xy, size)
+    out = frames.copy()
+    out[:, g] = fill
+    return out, g
+
+
+def ecg_trace(frames: np.ndarray, y0: int, amp: int = 8, colour=(0, 230, 0)) -> np.ndarray:
+    """A copy with a sweeping ECG trace across the width at row `y0` (a new position every frame)."""
+    out = frames.copy()
+    t, h, w = out.shape[:3]
+    xs = np.arange(w)
+    wave = y0 + amp * np.exp(-(((xs % 80) - 40) ** 2) / 8.0) * np.sign(np.sin(xs / 7.0) + 0.3)
+    for i in range(t):
+        ys = np.clip(np.roll(wave, (i * 11) % w).round().astype(int), 0, h - 2)
+        out[i, ys, xs] = colour
+        out[i, ys + 1, xs] = colour
+    return out
+
+
+def grabbed(frames: np.ndarray, black: float = 10, noise: float = 2.0, jpeg: int | None = None,
+            seed: int = 0) -> np.ndarray:
+    """The cine as a frame grabber sees the screen: a raised black level and fresh noise every frame (grey, as an
+    analogue video signal's), optionally each frame JPEG-compressed at quality `jpeg`."""
+    rng = np.random.default_rng(seed)
+    out = frames.astype(np.float32) + black + rng.normal(0, noise, frames.shape[:3])[..., None]
+    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    if jpeg:
+        from PIL import Image
+
+        def squeeze(f):
+            buf = io.BytesIO()
+            Image.fromarray(f).save(buf, "JPEG", quality=jpeg)
+            return np.asarray(Image.open(buf))
+
+        out = np.stack([squeeze(f) for f in out])
+    return out
+
+
+def with_frames(frames: np.ndarray, study: str | None = None, patient: str | None = None, **tags) -> pydicom.Dataset:
+    """An uncompressed RGB cine holding `frames`, with the example's headers (new UIDs) and `tags`."""
+    ds = variant(study=study, patient=patient, **tags)
+    ds.NumberOfFrames = len(frames)
+    return uncompressed(ds, np.ascontiguousarray(frames), "RGB")

@@ -108,6 +108,22 @@ DELETE = object()
     ("fig2.sizes", [0, 1.0], r"'fig2.sizes' must be distinct fractions in \(0, 1\]"),
     ("fig2.runs", ["Nope"], r"'fig2.runs' names 'Nope', which is not in runs"),
     ("fig2.local", {"IN21k": {"SingleVideo": "/w"}}, r"'fig2.local.IN21k' names run 'SingleVideo', not one of"),
+    # NaN and infinity pass every comparison: refused by name
+    ("views.threshold", float("nan"), r"'views.threshold' must be a finite number, got nan"),
+    ("runs.SingleVideo.lr", float("inf"), r"'runs.SingleVideo.lr' must be a finite number, got inf"),
+    ("fig2.sizes", [0.5, float("nan")], r"'fig2.sizes' must be a finite number, got \[0.5, nan\]"),
+    ("synth.seconds", float("-inf"), r"'synth.seconds' must be a finite number, got -inf"),
+    # seeds numpy and Lightning can take
+    ("base.seed", 2 ** 32, r"'base.seed' must be <= 4294967295, got 4294967296"),
+    ("base.seeds", [0, 2 ** 40], r"'base.seeds' must be distinct integers from 0 to 4294967295"),
+    ("runs.SingleVideo.seeds", [-1], r"'runs.SingleVideo.seeds' must be distinct integers from 0 to 4294967295"),
+    ("fig2.seeds", [3, 3], r"'fig2.seeds' must be distinct integers from 0 to 4294967295"),
+    # the salt never inside what is shared, mailed or replaced
+    ("ingest.salt_file", "reports/site/salt", r"'ingest.salt_file' 'reports/site/salt' lies inside reports/"),
+    ("ingest.salt_file", "data/ingested/salt", r"'ingest.salt_file' 'data/ingested/salt' lies inside data/"),
+    ("ingest.salt_file", "metrics/.salt", r"'ingest.salt_file' 'metrics/.salt' lies inside metrics/"),
+    ("ingest.max_decoded_mb", 1, r"'ingest.max_decoded_mb' must be >= 16, got 1"),
+    ("ingest.allow_unmasked", "yes", r"'ingest.allow_unmasked' must be bool, got 'yes'"),
 ])
 def test_bad_parameter_is_one_line_naming_the_key(params, key, value, message):
     if key == "views.keep":  # then the runs' views are dropped too; keep them consistent with the bad value
@@ -130,6 +146,30 @@ def test_unknown_section_and_bad_yaml(tmp_path, params, capsys):
     bad.write_text("base: [unclosed\n")
     assert config.main(["check", str(bad)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_salt_inside_another_data_root_is_refused(params):
+    params["base"]["data_root"] = "work/echo"
+    params["ingest"]["salt_file"] = "work/echo/salt"
+    with pytest.raises(config.ConfigError, match=r"'ingest.salt_file' 'work/echo/salt' lies inside base.data_root"):
+        config.validate(params)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("base:\n  seed: 0\n  seed: 1\n", r"params.yaml: duplicated key 'seed' \(lines 2 and 3; DVC refuses such a file\)$"),
+    ("base: {seed: 0}\nbase: {seed: 1}\n", r"params.yaml: duplicated key 'base' \(lines 1 and 2;"),
+])
+def test_a_duplicated_key_is_one_line(tmp_path, text, message):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(config.ConfigError, match=message):
+        config.load_params(tmp_path / "params.yaml")
+
+
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_bytes("report:\n  title: 心エコー\n".encode("cp932"))
+    assert config.main(["check", str(tmp_path / "params.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("params.yaml: not valid UTF-8 text (byte 17); save it as UTF-8") and "\n" not in err
 
 
 def test_check_cli(capsys):

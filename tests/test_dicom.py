@@ -100,7 +100,7 @@ def test_sector_mask_uses_fitting_regions_and_refuses_static_clips():
     mask, info = sector_mask(frames, [(0, 0, 159, 239)])  # a box that fits: the left half
     assert info["regions_used"] == 1 and not mask[:, 160:].any() and mask[120, 150]
     still = np.repeat(frames[:1], 5, axis=0)
-    with pytest.raises(MaskError, match=r"^no moving sector \(a frozen clip\)$"):
+    with pytest.raises(MaskError, match=r"^nothing in the frame moves above its noise floor \(a frozen clip\?\)$"):
         sector_mask(still)
 
 

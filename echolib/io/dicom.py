@@ -165,7 +165,7 @@ def _decode_pixels(path, ds, ts: str, n: int, rows: int, cols: int) -> np.ndarra
 
     pi = str(ds.get("PhotometricInterpretation", ""))
     bits = int(ds.get("BitsStored", 8))
-    _check_native_length(ds, n, rows, cols)
+    _check_native_length(path, ds, n, rows, cols)
     out = np.empty((n, rows, cols, 3), np.uint8)
     count = 0
     with warnings.catch_warnings(record=True) as caught:
@@ -192,20 +192,25 @@ def _decode_pixels(path, ds, ts: str, n: int, rows: int, cols: int) -> np.ndarra
     return out
 
 
-def _check_native_length(ds, n: int, rows: int, cols: int) -> None:
-    """Uncompressed pixel data holds exactly NumberOfFrames frames (its length is known before reading it)."""
+def _check_native_length(path, ds, n: int, rows: int, cols: int) -> None:
+    """The pixel data lies wholly in the file, and uncompressed pixel data holds exactly NumberOfFrames frames
+    (both known from its element's length and position before a byte of it is read)."""
+    import os
+
+    elem = ds.get_item(0x7FE00010, keep_deferred=True)
+    length, at = getattr(elem, "length", None), getattr(elem, "value_tell", None)
+    if length is not None and at is not None and length != 0xFFFFFFFF and at + length > os.path.getsize(path):
+        raise DicomError("truncated file (ends inside a data element)")
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if ts is None or ts.is_encapsulated:
         return
-    elem = ds.get_item(0x7FE00010, keep_deferred=True)
-    length = getattr(elem, "length", None)
     if length is None and getattr(elem, "value", None) is not None:
         length = len(elem.value)
     bits = int(ds.get("BitsAllocated", 8))
     per_frame = rows * cols * int(ds.get("SamplesPerPixel", 1)) * bits // 8
     if length is None or per_frame == 0 or bits % 8:
         return
-    frames, rest = divmod(length - (length % 2 if per_frame % 2 else 0), per_frame)
+    frames = (length - (length % 2 if per_frame % 2 else 0)) // per_frame
     if frames > n:
         raise DicomError(f"header NumberOfFrames ({n}) disagrees with the pixel data, which holds more frames")
     if frames < n:

@@ -37,7 +37,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 SAMPLE_FRAMES = 64    # frames the statistics are taken over (evenly spaced); a chunk of CHUNK at a time
-CHUNK = 16
+CHUNK = 4
 MIN_FRAMES = 3        # fewer frames cannot tell the sector from noise
 QUIET_SHARE = 0.3     # the quietest share of the image estimates the noise floor
 SMOOTH = 5            # the deviation is averaged over SMOOTH x SMOOTH pixels before it is thresholded
@@ -46,7 +46,7 @@ MIN_STD = 1.0         # ... plus this many grey levels (a clean export has a flo
 SPARSE = 0.5          # ... and its mean above black is at least SPARSE x its deviation (not a passing trace)
 OPEN_SHARE = 24       # moving strands thinner than 1/OPEN_SHARE of the image's short side are not the sector
 MIN_AREA = 0.02       # a sector smaller than this share of the image is not trusted
-MAX_FRACTION = 0.9    # a "sector" covering more than this share of the frame is not a sector
+MAX_FRACTION = 0.8    # a "sector" covering more of the frame is not one (a 90-degree fan fills about 0.56)
 MIN_COVER = 0.9       # the fitted fan holds at least this share of the moving region ...
 MIN_FILL = 0.6        # ... and at least this share of the fan moves (dim far field at its flanks may not)
 TEXT_CONTRAST = 40.0  # grey levels a stroke stands above its surround in every frame ...
@@ -136,7 +136,7 @@ def sector_mask(frames: np.ndarray, regions=(), stats: Stats | None = None) -> t
     k = max(3, min(h, w) // OPEN_SHARE)
     labels, n = ndimage.label(ndimage.binary_opening(moving(s, floor), structure=np.ones((k, k), bool)))
     if n == 0:
-        raise MaskError("no moving sector (a frozen clip)")
+        raise MaskError("nothing in the frame moves above its noise floor (a frozen clip?)")
     sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
     region = _convex_fill(labels == (1 + int(np.argmax(sizes))))
     if region.mean() < MIN_AREA:
