@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from . import encoders
+from .io.safe import for_terminal
 
 PROFILES = ("tiny", "default", "control", "paper")
 PUBLISHED = ("data", "metrics", "reports", "scratch")  # folders the pipeline writes, replaces, shares or mails
@@ -673,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(" ".join(profile_overrides(a.profile, load_params(a.params))))
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {for_terminal(e)}", file=sys.stderr)
         return 2
     return 0
 

@@ -39,6 +39,7 @@ from torch import nn
 from . import config as C
 from .cache import frame_indices, frames_tensor, max_offset, model_input, open_store
 from .io.files import claim_output, mark_output
+from .io.safe import for_terminal
 from .store import decode_clip, shuffled
 from .supervised import one_cycle
 
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         claim_output(a.out, [data / "cache"])  # new, empty or echolib's own
         s = pretrain_encoder(a.encoder, a.size, data / "cache", a.out, a.fraction, p.pretrain, a.seed, p.train)
     except (C.ConfigError, FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {for_terminal(e)}") from None
     print(json.dumps(s), flush=True)
 
 

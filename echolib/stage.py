@@ -34,6 +34,7 @@ import yaml
 
 from . import config as C
 from .io.files import write_json
+from .io.safe import for_terminal
 from .progress import ENV as PROGRESS_ENV
 from .progress import Relay
 
@@ -493,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(run(a.name, root, a.log_output).relative_to(root))
     except (C.ConfigError, StageError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {for_terminal(e)}", file=sys.stderr)
         return 1
     return 0
 

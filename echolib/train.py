@@ -20,6 +20,7 @@ import torch
 
 from . import config as C
 from .io.files import mark_output
+from .io.safe import for_terminal
 from .io.weights import load_torch
 from .models import EchoClip, build_model
 
@@ -429,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
             s = train_run(a.run, seed, a.params, "auto" if a.resume_if_possible else a.resume, a.fast_dev_run,
                           a.out_root, a.init)
         except (C.ConfigError, ResumeError, FileNotFoundError, ValueError) as e:
-            raise SystemExit(f"error: {e}") from None
+            raise SystemExit(f"error: {for_terminal(e)}") from None
         if s:
             print(json.dumps(s), flush=True)
 

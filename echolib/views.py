@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from .io.files import OutputError, claim_output, mark_output
+from .io.safe import for_terminal
 from .io.video import VideoDecodeError, read_clip
 from .splits import split_patients
 from .vocab import CLASSES
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         claim_output(a.out, [a.data])  # new, empty or echolib's own: nothing of anyone else's is replaced
     except OutputError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {for_terminal(e)}") from None
     Path(a.out).mkdir(parents=True, exist_ok=True)
     mark_output(a.out)
     m = train(a.data, a.out, a.model, a.frames, a.size, a.epochs, a.batch_size, a.lr, a.max_train_clips, a.seed,

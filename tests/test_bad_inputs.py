@@ -142,7 +142,8 @@ def test_duplicated_report_key_is_recorded(tmp_path):
     ({"shape": (5, 1, 2, 3)}, "implausibly small image (2x1 px; at least 32 px each way)"),
     ({"NumberOfFrames": 20}, "header NumberOfFrames (20) disagrees with the pixel data, which holds more frames"),
     ({"NumberOfFrames": 40}, "pixel data cannot be decoded (fewer frames than NumberOfFrames; header NumberOfFrames 40)"),
-    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}, "not an ultrasound multi-frame cine (SOP class 1.2.840.10008.5.1.4.1.1.7)"),
+    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}, "not an ultrasound multi-frame cine: a secondary capture (a "
+                                                   "screenshot) (SOP class 1.2.840.10008.5.1.4.1.1.7)"),
 ])
 def test_a_malformed_cine_is_a_recorded_reject_and_the_rest_is_kept(tmp_path, change, reason):
     study = F.variant().StudyInstanceUID + ".99"
@@ -351,3 +352,192 @@ def test_training_curves_are_logged_in_a_git_repository_without_commits(tmp_path
     tsv = tmp_path / "run" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv"
     header, row = tsv.read_text().splitlines()[:2]
     assert dict(zip(header.split("\t"), row.split("\t"), strict=True)) == {"step": "3", "loss": "1.5"}
+
+
+# --- what a hospital archive holds besides clean cines (each beside one good cine of the same study) -----------
+
+def _dataset(**tags):
+    """A non-cine DICOM object of the given class (no pixel data), e.g. a structured report."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    if "SOPClassUID" in tags:
+        ds.file_meta.MediaStorageSOPClassUID = tags["SOPClassUID"]
+    return ds
+
+
+def _raw_dataset(ds) -> bytes:
+    """A dataset as older vendors wrote it: no 128-byte preamble, no file meta, implicit VR little endian."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    del ds.file_meta
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, True
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _functional_groups(ds):
+    """FrameTime removed; the frames' FrameAcquisitionDuration (40 ms) in per-frame functional groups instead."""
+    import pydicom
+
+    del ds.FrameTime
+    items = []
+    for _ in range(int(ds.NumberOfFrames)):
+        content = pydicom.Dataset()
+        content.FrameAcquisitionDuration = 40.0
+        group = pydicom.Dataset()
+        group.FrameContentSequence = [content]
+        items.append(group)
+    ds.PerFrameFunctionalGroupsSequence = items
+    return ds
+
+
+def _j2k_garbage(ds):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(100)] * int(ds.NumberOfFrames))
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds["PixelData"].is_undefined_length = True
+    return ds
+
+
+def _mono16(ds):
+    """MONOCHROME2 stored in 16 bits (12 used), as some vendors export grey cines."""
+    grey = ds.pixel_array.mean(-1).round().astype(np.uint16) * 16
+    ds.set_pixel_data(grey, photometric_interpretation="MONOCHROME2", bits_stored=12)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    return ds
+
+
+def _private_blob(ds):
+    """A vendor's private tag holding 20 MB of raw data beside the cine."""
+    block = ds.private_block(0x7FD1, "ECHOLIB VENDOR RAW", create=True)
+    block.add_new(0x10, "OB", bytes(20 * 2 ** 20))
+    return ds
+
+
+def _bad_frame_time(ds):
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+
+    tag = pydicom.tag.Tag(0x00181063)
+    ds._dict[tag] = RawDataElement(tag, "DS", 4, b"abc ", 0, False, True)
+    return ds
+
+
+def _put(src: Path, name: str, what) -> None:
+    path = src / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(what, bytes):
+        path.write_bytes(what)
+    else:
+        F.save(what, path)
+
+
+#: name -> (what to put beside the good cine: [(file name, dataset or bytes or callable(study))], expected:
+#: {"clips": n} and/or {file name: reason})
+ARCHIVE_CASES = {
+    "DICOMDIR": ([("DICOMDIR", lambda s: _dataset(SOPClassUID="1.2.840.10008.1.3.10"))],
+                 {"DICOMDIR": "not an ultrasound multi-frame cine: a DICOMDIR (the index of an exported folder) "
+                              "(SOP class 1.2.840.10008.1.3.10)"}),
+    "structured report": ([("SR0001", lambda s: _dataset(SOPClassUID="1.2.840.10008.5.1.4.1.1.88.33"))],
+                          {"SR0001": "not an ultrasound multi-frame cine: a structured report (measurements, not "
+                                     "images) (SOP class 1.2.840.10008.5.1.4.1.1.88.33)"}),
+    "encapsulated PDF": ([("report.pdf.dcm", lambda s: _dataset(SOPClassUID="1.2.840.10008.5.1.4.1.1.104.1"))],
+                         {"report.pdf.dcm": "not an ultrasound multi-frame cine: an encapsulated document (PDF or "
+                                            "CDA) (SOP class 1.2.840.10008.5.1.4.1.1.104.1)"}),
+    "enhanced US volume": ([("3d.dcm", lambda s: F.variant(study=s, SOPClassUID="1.2.840.10008.5.1.4.1.1.6.2"))],
+                           {"3d.dcm": "not an ultrasound multi-frame cine: an enhanced US volume (3-D or 4-D), not "
+                                      "a 2-D cine (SOP class 1.2.840.10008.5.1.4.1.1.6.2)"}),
+    "screen recording": ([("sc.dcm", lambda s: F.variant(study=s, SOPClassUID="1.2.840.10008.5.1.4.1.1.7.4"))],
+                         {"sc.dcm": "not an ultrasound multi-frame cine: a multi-frame secondary capture (a screen "
+                                    "recording) (SOP class 1.2.840.10008.5.1.4.1.1.7.4)"}),
+    "ECG waveform": ([("ecg.dcm", lambda s: _dataset(SOPClassUID="1.2.840.10008.5.1.4.1.1.9.1.1"))],
+                     {"ecg.dcm": "not an ultrasound multi-frame cine: a waveform (ECG) "
+                                 "(SOP class 1.2.840.10008.5.1.4.1.1.9.1.1)"}),
+    "single-frame still": ([("still.dcm", lambda s: F.variant(study=s, SOPClassUID="1.2.840.10008.5.1.4.1.1.6.1"))],
+                           {"still.dcm": "single-frame image (Ultrasound Image Storage)"}),
+    "no preamble, no file meta": ([("OLD0001", lambda s: _raw_dataset(F.rgb(F.variant(study=s, patient="P-1"))))],
+                                  {"clips": 2}),
+    "implicit VR": ([("impl.dcm", lambda s: _set_ts(F.rgb(F.variant(study=s, patient="P-1")), "1.2.840.10008.1.2"))],
+                    {"clips": 2}),
+    "deflated": ([("defl.dcm", lambda s: _set_ts(F.rgb(F.variant(study=s, patient="P-1")), "1.2.840.10008.1.2.1.99"))],
+                 {"clips": 2}),
+    "RLE": ([("rle.dcm", lambda s: F.rle(F.variant(study=s, patient="P-1")))], {"clips": 2}),
+    "MONOCHROME2 in 16 bits": ([("m16.dcm", lambda s: _mono16(F.variant(study=s, patient="P-1")))], {"clips": 2}),
+    "PALETTE COLOR": ([("pal.dcm", lambda s: F.palette(F.variant(study=s, patient="P-1"))[0])], {"clips": 2}),
+    "H.264 inside DICOM": ([("h264.dcm", lambda s: F.h264(F.variant(study=s, patient="P-1")))], {"clips": 2}),
+    "JPEG 2000 no plugin can decode": ([("j2k.dcm", lambda s: _j2k_garbage(F.variant(study=s, patient="P-1")))],
+                                       {"j2k.dcm": "pixel data cannot be decoded (RuntimeError: Unable to decode as "
+                                                   "exceptions were raised by all available plugins; header "
+                                                   "NumberOfFrames 30)"}),
+    "frame timing in per-frame functional groups": (
+        [("fg.dcm", lambda s: _functional_groups(F.rgb(F.variant(study=s, patient="P-1"))))], {"clips": 2}),
+    "a FrameTime that is not a number": ([("ft.dcm", lambda s: _bad_frame_time(F.variant(study=s, patient="P-1")))],
+                                         {"clips": 2}),
+    "a vendor's 20 MB private tag": ([("priv.dcm", lambda s: _private_blob(F.variant(study=s, patient="P-1")))],
+                                     {"clips": 2}),
+    "no image size": ([("nosize.dcm", lambda s: _drop(F.variant(study=s, patient="P-1"), "Rows"))],
+                      {"nosize.dcm": "no image size in the header (Rows 0, Columns 320)"}),
+    "zero-byte file": ([("empty.dcm", b"")], {"empty.dcm": "not a DICOM file"}),
+    "hidden system files": ([(".DS_Store", b"\x00\x00\x00\x01Bud1"), ("Thumbs.db", b"\xd0\xcf\x11\xe0")],
+                            {".DS_Store": "not a DICOM file", "Thumbs.db": "not a DICOM file"}),
+    "identical copy in another folder": ([("backup/good.dcm", "copy")],
+                                         {"good.dcm": "duplicate SOP instance (another copy of it is kept)"}),
+    "one study across two folders": ([("day2/b.dcm", lambda s: F.variant(study=s, patient="P-1"))], {"clips": 2}),
+    "Japanese file and folder names": ([("心エコー/検査1.dcm", lambda s: F.variant(study=s, patient="P-1"))],
+                                       {"clips": 2}),
+    "a symbolic link back to the archive (a loop)": ([("loop", "link-to-src")], {"clips": 1}),
+    "header claims 9 GB of frames": ([("bomb.dcm", lambda s: _huge(F.rle(F.variant(study=s, patient="P-1"))))],
+                                     {"bomb.dcm": "cine too large to decode: 4000 frames of 768x1024 px are 9,000 MB "
+                                                  "as 8-bit RGB (limit 1,024 MB: ingest.max_decoded_mb)"}),
+}
+
+
+def _set_ts(ds, uid: str):
+    ds.file_meta.TransferSyntaxUID = uid
+    return ds
+
+
+def _drop(ds, tag: str):
+    delattr(ds, tag)
+    return ds
+
+
+def _huge(ds):
+    ds.NumberOfFrames, ds.Rows, ds.Columns = 4000, 1024, 768
+    return ds
+
+
+@pytest.mark.parametrize("case", list(ARCHIVE_CASES))
+def test_an_archive_case_is_kept_or_a_recorded_reject(tmp_path, case):
+    files, expected = ARCHIVE_CASES[case]
+    src = tmp_path / "src"
+    study = F.variant().StudyInstanceUID + ".31"
+    good = F.variant(study=study, patient="P-1")
+    _put(src, "good.dcm", good)
+    for name, what in files:
+        if what == "copy":
+            _put(src, name, (src / "good.dcm").read_bytes())
+        elif what == "link-to-src":
+            (src / name).symlink_to(src, target_is_directory=True)
+        else:
+            _put(src, name, what(study) if callable(what) else what)
+    (tmp_path / "r.csv").write_text(f"study_key,report_text\n{study},左室拡大なし。\n", encoding="utf-8")
+    t = ingest_source("dicom", src, tmp_path / "out", tmp_path / "salt", tmp_path / "r.csv", workers=1,
+                      progress=False)
+    rejects = _rejects(t)
+    assert t["videos"].height == expected.get("clips", 1), (t["videos"].height, rejects)
+    assert t["studies"].height == 1 and t["patients"].height == 1
+    assert rejects == {k: v for k, v in expected.items() if k != "clips"}

@@ -77,3 +77,11 @@ def test_retrieve_top_k_and_no_usable_view(tiny_project, tmp_path, capsys, monke
     main(["--model", str(root / "rruns" / "SingleVideo" / "seed0"), "--study", str(study), "--reports",
           str(raw / "studies.parquet"), "-k", "2", "--views-model", str(root / "vc")])
     assert "1. " in capsys.readouterr().out
+    # a report holding escape sequences (clear the screen, retitle the window) and a NUL is printed escaped
+    hostile = pl.DataFrame({"study_id": ["S\x1b[31mX", "T"],
+                            "report": ["\x1b]0;owned\x07\x1b[2J左室拡大なし。\x00", "左室拡大あり。"]})
+    hostile.write_parquet(tmp_path / "hostile.parquet")
+    main(["--model", str(root / "rruns" / "SingleVideo" / "seed0"), "--study", str(study), "--reports",
+          str(tmp_path / "hostile.parquet"), "-k", "2", "--views-model", str(root / "vc")])
+    out = capsys.readouterr().out
+    assert not any(c in out for c in "\x1b\x07\x00") and "\\x1b]0;owned\\x07\\x1b[2J左室拡大なし。\\x00" in out

@@ -279,3 +279,32 @@ def test_no_identifier_reaches_a_page_a_metric_or_a_log(tmp_path):
     for where, text in written.items():
         for name in (*PLANTED, str(tmp_path)):
             assert name not in text, (name, where)
+
+
+# --- control characters --------------------------------------------------------------------------------------
+
+def test_control_characters_never_reach_a_terminal_a_page_or_a_stored_report(tmp_path):
+    import nbformat
+
+    from echolib.ingest.core import Rejections, build_tables, summary
+    from echolib.io.safe import for_terminal, strip_controls
+    from echolib.site import export
+
+    nasty = "左室拡大なし\x1b]0;owned\x07\x1b[2J\x00\u202eあり\x9b。"
+    assert strip_controls(nasty) == "左室拡大なし]0;owned[2Jあり。"
+    assert for_terminal(nasty) == "左室拡大なし\\x1b]0;owned\\x07\\x1b[2J\\x00\\u202eあり\\x9b。"
+    rej = Rejections()
+    rej.add("x", "bad \x1b[2J value", "csv")
+    assert "\x1b" not in summary(build_tables([], rej, False, False)) and "\\x1b[2J" in summary(
+        build_tables([], rej, False, False))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(r)", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text=nasty)])])
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    page = export(tmp_path / "n.ipynb", tmp_path / "n.html").read_text(encoding="utf-8")
+    assert "左室拡大なし" in page and not any(c in page for c in "\x1b\x07\x00\u202e\x9b")
+    # a report read from a reports CSV is stored without them
+    F.save(F.variant(patient="P-1", AccessionNumber="A1"), tmp_path / "src" / "a.dcm")
+    _reports(tmp_path / "r.csv", [["A1", nasty]])
+    t = ingest_source("dicom", tmp_path / "src", tmp_path / "out", tmp_path / "salt", tmp_path / "r.csv",
+                      workers=1, progress=False)
+    assert t["studies"]["report"].to_list() == ["左室拡大なし]0;owned[2Jあり。"]

@@ -41,23 +41,42 @@ class Cine:
 
 
 def frame_rate(ds) -> tuple[float, str]:
-    """fps from FrameTime, FrameTimeVector, CineRate or RecommendedDisplayFrameRate (in that order)."""
+    """fps from FrameTime, FrameTimeVector, CineRate or RecommendedDisplayFrameRate (in that order), then from
+    the functional groups some vendors use instead (a FrameTime or the frames' FrameAcquisitionDuration, in ms).
+    A value that is not a positive number is passed over."""
     ft = _num(ds.get("FrameTime"))
     if ft and ft > 0:
         return 1000.0 / ft, "FrameTime"
     vec = ds.get("FrameTimeVector")
     if vec is not None:
         # the first entry is 0 (time of the first frame); the rest are increments in ms
-        steps = [float(v) for v in (vec if hasattr(vec, "__iter__") else [vec])]
+        steps = [_num(v) for v in (vec if hasattr(vec, "__iter__") and not isinstance(vec, str) else [vec])]
         steps = steps[1:] if len(steps) > 1 else steps
-        steps = [v for v in steps if v > 0]
+        steps = [v for v in steps if v and v > 0]
         if steps:
             return 1000.0 / float(np.median(steps)), "FrameTimeVector"
     for tag in ("CineRate", "RecommendedDisplayFrameRate"):
         v = _num(ds.get(tag))
         if v and v > 0:
             return float(v), tag
+    ms = _group_frame_ms(ds)
+    if ms:
+        return 1000.0 / ms, "functional groups"
     return DEFAULT_FPS, "default"
+
+
+def _group_frame_ms(ds) -> float | None:
+    """A frame's duration in ms from the shared or per-frame functional groups (FrameTime or
+    FrameAcquisitionDuration anywhere inside them; the median over frames), or None."""
+    found = []
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for item in ds.get(seq) or []:
+            for elem in item.iterall():
+                if elem.keyword in ("FrameTime", "FrameAcquisitionDuration") and (v := _num(elem.value)) and v > 0:
+                    found.append(v)
+        if found:
+            return float(np.median(found))
+    return None
 
 
 def _num(v) -> float | None:
@@ -78,13 +97,38 @@ def regions(ds) -> list[tuple[int, int, int, int]]:
     return out
 
 
+#: what else an echo archive holds, named in the reject reason (SOP class UID, or its prefix ending in '.')
+OTHER_CLASSES = {
+    "1.2.840.10008.1.3.10": "a DICOMDIR (the index of an exported folder)",
+    "1.2.840.10008.5.1.4.1.1.6.2": "an enhanced US volume (3-D or 4-D), not a 2-D cine",
+    "1.2.840.10008.5.1.4.1.1.6.3": "a photoacoustic image",
+    "1.2.840.10008.5.1.4.1.1.7": "a secondary capture (a screenshot)",
+    "1.2.840.10008.5.1.4.1.1.7.": "a multi-frame secondary capture (a screen recording)",
+    "1.2.840.10008.5.1.4.1.1.88.": "a structured report (measurements, not images)",
+    "1.2.840.10008.5.1.4.1.1.104.": "an encapsulated document (PDF or CDA)",
+    "1.2.840.10008.5.1.4.1.1.9.": "a waveform (ECG)",
+    "1.2.840.10008.5.1.4.1.1.11.": "a presentation state (display settings, no pixels)",
+    "1.2.840.10008.5.1.4.1.1.66": "raw data (a vendor's private format)",
+}
+
+
+def _class_name(sop: str) -> str | None:
+    for uid, name in OTHER_CLASSES.items():
+        if sop == uid or (uid.endswith(".") and sop.startswith(uid)):
+            return name
+    return None
+
+
 def check_cine_header(ds) -> None:
     """Raise DicomError unless `ds` (read with or without pixels) is a multi-frame ultrasound cine."""
-    sop = str(ds.get("SOPClassUID", ""))
+    meta = getattr(ds, "file_meta", None)
+    sop = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
     if sop in US_SINGLE:
         raise DicomError("single-frame image (Ultrasound Image Storage)")
     if sop not in (US_MULTIFRAME, US_MULTIFRAME_RETIRED):
-        raise DicomError(f"not an ultrasound multi-frame cine (SOP class {sop or 'missing'})")
+        what = _class_name(sop)
+        raise DicomError(f"not an ultrasound multi-frame cine{f': {what}' if what else ''} "
+                         f"(SOP class {sop or 'missing'})")
     n = _num(ds.get("NumberOfFrames"))
     if n is not None and n < 2:
         raise DicomError("single-frame image (NumberOfFrames < 2)" if n == 1 else "zero frames")
@@ -102,11 +146,31 @@ def read_dataset(path: str | Path, stop_before_pixels: bool = False, defer_size:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=defer_size)
         except InvalidDicomError as e:
-            raise DicomError("not a DICOM file") from e
+            ds = _without_preamble(path, stop_before_pixels)
+            if ds is None:
+                raise DicomError("not a DICOM file") from e
         except Exception as e:  # truncated headers, unreadable files
             raise DicomError(f"unreadable DICOM ({type(e).__name__})") from e
     if any("End of file reached" in str(w.message) or "truncated" in str(w.message).lower() for w in caught):
         raise DicomError("truncated file (ends inside a data element)")
+    return ds
+
+
+def _without_preamble(path, stop_before_pixels: bool):
+    """A dataset written without the 128-byte preamble and file meta (older vendors' exports), or None: read by
+    force, and kept only when it is one (it has a SOP class, and pixel data unless not read)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+    except Exception:
+        return None
+    if "SOPClassUID" not in ds or (not stop_before_pixels and "PixelData" not in ds):
+        return None
+    if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta = ds.file_meta if getattr(ds, "file_meta", None) else pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian  # DICOM's default encoding
+    ds.echolib_in_memory = True  # frames come from this dataset, not from re-reading the file
     return ds
 
 
@@ -136,6 +200,9 @@ def load_cine(path: str | Path, max_mb: float = MAX_DECODED_MB) -> Cine:
         raise DicomError(f"cine too large to decode: {n} frames of {cols}x{rows} px are {mb:,.0f} MB as 8-bit RGB "
                          f"(limit {max_mb:,.0f} MB: ingest.max_decoded_mb)")
     ds = read_dataset(path, stop_before_pixels=False, defer_size="1 KB")  # pixel data read when decoded, not here
+    ts_uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if getattr(ds, "echolib_in_memory", False) or (ts_uid is not None and ts_uid.is_deflated):
+        ds = read_dataset(path) if not getattr(ds, "echolib_in_memory", False) else ds  # decoded from memory
     if "PixelData" not in ds:
         raise DicomError("no pixel data")
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
@@ -171,7 +238,9 @@ def _decode_pixels(path, ds, ts: str, n: int, rows: int, cols: int) -> np.ndarra
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            for arr in iter_pixels(str(path)):
+            source = ds if getattr(ds, "echolib_in_memory", False) or ds.file_meta.TransferSyntaxUID.is_deflated \
+                else str(path)  # from the file frame by frame, or (deflated, no preamble) from the dataset read
+            for arr in iter_pixels(source):
                 if count == n:
                     break
                 out[count] = _frame_rgb(arr, ds, pi, bits)
@@ -181,8 +250,9 @@ def _decode_pixels(path, ds, ts: str, n: int, rows: int, cols: int) -> np.ndarra
         except DicomError:
             raise
         except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0].rstrip(":")[:120]
             short = "fewer frames than NumberOfFrames" if isinstance(e, (StopIteration, EOFError)) or \
-                "less than expected" in str(e) or "fewer" in str(e) else f"{type(e).__name__}: {str(e)[:120]}"
+                "less than expected" in str(e) or "fewer" in str(e) else f"{type(e).__name__}: {first}"
             raise DicomError(f"pixel data cannot be decoded ({short}; header NumberOfFrames {n})") from e
     if any("(0028,0008)" in str(w.message) or "larger than the given" in str(w.message)
            or "more frames" in str(w.message) for w in caught):
@@ -199,9 +269,11 @@ def _check_native_length(path, ds, n: int, rows: int, cols: int) -> None:
 
     elem = ds.get_item(0x7FE00010, keep_deferred=True)
     length, at = getattr(elem, "length", None), getattr(elem, "value_tell", None)
-    if length is not None and at is not None and length != 0xFFFFFFFF and at + length > os.path.getsize(path):
-        raise DicomError("truncated file (ends inside a data element)")
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    deflated = ts is not None and ts.is_deflated  # positions are in the inflated stream, not in the file
+    if not deflated and length is not None and at is not None and length != 0xFFFFFFFF \
+            and at + length > os.path.getsize(path):
+        raise DicomError("truncated file (ends inside a data element)")
     if ts is None or ts.is_encapsulated:
         return
     if length is None and getattr(elem, "value", None) is not None:

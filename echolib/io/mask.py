@@ -5,8 +5,8 @@ calipers and text typed inside the sector. The sector is where the picture chang
 rest is static (DICOM exports) or static plus a few grey levels of noise (frame-grabbed cines). So:
 
 1. **Statistics streamed over the frames** (at most `SAMPLE_FRAMES`, a chunk at a time, never the whole clip in
-   floating point): each pixel's temporal standard deviation of grey, and the minimum over frames of its
-   brightest channel.
+   floating point) of each pixel's brightest channel (grey in B-mode; it keeps colour Doppler and palettes from
+   cancelling out): its temporal mean, standard deviation and minimum.
 2. **Noise floor estimated, not assumed**: the median temporal deviation of the quietest pixels (the
    `QUIET_SHARE` of the image with the lowest deviation: the black surround); a pixel moves when its deviation
    exceeds `NOISE_K` times that floor and at least `MIN_STD` grey levels.
@@ -63,9 +63,9 @@ class MaskError(ValueError):
 class Stats:
     """Per-pixel statistics of a clip, streamed over its frames."""
 
-    mean: np.ndarray     # (H, W) float32: temporal mean of grey
-    std: np.ndarray      # (H, W) float32: temporal standard deviation of grey
-    low: np.ndarray      # (H, W) float32: minimum over frames of the brightest channel
+    mean: np.ndarray     # (H, W) float32: temporal mean of the brightest channel ("grey" below)
+    std: np.ndarray      # (H, W) float32: its temporal standard deviation
+    low: np.ndarray      # (H, W) float32: its minimum over frames
     n_frames: int        # frames in the clip
     n_used: int          # frames the statistics were taken over
 
@@ -82,11 +82,8 @@ def clip_stats(frames: np.ndarray) -> Stats:
     low = np.full((h, w), 255.0, np.float32)
     for start in range(0, len(idx), CHUNK):
         chunk = frames[idx[start:start + CHUNK]]
-        if chunk.ndim == 4:
-            grey = chunk.mean(-1, dtype=np.float32)
-            bright = chunk.max(-1)
-        else:
-            grey, bright = chunk.astype(np.float32), chunk
+        bright = chunk.max(-1) if chunk.ndim == 4 else chunk  # grey for B-mode; colour (Doppler, palettes) too
+        grey = bright.astype(np.float32)
         total += grey.sum(0)
         total_sq += np.square(grey, dtype=np.float64).sum(0)
         np.minimum(low, bright.min(0), out=low)
@@ -116,7 +113,7 @@ def moving(stats: Stats, floor: float) -> np.ndarray:
     std = ndimage.uniform_filter(stats.std, SMOOTH)
     black = float(np.median(stats.mean.ravel()[np.argpartition(stats.std.ravel(), len(_quietest(stats.std)) - 1)
                                                [:len(_quietest(stats.std))]]))
-    lit = ndimage.uniform_filter(stats.mean, SMOOTH) - black
+    lit = np.abs(ndimage.uniform_filter(stats.mean, SMOOTH) - black)  # a palette may put "black" high
     return (std > NOISE_K * floor + MIN_STD) & (lit >= SPARSE * std)
 
 

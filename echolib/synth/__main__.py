@@ -7,6 +7,7 @@ import time
 
 from .. import config
 from ..io.files import atomic_dir
+from ..io.safe import for_terminal
 from .build import generate
 
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_dir(a.out) as tmp:  # the previous benchmark is replaced only by a complete new one
             tables = generate(tmp, config.SynthConfig.from_dict(synth), a.seed, workers=a.workers)
     except (config.ConfigError, OSError) as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {for_terminal(e)}") from None
     n = {k: v.height for k, v in tables.items()}
     print(f"{a.out}: {n['patients']} patients, {n['studies']} studies, {n['videos']} videos "
           f"in {time.time() - t0:.1f}s")

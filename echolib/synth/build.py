@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ..io.files import claim_output
 from ..io.tables import write_tables
 from ..io.video import write_video
 from ..proc import map_jobs
@@ -74,6 +75,7 @@ def generate(out_dir: str | Path, synth, seed: int = 0, workers: int = 0, progre
     `echolib.config.preset(profile, "synth")`); `workers` = 0 uses every core.
     """
     out = Path(out_dir)
+    claim_output(out)  # new, empty or echolib's own: its old videos may go
     if (out / "videos").exists():
         shutil.rmtree(out / "videos")
     out.mkdir(parents=True, exist_ok=True)
