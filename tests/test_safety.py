@@ -308,3 +308,18 @@ def test_control_characters_never_reach_a_terminal_a_page_or_a_stored_report(tmp
     t = ingest_source("dicom", tmp_path / "src", tmp_path / "out", tmp_path / "salt", tmp_path / "r.csv",
                       workers=1, progress=False)
     assert t["studies"]["report"].to_list() == ["左室拡大なし]0;owned[2Jあり。"]
+
+
+@pytest.mark.parametrize("src,message", [
+    ("data/old_archive", "ingest.src: the archive and the data folder overlap (one holds the other)"),
+    (".", "ingest.src: the archive and the data folder overlap (one holds the other)"),
+    ("reports/site", "ingest.src: the archive and reports/ overlap (one holds the other)"),
+])
+def test_the_ingest_stage_refuses_an_archive_overlapping_its_outputs(tmp_path, src, message):
+    from echolib.ingest import run_ingest
+    from tests.conftest import run_stage_entry
+
+    d = make_project(tmp_path / "p", tiny_params(base={"source": "dicom"}, ingest={"src": src}))
+    F.save(F.variant(), d / src / "IM0001")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_stage_entry(d, "ingest", run_ingest)

@@ -55,7 +55,7 @@ def run_ingest(ctx) -> dict:
     """Stage `ingest`: the archive named by params `ingest` into data/ingested (source: base.source); metrics.
     The archive may not hold or lie inside the project's outputs; the salt may not lie inside data/, metrics/ or
     reports/ (shared, mailed, or replaced by each run)."""
-    from ..io.files import claim_output
+    from ..io.files import overlap
     from .overview import counts
 
     cfg = ctx.ingest
@@ -63,11 +63,9 @@ def run_ingest(ctx) -> dict:
     root = ctx.root
     outputs = {"the data folder": root / ctx.base.data_root, "metrics/": root / "metrics", "reports/": root / "reports"}
     for label, folder in outputs.items():
-        try:
-            claim_output(folder, [root / cfg.src])
-        except ValueError:
+        if overlap(folder, root / cfg.src):
             raise ValueError(f"ingest.src: the archive and {label} overlap (one holds the other); keep the archive "
-                             "outside the project's outputs") from None
+                             "outside the project's outputs")
     check_salt_place(root / cfg.salt_file, outputs, "ingest.salt_file")
     tables = ingest_source(ctx.base.source, root / cfg.src, ctx.out("ingested"), root / cfg.salt_file,
                            root / cfg.reports if cfg.reports else None, cfg.encoding, ctx.base.workers,

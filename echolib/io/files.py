@@ -23,10 +23,8 @@ def claim_output(dest: str | Path, inputs=()) -> None:
     """Refuse `dest` as an output folder unless echolib may replace it: new, empty, or marked as echolib's, and
     neither holding nor inside any of `inputs` (files or folders). One-line OutputError otherwise."""
     dest = Path(dest)
-    here = dest.resolve()
     for src in inputs:
-        there = Path(src).resolve()
-        if here == there or there in here.parents or here in there.parents:
+        if overlap(dest, src):
             raise OutputError(f"{dest}: the output folder and the input {src} overlap (one holds the other); "
                               "write the output somewhere else")
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
@@ -44,6 +42,12 @@ def shown(path: str | Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return path.name
+
+
+def overlap(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths are the same or one lies inside the other (links resolved)."""
+    a, b = Path(a).resolve(), Path(b).resolve()
+    return a == b or a in b.parents or b in a.parents
 
 
 def mark_output(folder: str | Path) -> None:
