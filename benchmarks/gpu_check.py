@@ -83,7 +83,7 @@ def flops_of_step(model, loss_fn, batch: dict, device: str) -> float:
 
 
 def step_loss(model, loss_fn, batch: dict, device: str):
-    from echolib.cache import model_input
+    from echolib.datasets import model_input
 
     video = model_input(batch["video"].to(device, non_blocking=True), batch["gain"].to(device),
                         batch["bias"].to(device))
@@ -95,11 +95,11 @@ def step_loss(model, loss_fn, batch: dict, device: str):
 
 def direct(args, project: Path, params, device: str) -> dict:
     """Part 1: a plain PyTorch loop over the streaming loader."""
-    from echolib.cache import open_store
+    from echolib.datasets import StreamingClips
     from echolib.lit import collate_trim, param_groups
     from echolib.loss import ClipLoss
     from echolib.models import build_model
-    from echolib.store import StreamingClips
+    from echolib.store import open_store
     from echolib.text import vocab_size
 
     data = ROOT / params.base.data_root

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from .ranking import KS
+from .stats import ci, resample
 
 
 def bootstrap_ci(ranks: dict[str, pl.DataFrame | list[pl.DataFrame]], n: int = 1000, seed: int = 0,
@@ -28,9 +29,8 @@ def bootstrap_ci(ranks: dict[str, pl.DataFrame | list[pl.DataFrame]], n: int = 1
     for r in runs:
         if any(df["study_id"].to_list() != base for df in ranks[r]):
             raise ValueError(f"bootstrap: run {r} was evaluated on different studies than {runs[0]}")
-    idx = np.random.default_rng(seed).integers(0, len(base), size=(n, len(base)))
+    idx = resample(len(base), n, seed)
     seed_rng = np.random.default_rng([seed, 1])
-    alpha = (1 - level) / 2
 
     def stats(dfs: list[pl.DataFrame]) -> dict[str, tuple]:
         draw = seed_rng.integers(0, len(dfs), size=(n, len(dfs)))  # seeds drawn with replacement per resample
@@ -48,14 +48,14 @@ def bootstrap_ci(ranks: dict[str, pl.DataFrame | list[pl.DataFrame]], n: int = 1
     s = {r: stats(ranks[r]) for r in runs}
     res = {"n_studies": len(base), "n_resamples": n, "level": level, "runs": {}, "differences": {}}
     for r in runs:
-        res["runs"][r] = {m: {"value": v, "lo": float(np.quantile(b, alpha)), "hi": float(np.quantile(b, 1 - alpha)),
+        res["runs"][r] = {m: {"value": v, **dict(zip(("lo", "hi"), ci(b, level), strict=True)),
                               "seeds": len(full), "sd": float(full.std(ddof=1)) if len(full) > 1 else 0.0}
                           for m, (v, b, full) in s[r].items()}
     for a, b in pairs:
         if a in s and b in s:
             res["differences"][f"{a} - {b}"] = {
-                m: {"value": s[a][m][0] - s[b][m][0], "lo": float(np.quantile(s[a][m][1] - s[b][m][1], alpha)),
-                    "hi": float(np.quantile(s[a][m][1] - s[b][m][1], 1 - alpha))} for m in s[a]}
+                m: {"value": s[a][m][0] - s[b][m][0], **dict(zip(("lo", "hi"), ci(s[a][m][1] - s[b][m][1], level),
+                                                               strict=True))} for m in s[a]}
     return res
 
 

@@ -33,6 +33,8 @@ from .io.safe import for_terminal
 PROFILES = ("tiny", "default", "control", "paper")
 PUBLISHED = ("data", "metrics", "reports", "scratch")  # folders the pipeline writes, replaces, shares or mails
 SEED_MAX = 2 ** 32 - 1  # numpy's and Lightning's seeds are 32-bit
+#: set in the environment of a process a stage starts with its parameters in a file: params.yaml is not read there
+STAGE_PARAMS_ENV = "ECHOLIB_STAGE_SUBPROCESS"
 SOURCES = ("synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo")
 View = Literal["LAX", "SAX", "2CH", "3CH", "4CH"]
 
@@ -293,7 +295,8 @@ class RunConfig(Section):
     batch_size: int = _f(lo=0)  # 0 = train.batch_size
     steps: int = _f(lo=0)  # 0 = train.steps
     seeds: list[int] = _f()  # empty = base.seeds
-    exposure_of: str = _f()  # "" or a run: train as many steps as that run needs to see this run's views as often
+    exposure_of: str = _f(nonempty=True)  # a run (itself: its own steps), or another run: as many steps as that
+    # run needs to see this run's views as often (DVC tracks that run's settings for this run's stage)
     init: str = _f(nonempty=True)  # the video/image tower's start: scratch | ssl | local:PATH (see `init_spec`)
 
     def validate(self, where: str) -> None:
@@ -423,6 +426,11 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    import os
+
+    if os.environ.get(STAGE_PARAMS_ENV):
+        raise ConfigError(f"{path}: a process a stage started reads the stage's own parameters (--stage-params), "
+                          "never params.yaml: it could depend on a key DVC does not track for that stage")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no params.yaml here")
@@ -474,10 +482,12 @@ def _check_across(p: Params) -> None:
         if missing:
             raise ConfigError(f"params: 'runs.{name}.views' uses {missing}, which 'views.keep' drops "
                               f"(keep: {p.views.keep})")
-        if run.exposure_of and (run.exposure_of not in p.runs or p.runs[run.exposure_of].exposure_of
-                                or not set(run.views) <= set(p.runs[run.exposure_of].views)):
-            raise ConfigError(f"params: 'runs.{name}.exposure_of' must name another run whose views include "
-                              f"{run.views} and that has no exposure_of itself; runs: {sorted(p.runs)}")
+        other = p.runs.get(run.exposure_of)
+        if other is None or (run.exposure_of != name and (other.exposure_of != run.exposure_of
+                                                          or not set(run.views) <= set(other.views))):
+            raise ConfigError(f"params: 'runs.{name}.exposure_of' must name the run itself ({name!r}: its own steps) "
+                              f"or another run whose views include {run.views} and whose exposure_of is its own "
+                              f"name; runs: {sorted(p.runs)}")
     for run in p.fig2.runs if p.fig2.sizes or p.fig2.local else []:  # checked when Fig. 2 is to run
         if run not in p.runs:
             raise ConfigError(f"params: 'fig2.runs' names {run!r}, which is not in runs: {sorted(p.runs)}")

@@ -15,10 +15,11 @@ import polars as pl
 import torch
 
 from . import encoders
-from .cache import StoreBase, frame_indices, frames_tensor, model_input, open_store
+from .datasets import frame_indices, frames_tensor, model_input
 from .models import load_clip_model
 from .progress import bar as progress_bar
-from .ranking import KS, metrics_from_ranks, ranks_from_embeddings, study_embeddings
+from .ranking import KS, metrics_from_ranks, query_ranks, ranks_from_embeddings, study_embeddings
+from .store import StoreBase, open_store
 
 METRICS = ("mcmrr_v2r", "mcmrr_r2v", "median_rank_v2r", "median_rank_r2v", *(f"r{k}_v2r" for k in KS),
            *(f"r{k}_r2v" for k in KS))
@@ -154,10 +155,8 @@ def evaluate_views(model, frames: int, cache: StoreBase, studies: list[str], vie
     text = torch.nn.functional.normalize(embed_reports(model, cache, studies), dim=-1)
     v2r, r2v = ranks_from_embeddings(study_emb, text)
     # per clip: each clip against every study report (video -> report only)
-    clip_idx = np.array([pos_eval[s] for s in rows["study_id"]])
-    sims = torch.nn.functional.normalize(clip_emb, dim=-1) @ text.T
-    correct = sims[torch.arange(len(clip_idx)), torch.from_numpy(clip_idx)].unsqueeze(1)
-    clip_ranks = (sims >= correct).sum(1).numpy()
+    clip_ranks = query_ranks(torch.nn.functional.normalize(clip_emb, dim=-1), text,
+                             [pos_eval[s] for s in rows["study_id"]])
     per_clip = {"n_clips": int(len(clip_ranks)), "mcmrr_v2r": float(clip_ranks.mean()),
                 **{f"r{k}_v2r": float((clip_ranks <= k).mean()) for k in KS}}
     counts = dict(rows.group_by("study_id").len().iter_rows())

@@ -44,7 +44,6 @@ def run_fig2(ctx) -> dict:
     folder (an interrupted attempt continues), then the points, gaps and times of Fig. 2 (metrics/fig2.json)."""
     from .evaluate import evaluate_run
     from .pretrain import pretrain_encoder
-    from .proc import run_module
 
     cfg, out = ctx.fig2, ctx.out("fig2")
     out.mkdir(parents=True, exist_ok=True)
@@ -82,8 +81,8 @@ def run_fig2(ctx) -> dict:
             for seed in cfg.seeds:
                 if not _done(root / r / f"seed{seed}"):
                     t0 = time.time()
-                    run_module("echolib.train", "--run", r, "--seed", str(seed), "--params", ctx.params_file,
-                               "--out-root", root, "--init", init, "--resume-if-possible", cwd=ctx.root)
+                    ctx.run_module("echolib.train", "--run", r, "--seed", str(seed), "--out-root", root, "--init",
+                                   init, "--resume-if-possible")
                     times["train"][f"{r}@{label}/seed{seed}"] = round(time.time() - t0, 1)
             ev = out / "eval" / label / r
             if not (ev / scored_variant(r, list(runs[r].views))).is_dir():

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from .stats import ci, resample
 from .text import encode
 from .vocab import PROMPTS
 
@@ -41,11 +42,6 @@ def macro_f1(true: list[str], pred: list[str], labels: list[str]) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def _ci(values: np.ndarray, level: float) -> tuple[float, float]:
-    a = (1 - level) / 2
-    return float(np.nanquantile(values, a)), float(np.nanquantile(values, 1 - a))
-
-
 def score_findings(preds: pl.DataFrame, grades: dict[str, list[str]], n_boot: int = 1000, seed: int = 0,
                    level: float = 0.95) -> dict[str, dict]:
     """Accuracy and macro-F1 per finding with bootstrap CIs over studies, and the share of the most frequent grade.
@@ -59,12 +55,12 @@ def score_findings(preds: pl.DataFrame, grades: dict[str, list[str]], n_boot: in
             continue
         true, pred = p["true"].to_list(), p["pred"].to_list()
         n = len(true)
-        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        idx = resample(n, n_boot, seed)
         correct = np.array([a == b for a, b in zip(pred, true, strict=True)], dtype=float)
         boot_f1 = np.array([macro_f1([true[i] for i in b], [pred[i] for i in b], g) for b in idx[: min(n_boot, 200)]])
         out[finding] = {
-            "accuracy": float(correct.mean()), "accuracy_ci": _ci(correct[idx].mean(axis=1), level),
-            "macro_f1": macro_f1(true, pred, g), "macro_f1_ci": _ci(boot_f1, level),
+            "accuracy": float(correct.mean()), "accuracy_ci": ci(correct[idx].mean(axis=1), level),
+            "macro_f1": macro_f1(true, pred, g), "macro_f1_ci": ci(boot_f1, level),
             "majority_accuracy": float(max(true.count(x) for x in g) / n), "n_studies": n,
         }
     return out
@@ -79,9 +75,9 @@ def auroc_any(true: list[str], p_any: np.ndarray, none: str, n_boot: int = 1000,
     y = np.array([t != none for t in true])
     if y.all() or not y.any():
         return None
-    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    idx = resample(len(y), n_boot, seed)
     boot = np.array([roc_auc_score(y[i], p_any[i]) if 0 < y[i].sum() < len(i) else np.nan for i in idx])
-    return {"auroc_any": float(roc_auc_score(y, p_any)), "auroc_any_ci": _ci(boot, level),
+    return {"auroc_any": float(roc_auc_score(y, p_any)), "auroc_any_ci": ci(boot, level),
             "n_any": int(y.sum())}
 
 
@@ -99,13 +95,13 @@ def paired_finding_differences(a: pl.DataFrame, b: pl.DataFrame, grades: dict[st
             raise ValueError(f"paired_finding_differences: {finding} was predicted on different studies")
         true, x, y = pa["true"].to_list(), pa["pred"].to_list(), pb["pred"].to_list()
         n = len(true)
-        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        idx = resample(n, n_boot, seed)
         acc = np.array([p == t for p, t in zip(x, true, strict=True)], float) - \
             np.array([p == t for p, t in zip(y, true, strict=True)], float)
         f1 = np.array([macro_f1([true[i] for i in s], [x[i] for i in s], g) -
                        macro_f1([true[i] for i in s], [y[i] for i in s], g) for s in idx])
-        out[finding] = {"macro_f1": macro_f1(true, x, g) - macro_f1(true, y, g), "macro_f1_ci": _ci(f1, level),
-                        "accuracy": float(acc.mean()), "accuracy_ci": _ci(acc[idx].mean(axis=1), level)}
+        out[finding] = {"macro_f1": macro_f1(true, x, g) - macro_f1(true, y, g), "macro_f1_ci": ci(f1, level),
+                        "accuracy": float(acc.mean()), "accuracy_ci": ci(acc[idx].mean(axis=1), level)}
     return out
 
 
@@ -157,8 +153,8 @@ def ef_errors(est: np.ndarray, ef: np.ndarray, reference: float, n_boot: int = 1
               level: float = 0.95) -> dict:
     """Mean absolute error of EF estimates (bootstrap CI) beside that of always predicting `reference`."""
     err = np.abs(np.asarray(est, float) - ef)
-    boot = np.random.default_rng(seed).integers(0, len(ef), size=(n_boot, len(ef)))
-    return {"mae": float(err.mean()), "mae_ci": _ci(err[boot].mean(axis=1), level),
+    boot = resample(len(ef), n_boot, seed)
+    return {"mae": float(err.mean()), "mae_ci": ci(err[boot].mean(axis=1), level),
             "mae_predict_mean": float(np.abs(reference - ef).mean()), "n_studies": len(ef)}
 
 

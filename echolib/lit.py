@@ -6,9 +6,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from .cache import ClipReportDataset, EpochSampler, model_input, open_store
+from .datasets import ClipReportDataset, EpochSampler, model_input
 from .loss import SigLipLoss, create_loss
 from .ranking import rank_metrics_from_embeddings, study_embeddings
+from .store import open_store
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -182,7 +183,7 @@ class ClipDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None):
         self.cache = open_store(self.cache_dir)
         if self.cache.kind == "shards":
-            from .store import StreamingClips
+            from .datasets import StreamingClips
 
             self.train_set = StreamingClips(self.cache, "train", self.views, self.num_frames, True, self.seed,
                                             shuffle_findings=self.shuffle_findings, max_findings=self.max_findings)

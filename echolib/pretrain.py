@@ -37,11 +37,13 @@ import torch
 from torch import nn
 
 from . import config as C
-from .cache import frame_indices, frames_tensor, max_offset, model_input, open_store
+from .accel import device_for
+from .curves import curves_logger
+from .datasets import frame_indices, frames_tensor, max_offset, model_input, shuffled
 from .io.files import claim_output, mark_output
 from .io.safe import for_terminal
-from .store import decode_clip, shuffled
-from .supervised import one_cycle
+from .loop import Stepper
+from .store import decode_clip, open_store
 
 LAYOUT = "echolib-ssl"
 
@@ -142,21 +144,6 @@ def _batches(store, rows: np.ndarray, batch_size: int, gen: torch.Generator, see
         yield [clip for _, clip in batch]
 
 
-def device_for(train: C.TrainConfig | None) -> tuple[torch.device, torch.dtype | None]:
-    """The device and autocast type `train.accelerator` and `train.precision` ask for (a GPU: LOCAL_RANK's)."""
-    import os
-
-    from .train import precision_of, uses_gpu
-
-    if train is None:
-        return torch.device("cpu"), None
-    gpu = uses_gpu(train)
-    if gpu and not torch.cuda.is_available():
-        raise ValueError("train.accelerator is gpu, but torch finds no CUDA device here")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if gpu else torch.device("cpu")
-    return device, {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision_of(train))
-
-
 class Contrastive(nn.Module):
     """encoder -> MLP head; loss: symmetric InfoNCE between the two views of each clip."""
 
@@ -214,7 +201,6 @@ def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: s
     from .encoders import frames as frames_of
     from .models import create_image_encoder, create_video_encoder, list_encoders
     from .progress import bar
-    from .train import curves_logger
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,10 +216,9 @@ def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: s
     kind = objective(encoder_name)
     model = MaskedVideo(encoder, cfg.mask_ratio) if kind == "masked-video" else Contrastive(encoder, cfg.temperature)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
+    stepper = Stepper(model, cfg.lr, weight_decay=0.05, steps=cfg.steps, clip=1.0, device_type=device.type,
+                      float16=autocast == torch.float16)
     batches = _batches(store, rows, cfg.batch_size, gen, seed, train.num_workers if train else 0)
-    sched = one_cycle(opt, cfg.lr, cfg.steps)
     stored = store.meta["frames"]
     live = curves_logger(out / "dvclive")
     share = "all" if fraction == 1 else f"{fraction:g} of the"
@@ -248,16 +233,9 @@ def pretrain_encoder(encoder_name: str, size: str, store_dir: str | Path, out: s
             else:
                 loss = model(view_batch(clips, num_frames, stored, gen, device),
                              view_batch(clips, num_frames, stored, gen, device))
-        opt.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(stepper.step(loss))
         live.log_metric("pretrain/loss", losses[-1])
-        live.log_metric("pretrain/lr", sched.get_last_lr()[0])
+        live.log_metric("pretrain/lr", stepper.lr)
         live.next_step()
         progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         progress.update(1)

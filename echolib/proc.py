@@ -4,16 +4,19 @@ progress-bar process pool shared by the synthetic generator and ingestion."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
 
-def run_module(module: str, *args, cwd=None) -> None:
-    """`python -m module args...` with the kernel's interpreter, output streamed; raises naming the command."""
+def run_module(module: str, *args, cwd=None, env: dict[str, str] | None = None) -> None:
+    """`python -m module args...` with the kernel's interpreter (`env` added to its environment), output
+    streamed; raises naming the command."""
     cmd = [sys.executable, "-m", module, *map(str, args)]
-    print("$", " ".join(cmd[1:]), flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    print("$ python", " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            env={**os.environ, **(env or {})})
     tail = []
     for line in proc.stdout:
         print(line, end="", flush=True)
@@ -27,9 +30,11 @@ class WorkerDied(RuntimeError):
 
 
 def map_jobs(fn, jobs: list, workers: int = 0, desc: str = "", unit: str = "item", progress: bool = True,
-             each=None, died=None) -> list:
-    """fn over jobs in order, in `workers` processes (0 = every core), with a progress bar; `each(result)` is
-    called as every result arrives (e.g. to record progress that survives an interruption).
+             each=None, died=None, keep: bool = True) -> list:
+    """fn over jobs in order, in `workers` processes (0 = every core), with a progress bar: the one process pool
+    of echolib (rendering, ingestion, the clip cache, the view classifier's decoding, shards). `each(i, result)`
+    is called as the result of job i arrives (e.g. to record progress that survives an interruption, or to copy
+    it into place); with keep=False the results are not also collected (the list returned holds None).
 
     A worker that dies (killed by the out-of-memory killer or a signal) costs only the job it was running: the
     jobs in flight when it died are run again one at a time, each in a process of its own, and the one that
@@ -44,9 +49,9 @@ def map_jobs(fn, jobs: list, workers: int = 0, desc: str = "", unit: str = "item
 
     def record(i, r):
         finished.add(i)
-        out[i] = r
         if each:
-            each(r)
+            each(i, r)
+        out[i] = r if keep else None
         bar.update()
 
     if workers == 1 or len(jobs) <= 1:

@@ -71,6 +71,22 @@ def ranks_from_embeddings(video: torch.Tensor, text: torch.Tensor, chunk: int | 
     return out[0], out[1]
 
 
+def query_ranks(queries: torch.Tensor, candidates: torch.Tensor, correct, chunk: int | None = None,
+                budget: int = MEMORY_BUDGET) -> np.ndarray:
+    """1-based rank of candidate `correct[i]` for query i (e.g. each clip against every study's report), ties
+    against, in chunks of rows like `ranks_from_embeddings`; queries may outnumber candidates."""
+    queries, candidates = torch.as_tensor(queries).float(), torch.as_tensor(candidates).float()
+    correct = torch.as_tensor(np.asarray(correct), dtype=torch.int64)
+    step = chunk or chunk_rows(candidates.shape[0], budget)
+    bt = candidates.T
+    out = []
+    for i in range(0, queries.shape[0], step):
+        sims = queries[i:i + step] @ bt
+        right = sims.gather(1, correct[i:i + step].unsqueeze(1))
+        out.append(sims.ge_(right).sum(dim=1).to(torch.int64))
+    return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
+
+
 def metrics_from_ranks(v2r: np.ndarray, r2v: np.ndarray) -> dict:
     out = {"n": int(len(v2r)), "mcmrr_v2r": float(v2r.mean()), "mcmrr_r2v": float(r2v.mean()),
            "median_rank_v2r": float(np.median(v2r)), "median_rank_r2v": float(np.median(r2v))}

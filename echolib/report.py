@@ -14,13 +14,13 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .site import SITE, gt_table
+from .display import gt_table
+from .site import SITE
 
 if TYPE_CHECKING:
     import polars as pl
@@ -356,72 +356,22 @@ def curves_chart(plots_dir: str | Path):
     ).properties(width=330, height=200).facet(column=alt.Column("curve:N", title=None)).resolve_scale(y="independent")
 
 
-_SENTENCE = re.compile(r"[^。\n]+。?")
+def stage_links(root: Path) -> list[tuple[str, Path]]:
+    """(stage name, page) of every stage that ran, in pipeline order: the pages this stage's site will hold."""
+    from . import config as C
+    from .site import stage_pages
+
+    return [(name, html) for name, _, html in stage_pages(root, C.load_params(root / "params.yaml"))]
 
 
-def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
-
-
-def sentence_findings(sentence: str) -> set[str]:
-    """The findings a report sentence speaks of (vocab.FINDING_WORDS)."""
-    from .vocab import FINDING_WORDS
-
-    return {f for f, words in FINDING_WORDS.items() if re.search(words, sentence)}
-
-
-def _marked(report: str, true_report: str, differs: list[dict] | None) -> str:
-    """A retrieved report, escaped, with the sentences that differ from the true report in <mark>: with ground
-    truth (`differs`), the sentences about a finding whose grade differs; without, the sentences the true report
-    does not contain."""
-    true_set = set(_sentences(true_report))
-    diff = {d["finding"] for d in differs} if differs is not None else None
-    out = []
-    for s in _sentences(report):
-        hit = (sentence_findings(s) & diff) if diff is not None else s not in true_set
-        out.append(f"<mark>{html.escape(s)}</mark>" if hit else html.escape(s))
-    return "".join(out)
-
-
-def examples_html(records: list[dict], models: tuple[str, ...] | None = None) -> str:
-    """Fig. 3-style examples: the true report, and each model's top retrieved report with the differing findings
-    (ground truth) listed and the sentences about them highlighted. Every text is escaped. `models`: only these."""
-    from .vocab import FINDING_NAMES
-
-    out = []
-    for rec in records:
-        parts = [f'<div class="echolib-example"><h4>Test study {html.escape(rec["study_id"])}</h4>',
-                 f'<p><strong>True report</strong></p><p class="report" lang="ja">{html.escape(rec["report"])}</p>']
-        for r in rec["retrieved"]:
-            if models and r["model"] not in models:
-                continue
-            if r["correct"]:
-                parts.append(f'<p class="retrieved correct"><strong>{html.escape(r["model"])}</strong>: retrieved '
-                             "the true report first.</p>")
-                continue
-            truth = r["differs"] if rec.get("has_findings", True) else None
-            diff = "; ".join(f'{html.escape(FINDING_NAMES.get(d["finding"], d["finding"]))}: '
-                             f'<span lang="ja">{html.escape(str(d["true"]))} → {html.escape(str(d["retrieved"]))}</span>'
-                             for d in r["differs"]) or "none (a report of the same findings)"
-            what = f"findings that differ: {diff}" if truth is not None else "no ground-truth findings to compare"
-            parts.append(f'<p class="retrieved"><strong>{html.escape(r["model"])}</strong> retrieved study '
-                         f'{html.escape(r["study_id"])}; {what}</p>'
-                         f'<p class="report" lang="ja">{_marked(r["report"], rec["report"], truth)}</p>')
-        parts.append("</div>")
-        out.append("".join(parts))
-    note = ("<p>Highlighted: the sentences of a retrieved report about the findings in which its study differs "
-            "from the true one (without ground truth: the sentences the true report does not contain).</p>"
-            if records else "<p>No examples (no evaluated run).</p>")
-    return note + "".join(out)
-
-
-def stage_links_html(pages: list[str | Path], site: str | Path = SITE) -> str:
-    """Links (relative to the site's first page) to every stage's page, in pipeline order."""
+def stage_links_html(pages: list[tuple[str, Path]], site: str | Path = SITE) -> str:
+    """Links (relative to the site's first page) to the stages' pages: (stage name, page) in pipeline order."""
     site = Path(site)
     items = []
-    for p in sorted(Path(x) for x in pages):
+    for name, p in pages:
+        p = Path(p)
         rel = p.relative_to(site).as_posix() if p.is_relative_to(site) else p.as_posix()
-        items.append(f'<li><a href="{html.escape(rel)}">{html.escape(p.stem)}</a></li>')
+        items.append(f'<li><a href="{html.escape(rel)}">{html.escape(name)}</a></li>')
     return f"<ol>{''.join(items)}</ol>"
 
 

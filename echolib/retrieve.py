@@ -72,7 +72,7 @@ def _ingested_clips(folder: Path, workdir: Path) -> pl.DataFrame:
 
 def _clip_tensor(path: str, fps: float, ck: dict, frames: int) -> torch.Tensor:
     """The frames the model saw in training: the cache's rate, frames and size, then the evaluation window."""
-    from .cache import frame_indices, frames_tensor, model_input
+    from .datasets import frame_indices, frames_tensor, model_input
 
     stored, _ = read_at_rate(path, ck["cache_frames"], fps, ck["cache_fps"], size=ck["size"])
     return model_input(frames_tensor(stored[frame_indices(len(stored), frames, 0)])).unsqueeze(0)

@@ -17,27 +17,18 @@ project's, the environment's and the home folder's absolute paths are written re
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from . import config as C
+from .display import FONT_STACK
 from .io.safe import strip_controls
-
-if TYPE_CHECKING:
-    import polars as pl
 
 TEMPLATES = Path(__file__).parent / "templates"
 SITE = Path("reports/site")
-#: fonts that hold Japanese glyphs, tried in order, then the platform's sans-serif
-CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans JP", "Hiragino Sans", "Hiragino Kaku Gothic ProN", "Yu Gothic",
-             "Meiryo", "Source Han Sans JP", "IPAexGothic", "IPAGothic")
-FONT_STACK = ", ".join(["system-ui", "-apple-system", "'Segoe UI'", "Roboto", "'Helvetica Neue'", "Arial",
-                        *(f"'{f}'" for f in CJK_FONTS), "sans-serif"])
-
 _REMOTE = re.compile(r"""(<script[^>]+src=["']?|<link[^>]+href=["']?|@import\s+url\(["']?|<img[^>]+src=["']?)"""
                      r"""(https?:)?//""", re.I)
 #: stdout lines that are library chatter, not results (Lightning tips and banners, warnings, progress redraws)
@@ -170,51 +161,32 @@ def export(notebook: str | Path, out: str | Path, audience: str = "stage", root:
     return out
 
 
-# --- how notebooks display -------------------------------------------------------------------------------------
-
-_gt_ids = itertools.count()
-
-def setup_notebook() -> None:
-    """Charts as inline SVG in our font stack (no Vega from a CDN); DataFrames as great-tables tables."""
-    import altair as alt
-
-    alt.renderers.enable("svg")
-    alt.data_transformers.disable_max_rows()
-    font = FONT_STACK.replace("'", "")
-
-    @alt.theme.register("echolib", enable=True)
-    def _theme():
-        return alt.theme.ThemeConfig(config={"font": font})
-
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython comes with every notebook
-        return
-    ip = get_ipython()
-    if ip is not None:
-        import polars as pl
-
-        ip.display_formatter.formatters["text/html"].for_type(pl.DataFrame, lambda df: gt_table(df).as_raw_html())
+# --- the site: every page, made by the report stage -----------------------------------------------------------
 
 
-def gt_table(df: pl.DataFrame, title: str | None = None, subtitle: str | None = None, decimals: int = 3):
-    """A great-tables table of every row of `df`: floats to `decimals` places, our font stack, a stable id."""
-    import polars as pl
-    from great_tables import GT
+def stage_pages(root: Path, params: dict) -> list[tuple[str, Path, Path]]:
+    """(stage name, executed notebook, page) of every stage but the site's own whose executed notebook exists, in
+    dvc.yaml's order (the pipeline's), paths relative to the project root."""
+    from .stage import SITE_STAGES, spec, stage_names
 
-    t = GT(df, id=f"t{next(_gt_ids)}")
-    floats = [c for c, d in df.schema.items() if d in (pl.Float32, pl.Float64)]
-    if floats:
-        t = t.fmt_number(columns=floats, decimals=decimals)
-    if title:
-        t = t.tab_header(title=title, subtitle=subtitle)
-    return t.opt_table_font(font=[f.strip().strip("'") for f in FONT_STACK.split(",")], add=False)
+    out = []
+    for name in stage_names(root, params):
+        sp = spec(name, root, params)
+        if sp.stage not in SITE_STAGES and (root / sp.page).is_file():
+            out.append((name, sp.page, sp.html))
+    return out
 
 
-def chart_to_svg(chart) -> str:
-    import vl_convert as vlc
-
-    return vlc.vegalite_to_svg(chart.to_dict())
+def build_site(root: Path, staging: Path, sp, params: dict) -> Path:
+    """The report stage's site in staging/reports/site: its own page for readers (its executed notebook, in the
+    staging folder) and every other stage's page (its executed notebook in the project, code folded). Only this
+    stage depends on this module and the templates, so a change to them makes only the site again."""
+    title = C.get(params, "report.title")
+    for name, page, html in stage_pages(root, params):
+        export(root / page, staging / html, "stage", root=root, title=f"{name} · {title}",
+               home=os.path.relpath(SITE / "index.html", html.parent))
+    export(staging / sp.page, staging / sp.html, "reader", root=root, title=title, staging=staging)
+    return staging / SITE
 
 
 # --- `dvc plots show` offline ----------------------------------------------------------------------------------
@@ -256,29 +228,3 @@ if __name__ == "__main__":
     a = ap.parse_args()
     print(dvc_plots_template(a.scripts, a.out))
 
-
-class Fields(dict):
-    """A stage's metrics as they display in a notebook and on its page: a two-column table (nested keys joined
-    with '.', lists joined with ', ') instead of a dict's repr. Still the dict it was made from."""
-
-    def rows(self) -> list[tuple[str, str]]:
-        out = []
-
-        def walk(prefix: str, v) -> None:
-            if isinstance(v, dict) and v:
-                for k, x in v.items():
-                    walk(f"{prefix}.{k}" if prefix else str(k), x)
-            elif isinstance(v, float):
-                out.append((prefix, f"{v:.4g}"))
-            elif isinstance(v, (list, tuple)):
-                out.append((prefix, ", ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in v)))
-            else:
-                out.append((prefix, str(v)))
-
-        walk("", dict(self))
-        return out
-
-    def _repr_html_(self) -> str:
-        import polars as pl
-
-        return gt_table(pl.DataFrame(self.rows(), schema=["quantity", "value"], orient="row")).as_raw_html()

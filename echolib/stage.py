@@ -45,8 +45,10 @@ RESUMABLE = {"cache", "train"}
 #: stages that only one kind of data source runs
 SOURCE_STAGES = {"synthesize": lambda source: source == "synthetic", "ingest": lambda source: source != "synthetic"}
 KERNEL = "echolib"
-#: stages whose page is for readers of the report (no code); every other stage's page folds its code
-READER_STAGES = {"report"}
+#: the stage that makes the report site (reports/site: its own page for readers, without code, and every other
+#: stage's page from its executed notebook, code folded); after its notebook ran, the runner calls
+#: `build_site` of this module (so that only this stage depends on the site's code and templates)
+SITE_STAGES = {"report": "echolib.site"}
 #: parameters whose values are a user's own paths (an archive folder may be named after a patient): written on no
 #: page or executed notebook, where `<key>` stands in their place
 PRIVATE_KEYS = ("ingest.src", "ingest.reports", "ingest.salt_file")
@@ -63,7 +65,6 @@ class StageSpec:
     key: str | None  # the foreach item: MultiVideo
     notebook: Path  # relative to the project root
     page: Path  # the executed notebook, relative to the project root
-    html: Path  # its page in the report site (reports/site/...), relative to the project root
     params: tuple[str, ...]  # dotted params.yaml keys the stage lists, `${key}` resolved
     outs: tuple[str, ...]  # outputs as listed (interpolations left as written)
     metrics: tuple[str, ...]
@@ -71,6 +72,13 @@ class StageSpec:
     @property
     def sections(self) -> list[str]:
         return list(dict.fromkeys(p.split(".")[0] for p in self.params))
+
+    @property
+    def html(self) -> Path:
+        """Its page in the report site (made by the report stage): the site's first page for the site's own stage,
+        reports/site/stages/<executed notebook>.html for every other."""
+        return Path("reports/site/index.html") if self.stage in SITE_STAGES else \
+            Path("reports/site/stages") / f"{self.page.stem}.html"
 
 
 def dvc_stages(root: Path) -> dict[str, dict]:
@@ -87,29 +95,29 @@ def spec(name: str, root: Path, params: dict | None = None) -> StageSpec:
     stages = dvc_stages(root)
     if stage not in stages:
         raise StageError(f"no stage {stage!r} in dvc.yaml; stages: {sorted(stages)}")
-    body = stages[stage]
+    body, item = stages[stage], {}
     if "foreach" in body:
-        items = list(C.get(params if params is not None else C.load_params(root / "params.yaml"),
-                           body["foreach"].strip("${} ")))
+        items = C.get(params if params is not None else C.load_params(root / "params.yaml"),
+                      body["foreach"].strip("${} "))
         if key not in items:
             raise StageError(f"stage {stage!r} runs once per item of {body['foreach']}: name one as {stage}@ITEM "
-                             f"with ITEM in {items}")
-        body = body["do"]
+                             f"with ITEM in {list(items)}")
+        body, item = body["do"], items[key] if isinstance(items, dict) else {}
     elif key:
         raise StageError(f"stage {stage!r} is not a foreach stage: run it as {stage!r}")
 
-    def sub(s: str) -> str:
-        return s.replace("${key}", key) if key else s
+    def sub(s: str) -> str:  # DVC's ${key} and ${item.FIELD} in a foreach stage
+        s = s.replace("${key}", key) if key else s
+        return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), s)
 
     notebooks = [d for d in _entries(body.get("deps")) if re.fullmatch(r"notebooks/[^/]+\.ipynb", d)]
     outs = tuple(sub(o) for o in _entries(body.get("outs")))
     pages = [o for o in outs if o.endswith(".ipynb")]
-    htmls = [o for o in outs if o.endswith(".html")]
-    if len(notebooks) != 1 or len(pages) != 1 or len(htmls) != 1:
+    if len(notebooks) != 1 or len(pages) != 1:
         raise StageError(f"stage {stage!r}: dvc.yaml must list one notebooks/*.ipynb among its deps and one "
-                         "executed .ipynb and one .html page among its outs")
-    return StageSpec(name, stage, key or None, Path(notebooks[0]), Path(pages[0]), Path(htmls[0]),
-                     tuple(sub(p) for p in _entries(body.get("params"))), outs,
+                         "executed .ipynb among its outs")
+    return StageSpec(name, stage, key or None, Path(notebooks[0]), Path(pages[0]),
+                     tuple(dict.fromkeys(sub(p) for p in _entries(body.get("params")))), outs,
                      tuple(sub(m) for m in _entries(body.get("metrics"))))
 
 
@@ -178,6 +186,10 @@ class SectionView:
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
 
+    def replace(self, **changes) -> SectionView:
+        """A copy with `changes` (checked like params.yaml's values), e.g. a run trained from another init."""
+        return SectionView(self._cls, {**self._values, **changes}, self._where, self._stage)
+
     def __repr__(self) -> str:
         return f"{self._where}{self._values}"
 
@@ -242,20 +254,61 @@ class Context:
 
     def write_metrics(self, name: str, metrics: dict) -> dict:
         """metrics/NAME.json (NAME may hold a folder: 'train/MultiVideo'); returns `metrics` as a dict that displays
-        as a table (echolib.site.Fields)."""
-        from .site import Fields
+        as a table (echolib.display.Fields)."""
+        from .display import Fields
 
         write_json(self.metrics_path(name), metrics)
         return Fields(metrics)
 
-    @property
-    def params_file(self) -> Path:
-        return self.root / "params.yaml"
+    def save_params(self, folder: str | Path) -> Path:
+        """The stage's parameters (its listed keys only, already checked) in FOLDER/stage-params.json: what a
+        subprocess the stage starts reads instead of params.yaml (`load_context`)."""
+        path = Path(folder) / "stage-params.json"
+        write_json(path, {"stage": self.spec.name, "root": str(self.root), "pipeline": self.pipeline,
+                          "params": self.params})
+        return path
+
+    def run_module(self, module: str, *args) -> None:
+        """`python -m module --stage-params FILE args...` in the project folder: the subprocess gets this stage's
+        parameters and nothing else (it may not read params.yaml: `config.load_params` refuses there)."""
+        from .proc import run_module
+
+        with tempfile.TemporaryDirectory(prefix="echolib-params-") as folder:
+            run_module(module, "--stage-params", self.save_params(folder), *args, cwd=self.root,
+                       env={C.STAGE_PARAMS_ENV: "1"})
 
     def note(self) -> str:
         """One line saying where this run writes (shown at the top of every stage page)."""
         where = "the pipeline's outputs" if self.pipeline else f"scratch/ (not the pipeline's outputs: {SCRATCH}/)"
         return f"stage {self.spec.name}: writing to {where}"
+
+
+def stage_context(stage: str, key: str | None = None, root: str | Path | None = None,
+                  params_file: str | Path | None = None) -> Context:
+    """The parameters of `stage` (its listed keys of params.yaml, which is checked as a whole) for a command run by
+    hand outside a notebook, e.g. `python -m echolib.train --run RUN` as the stage train@RUN sees them.
+    `params_file`: another file in params.yaml's format (default: the project's params.yaml)."""
+    root = Path(root).resolve() if root else C.project_root()
+    params = C.load_params(params_file or root / "params.yaml")
+    C.validate(params)
+    sp = spec(f"{stage}@{key}" if key else stage, root, params)
+    ctx = Context(sp, root, injected(sp, params), True)
+    for section in ctx.params:
+        _ = getattr(ctx, section)
+    return ctx
+
+
+def load_context(path: str | Path) -> Context:
+    """The context a stage's subprocess was given (`Context.save_params`): the stage's listed keys only."""
+    from .io.files import read_json
+
+    saved = read_json(path)
+    root = Path(saved["root"])
+    sp = spec(saved["stage"], root, {"runs": saved["params"].get("runs")} if "@" in saved["stage"] else None)
+    ctx = Context(sp, root, saved["params"], saved["pipeline"])
+    for section in ctx.params:  # checked again, as a notebook's injected values are
+        _ = getattr(ctx, section)
+    return ctx
 
 
 def context(stage: str, outputs: str = "scratch", key: str | None = None, root: str | Path | None = None,
@@ -265,7 +318,7 @@ def context(stage: str, outputs: str = "scratch", key: str | None = None, root: 
     `sections` are the notebook's parameters (None when not injected). With none injected (JupyterLab), the
     stage's listed keys are read from params.yaml, checked as a whole; `key` None then means the first run.
     `root`: the project folder (default: found above the working directory)."""
-    from .site import setup_notebook
+    from .display import setup_notebook
 
     if outputs not in ("scratch", "pipeline"):
         raise C.ConfigError(f"outputs must be 'scratch' or 'pipeline', got {outputs!r}")
@@ -336,18 +389,6 @@ def _skip(sp: StageSpec, staging: Path, source: str, params: dict) -> None:
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL, "language": "python"}
     (staging / sp.page).parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, staging / sp.page)
-    _export(sp, staging, staging, params)
-
-
-def _export(sp: StageSpec, staging: Path, root: Path, params: dict) -> Path:
-    """The stage's page in the report site, from its executed notebook (echolib.site)."""
-    from .site import SITE, export
-
-    home = os.path.relpath(SITE / "index.html", sp.html.parent)
-    reader = sp.stage in READER_STAGES
-    title = C.get(params, "report.title") if reader else f"{sp.name} · {C.get(params, 'report.title')}"
-    return export(staging / sp.page, staging / sp.html, "reader" if reader else "stage", root=root,
-                  home=None if reader else home, title=title, staging=staging)
 
 
 def _outputs(sp: StageSpec, params: dict) -> list[str]:
@@ -445,7 +486,7 @@ def run(name: str, root: str | Path | None = None, log_output: bool = False) -> 
         _skip(sp, staging, source, params)
         _publish(sp, root, staging, params)
         print(f"stage {sp.name}: not selected by base.source = {source!r}; placeholders written")
-        return root / sp.html
+        return root / sp.page
     page = staging / sp.page
     page.parent.mkdir(parents=True, exist_ok=True)
     parameters = {**injected(sp, params), "outputs": "pipeline", **({"key": sp.key} if sp.key else {})}
@@ -473,9 +514,12 @@ def run(name: str, root: str | Path | None = None, log_output: bool = False) -> 
     (staging / "progress.log").unlink(missing_ok=True)
     redact(page, params, root)
     print(f"stage {sp.name}: done in {_minutes(time.time() - t0)}", flush=True)
-    _export(sp, staging, root, params)
+    if sp.stage in SITE_STAGES:  # the site: this stage's page and every other stage's, from the executed notebooks
+        import importlib
+
+        importlib.import_module(SITE_STAGES[sp.stage]).build_site(root, staging, sp, params)
     _publish(sp, root, staging, params)
-    return root / sp.html
+    return root / (sp.html if sp.stage in SITE_STAGES else sp.page)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,24 +1,25 @@
-"""The sharded clip store: WebDataset tar shards of short-GOP H.264 clips, streamed into (multi-GPU) training.
+"""The clip stores: every kept clip decoded once at the training rate and size, with its study's tokens.
 
-At paper scale one raw uint8 array of every clip (747,900 x 32 x 224 x 224 x 3) would be 3.6 TB; the same clips as
-H.264 (constant quantiser `cache.qp`, one GOP per clip, cropped to the sector and resampled to the training size and rate by
-the same code as the memory-mapped cache) take a few dozen KB each. Layout of the store folder:
+Two stores behind one interface (`StoreBase`: meta.json, the clip index, the reports' tokens, `iter_frames`;
+`open_store` opens whichever the cache stage wrote):
 
-    shards/{split}-{n:06d}.tar   samples: KEY.mp4 (the clip), KEY.json (video_id, study_id, split, view, ...)
-    manifest.json               every finished shard: clips, bytes, sha256 (a rerun keeps the shards it lists)
-    index.parquet, tokens.npz, meta.json   as the memory-mapped cache (one interface: echolib.cache.open_store)
+- `ClipCache` (cache.store: memmap): clips.u8, one memory-mapped uint8 array (N, F, S, S, 3): random access, no
+  decoding; the CPU profiles.
+- `ShardStore` (cache.store: shards): WebDataset tar shards of short-GOP H.264 clips, streamed into (multi-GPU)
+  training. At paper scale one raw uint8 array of every clip (747,900 x 32 x 224 x 224 x 3) would be 3.6 TB; the
+  same clips as H.264 (constant quantiser `cache.qp`, one GOP per clip, resampled to the training size and rate
+  by the same code as the memory-mapped cache) take a few dozen KB each.
 
-`StreamingClips` (a torch IterableDataset built on webdataset) reads a split's shards: shuffled by a seed and
-the epoch, split by rank (DDP) and then by DataLoader worker, so that no clip is seen twice in an epoch across
-ranks and every rank yields the same number of clips; a shuffle buffer mixes clips across shards; decoding runs
-in the workers; the same seed and epoch give the same order. Evaluation and retrieval read the same shards.
+Folder layout: index.parquet (row, video_id, study_id, patient_id, split, view, ...), tokens.npz (study_id,
+input_ids, attention_mask in each report's order; sent_ids, sent_bounds, study_sents: the sentences), meta.json,
+and clips.u8 or shards/{split}-{n:06d}.tar (samples KEY.mp4, KEY.json) with manifest.json (every finished shard:
+clips, bytes, sha256; a rerun keeps the shards it lists). The datasets that read them: `echolib.datasets`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import json
 import os
 from pathlib import Path
@@ -27,12 +28,153 @@ import numpy as np
 import polars as pl
 import torch
 
-from .cache import StoreBase, clip_item
+from .io.video import VideoDecodeError, read_at_rate
+from .proc import map_jobs
 
 SPLITS = ("train", "valid", "test")
 
 
-# --- clips as H.264 -----------------------------------------------------------------------------------------
+# --- the stores -----------------------------------------------------------------------------------------------
+
+
+class StoreBase:
+    """What every clip store holds besides the clips: meta.json, the clip index and the reports' tokens."""
+
+    kind = ""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.path}: no clip store here (run the cache stage first)")
+        self.meta = json.loads(meta_path.read_text())
+        self.index = pl.read_parquet(self.path / "index.parquet")
+        tok = np.load(self.path / "tokens.npz")
+        self.study_ids = tok["study_id"].tolist()
+        self.input_ids, self.attention_mask = tok["input_ids"], tok["attention_mask"]
+        self.sent_ids, self.sent_bounds, self.study_sents = tok["sent_ids"], tok["sent_bounds"], tok["study_sents"]
+        self.study_row = {s: i for i, s in enumerate(self.study_ids)}
+
+    def select(self, split: str, views: list[str] | None = None, view_col: str = "pred_view") -> pl.DataFrame:
+        sel = self.index.filter(pl.col("split") == split)
+        if views is not None:
+            col = view_col if view_col in sel.columns else "view"
+            sel = sel.filter(pl.col(col).is_in(views))
+        return sel
+
+    def report(self, s: int, shuffle: bool = False, max_findings: int = 35,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and mask of study `s`'s report: its own order, or its finding sentences reordered at random
+        (at most `max_findings`), as training sees them."""
+        if not shuffle:
+            return (torch.from_numpy(self.input_ids[s].astype(np.int64)),
+                    torch.from_numpy(self.attention_mask[s].astype(np.int64)))
+        from .text import join_sentences
+
+        first, last = int(self.study_sents[s]), int(self.study_sents[s + 1])
+        order = (first + torch.randperm(last - first, generator=generator)[:max_findings]).tolist()
+        length, special = self.input_ids.shape[1], self.meta["special_tokens"]
+        row, _ = join_sentences(self.sent_ids, self.sent_bounds, order, special, length)
+        ids = torch.full((length,), special["pad"], dtype=torch.int64)
+        ids[: len(row)] = torch.from_numpy(row.astype(np.int64))
+        mask = torch.zeros(length, dtype=torch.int64)
+        mask[: len(row)] = 1
+        return ids, mask
+
+    def iter_frames(self, rows: pl.DataFrame):
+        """(row, frames (F, H, W, 3) uint8) for every clip of `rows`, in the order of `rows`."""
+        raise NotImplementedError
+
+
+class ClipCache(StoreBase):
+    """Every clip decoded once into one memory-mapped uint8 array (N, F, S, S, 3): random access, no decoding."""
+
+    kind = "memmap"
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
+        self._clips = None
+
+    @property
+    def clips(self) -> np.memmap:
+        if self._clips is None:  # opened lazily, so each dataloader worker maps it itself
+            self._clips = np.memmap(self.path / "clips.u8", dtype=np.uint8, mode="r", shape=tuple(self.meta["shape"]))
+        return self._clips
+
+    def iter_frames(self, rows: pl.DataFrame):
+        for r in rows["row"].to_list():
+            yield r, self.clips[r]
+
+
+class ShardStore(StoreBase):
+    """A sharded clip store (see the module docstring): the clip index and tokens in memory, clips in shards."""
+
+    kind = "shards"
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
+        manifest = json.loads((self.path / "manifest.json").read_text())
+        if not manifest["complete"]:
+            raise FileNotFoundError(f"{self.path}: the shards are incomplete ({len(manifest['shards'])} of "
+                                    f"{manifest['planned']}): rerun the cache stage, which resumes")
+        self.shards = manifest["shards"]
+
+    def shard_paths(self, split: str) -> list[str]:
+        return [str(self.path / "shards" / s["name"]) for s in self.shards if s["split"] == split]
+
+    def iter_frames(self, rows: pl.DataFrame):
+        """Decode the clips of `rows` from the shards that hold them (one pass per shard), in the order of rows."""
+        import webdataset as wds
+
+        want = dict(zip(rows["video_id"].to_list(), rows["row"].to_list(), strict=True))
+        shards = sorted(set(self.index.filter(pl.col("video_id").is_in(list(want)))["shard"].to_list()))
+        got = {}
+        for sample in wds.DataPipeline(wds.SimpleShardList([str(self.path / "shards" / s) for s in shards]),
+                                       wds.tarfile_to_samples()):
+            if sample["__key__"] in want:
+                got[sample["__key__"]] = decode_clip(sample["mp4"])
+        for vid, r in want.items():
+            yield r, got[vid]
+
+
+def open_store(path: str | Path) -> StoreBase:
+    """The clip store the cache stage wrote at `path`: memory-mapped clips or WebDataset shards."""
+    meta = Path(path) / "meta.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{path}: no clip store here (run the cache stage first)")
+    if json.loads(meta.read_text()).get("store") == "shards":
+        return ShardStore(path)
+    return ClipCache(path)
+
+
+# --- writing: the memory-mapped array -------------------------------------------------------------------
+
+
+def _decode_into(job):
+    path, row, mm_path, shape, src_fps, fps, size = job
+    mm = np.memmap(mm_path, dtype=np.uint8, mode="r+", shape=shape)
+    padded = 0
+    try:
+        mm[row], padded = read_at_rate(path, shape[1], src_fps, fps, size=size)
+        err = ""
+    except VideoDecodeError as e:
+        err = str(e)
+    mm.flush()
+    del mm
+    return row, err, padded
+
+
+def write_memmap(raw, videos: pl.DataFrame, mm_path: Path, shape: tuple, fps: float, size: int, workers: int,
+                  progress: bool) -> tuple[dict, int]:
+    np.memmap(mm_path, dtype=np.uint8, mode="w+", shape=shape).flush()
+    jobs = [(str(Path(raw) / p), r, str(mm_path), shape, float(f), fps, size)
+            for r, p, f in zip(videos["row"], videos["path"], videos["fps"], strict=True)]
+    results = map_jobs(_decode_into, jobs, workers, "cache", "clip", progress)
+    errors = {row: err for row, err, _ in results if err}
+    return errors, sum(padded > 0 for _, _, padded in results)
+
+
+# --- writing: shards of H.264 clips ----------------------------------------------------------------------
 
 
 def encode_clip(frames: np.ndarray, fps: float, qp: int = 26) -> bytes:
@@ -89,9 +231,6 @@ def _decode_cv2(data: bytes) -> np.ndarray:
                 break
             frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
     return np.stack(frames)
-
-
-# --- writing ------------------------------------------------------------------------------------------------
 
 
 def plan_shards(videos: pl.DataFrame, clips_per_shard: int) -> list[dict]:
@@ -161,7 +300,7 @@ def write_shards(raw: str | Path, videos: pl.DataFrame, out: str | Path, frames:
     jobs = [(s, [rows[v] for v in s["video_ids"]], str(out), frames, fps, size, qp) for s in todo]
     done = dict(keep)
 
-    def record(result):
+    def record(_, result):
         done[result["name"]] = result
         _write_manifest(manifest_path, plan, done, frames, fps, size, qp)
 
@@ -185,128 +324,3 @@ def _write_manifest(path: Path, plan: list[dict], done: dict, frames: int, fps: 
     shards = [done[s["name"]] for s in plan if s["name"] in done]
     write_json(path, {"frames": frames, "fps": fps, "size": size, "qp": qp, "planned": len(plan),
                       "complete": len(shards) == len(plan), "shards": shards})
-
-
-# --- reading ------------------------------------------------------------------------------------------------
-
-
-class ShardStore(StoreBase):
-    """A sharded clip store (see the module docstring): the clip index and tokens in memory, clips in shards."""
-
-    kind = "shards"
-
-    def __init__(self, path: str | Path):
-        super().__init__(path)
-        manifest = json.loads((self.path / "manifest.json").read_text())
-        if not manifest["complete"]:
-            raise FileNotFoundError(f"{self.path}: the shards are incomplete ({len(manifest['shards'])} of "
-                                    f"{manifest['planned']}): rerun the cache stage, which resumes")
-        self.shards = manifest["shards"]
-
-    def shard_paths(self, split: str) -> list[str]:
-        return [str(self.path / "shards" / s["name"]) for s in self.shards if s["split"] == split]
-
-    def iter_frames(self, rows: pl.DataFrame):
-        """Decode the clips of `rows` from the shards that hold them (one pass per shard), in the order of rows."""
-        import webdataset as wds
-
-        want = dict(zip(rows["video_id"].to_list(), rows["row"].to_list(), strict=True))
-        shards = sorted(set(self.index.filter(pl.col("video_id").is_in(list(want)))["shard"].to_list()))
-        got = {}
-        for sample in wds.DataPipeline(wds.SimpleShardList([str(self.path / "shards" / s) for s in shards]),
-                                       wds.tarfile_to_samples()):
-            if sample["__key__"] in want:
-                got[sample["__key__"]] = decode_clip(sample["mp4"])
-        for vid, r in want.items():
-            yield r, got[vid]
-
-
-def rank_and_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def epoch_shards(shards: list[str], counts: dict[str, int], seed: int, epoch: int, rank: int, world: int
-                 ) -> tuple[list[str], int]:
-    """This rank's shards for `epoch` (one seeded shuffle shared by all ranks, then every world-th shard) and how
-    many clips every rank yields: the smallest rank's count (of `counts`, the clips used per shard), so that ranks
-    stay in step and no clip repeats within the epoch."""
-    order = np.random.default_rng([seed, epoch]).permutation(len(shards))
-    per_rank = min(sum(counts.get(shards[i], 0) for i in order[r::world]) for r in range(world))
-    return [shards[i] for i in order[rank::world]], per_rank
-
-
-class StreamingClips(torch.utils.data.IterableDataset):
-    """(clip, report) items from a split's shards, as `ClipReportDataset` gives them from the memory-mapped cache.
-
-    Set `epoch` before each epoch (`set_epoch`, as Lightning does for samplers). With a DataLoader of W workers,
-    every worker reads its rank's shards and decodes every W-th clip; `shuffle_buffer` mixes clips across shards."""
-
-    def __init__(self, store: ShardStore, split: str, views: list[str] | None, num_frames: int, train: bool,
-                 seed: int = 0, shuffle_buffer: int = 256, shuffle_findings: bool = False, max_findings: int = 35,
-                 by_rank: bool = True):
-        super().__init__()
-        self.by_rank = by_rank  # False: every rank reads every clip (validation whose embeddings are gathered)
-        self.store, self.split, self.num_frames, self.train = store, split, num_frames, train
-        self.views = set(views) if views else None
-        self.seed, self.buffer, self.epoch = seed, shuffle_buffer if train else 0, 0
-        self.shuffle_findings, self.max_findings = shuffle_findings, max_findings
-        rows = store.select(split, views)
-        self.keep = set(rows["video_id"].to_list())
-        self.study_of = dict(zip(rows["video_id"].to_list(), rows["study_id"].to_list(), strict=True))
-        self.shards = [s["name"] for s in store.shards if s["split"] == split]
-        self.counts = dict(rows.group_by("shard").len().iter_rows())
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _plan(self, rank: int, world: int) -> tuple[list[str], int | None]:
-        if not self.by_rank:
-            rank, world = 0, 1
-        if self.train:
-            return epoch_shards(self.shards, self.counts, self.seed, self.epoch, rank, world)
-        return self.shards[rank::world], None  # evaluation: every clip once, split by rank
-
-    def __len__(self) -> int:
-        mine, quota = self._plan(*rank_and_world())
-        return quota if quota is not None else sum(self.counts.get(s, 0) for s in mine)
-
-    def __iter__(self):
-        import webdataset as wds
-
-        rank, world = rank_and_world()
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        mine, quota = self._plan(rank, world)
-        stream = [self.seed, self.epoch, rank, worker]
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence(stream).generate_state(1)[0]))
-        rng = np.random.default_rng(stream)
-        paths = [str(self.store.path / "shards" / name) for name in mine]
-        reader = wds.DataPipeline(wds.SimpleShardList(paths), wds.tarfile_to_samples())  # split here, not by wds
-        ranks_clips = itertools.islice((s for s in reader if s["__key__"] in self.keep), quota)
-        # every worker reads the rank's shards and takes every workers-th clip: an even split, each clip once
-        samples = (s for i, s in enumerate(ranks_clips) if i % workers == worker)
-        for sample in shuffled(samples, self.buffer, rng):
-            frames = decode_clip(sample["mp4"])
-            study = self.store.study_row[self.study_of[sample["__key__"]]]
-            item = clip_item(self.store, frames, study, self.num_frames, self.train, self.shuffle_findings,
-                             self.max_findings, gen)
-            item["key"] = sample["__key__"]
-            yield item
-
-
-def shuffled(samples, buffer: int, rng: np.random.Generator):
-    """A shuffle buffer of `buffer` items (0: the order as read)."""
-    if buffer <= 1:
-        yield from samples
-        return
-    pool = []
-    for s in samples:
-        pool.append(s)
-        if len(pool) >= buffer:
-            yield pool.pop(int(rng.integers(len(pool))))
-    while pool:
-        yield pool.pop(int(rng.integers(len(pool))))

@@ -18,7 +18,9 @@ import polars as pl
 import torch
 from torch import nn
 
-from .cache import ClipCache, frame_indices, frames_tensor, max_offset, model_input, open_store
+from .datasets import frame_indices, frames_tensor, max_offset, model_input
+from .loop import Stepper
+from .store import ClipCache, open_store
 from .vocab import FINDINGS, VISIBILITY
 
 
@@ -63,22 +65,13 @@ def _batch(cache: ClipCache, rows: np.ndarray, num_frames: int, train: bool, gen
     return model_input(torch.stack(out))
 
 
-def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int):
-    """One cycle, warming up over 10 % of the steps. A short run (the tiny profile) warms up over at least 2 steps,
-    which OneCycleLR needs (with fewer it divides by zero); under 4 steps the rate stays constant."""
-    if steps < 4:
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
-
-
 def train_classifier(model: FindingClassifier, cache: ClipCache, rows: np.ndarray, y: np.ndarray, seen: np.ndarray,
                      steps: int, batch_size: int, lr: float, seed: int) -> list[float]:
     """AdamW with cosine decay; each step a batch of training clips that show at least one finding, the loss the
     mean cross-entropy over the (clip, finding) pairs that are seen."""
     gen = torch.Generator().manual_seed(seed)
     usable = rows[seen[rows].any(1)]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    sched = one_cycle(opt, lr, steps)
+    stepper = Stepper(model, lr, weight_decay=0.05, steps=steps)
     losses = []
     model.train()
     for _ in range(steps):
@@ -86,12 +79,7 @@ def train_classifier(model: FindingClassifier, cache: ClipCache, rows: np.ndarra
         logits = model(_batch(cache, pick, model.encoder.num_frames, True, gen))
         terms = [nn.functional.cross_entropy(logits[f][m], torch.from_numpy(y[pick, j][m]))
                  for j, f in enumerate(model.findings) if (m := torch.from_numpy(seen[pick, j])).any()]
-        loss = torch.stack(terms).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss))
+        losses.append(stepper.step(torch.stack(terms).mean()))
     return losses
 
 

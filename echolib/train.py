@@ -1,7 +1,9 @@
 """`python -m echolib.train --run NAME [--seed S] [--resume]`: contrastive training of one ablation run.
 
-Reads params.yaml (base, text, train, runs.NAME), the clip cache (data/cache) and the tokenizer (data/tokenizer
-or text.pretrained_dir); writes data/runs/NAME/seed<S>/ with checkpoints/ (last + best on validation MCMRR,
+Reads the parameters the stage train@NAME lists in dvc.yaml (base.seed/seeds/data_root, train, text, pretrain,
+runs.NAME and the run whose exposure it matches): from the file the stage gives it (`--stage-params`, written by
+the runner; params.yaml is then never read) or, run by hand, from params.yaml as that stage sees it. Also reads the
+clip cache (data/cache) and the tokenizer (data/tokenizer or text.pretrained_dir); writes data/runs/NAME/seed<S>/ with checkpoints/ (last + best on validation MCMRR,
 the mean of both directions), dvclive/ (loss, lr, logit scale, validation R@10/MCMRR per validation), model.pt
 (best weights + how to rebuild) and summary.json. Started as a subprocess by the train notebook: Lightning DDP cannot run inside a kernel.
 Multi-GPU: train.accelerator=gpu, train.devices=N (DDP); multi-node: train.num_nodes under torchrun/SLURM.
@@ -19,6 +21,8 @@ from pathlib import Path
 import torch
 
 from . import config as C
+from .accel import precision_of
+from .curves import lightning_logger
 from .io.files import mark_output
 from .io.safe import for_terminal
 from .io.weights import load_torch
@@ -27,44 +31,52 @@ from .models import EchoClip, build_model
 MONITOR = "val/mcmrr"  # model selection and early stopping: validation MCMRR, both directions (lower is better)
 
 
-def run_steps(p: C.Params, name: str, index) -> int:
-    """Optimisation steps of run `name`: runs.NAME.steps (0: train.steps), or, with `exposure_of`, as many as it
-    takes to see as many clips of its views as that run sees in its steps (from the training clips in `index`)."""
-    run = p.runs[name]
-    if not run.exposure_of:
-        return run.steps or p.train.steps
-    other = p.runs[run.exposure_of]
+def run_steps(ctx, name: str, index) -> int:
+    """Optimisation steps of run `name`: runs.NAME.steps (0: train.steps), or, with `exposure_of` another run, as
+    many as it takes to see as many clips of its views as that run sees in its steps (from the training clips in
+    `index`)."""
+    run = ctx.runs[name]
+    if run.exposure_of == name:
+        return run.steps or ctx.train.steps
+    other = ctx.runs[run.exposure_of]
     train = index.filter(index["split"] == "train")
     view_col = "pred_view" if "pred_view" in train.columns else "view"
     seen = train.filter(train[view_col].is_in(list(other.views)))
     share = seen.filter(seen[view_col].is_in(list(run.views))).height / max(seen.height, 1)
-    return max(1, round(exposure_basis(p, run.exposure_of)["clips"] * share / (run.batch_size or p.train.batch_size)))
+    clips = exposure_basis(ctx, run.exposure_of)["clips"]
+    return max(1, round(clips * share / (run.batch_size or ctx.train.batch_size)))
 
 
-def exposure_basis(p: C.Params, name: str) -> dict:
+def exposure_basis(ctx, name: str) -> dict:
     """What an exposure-matched run is computed from: run `name`'s views, steps and batch size (recorded in its
     summary, so that the compare stage can tell when that run has changed since)."""
-    other = p.runs[name]
-    steps, batch = other.steps or p.train.steps, other.batch_size or p.train.batch_size
+    other = ctx.runs[name]
+    steps, batch = other.steps or ctx.train.steps, other.batch_size or ctx.train.batch_size
     return {"run": name, "views": list(other.views), "steps": steps, "batch_size": batch, "clips": steps * batch}
 
 
-def uses_gpu(train: C.TrainConfig) -> bool:
-    return train.accelerator == "gpu" or (train.accelerator == "auto" and torch.cuda.is_available())
+def _stage_context(ctx_or_params, name: str):
+    """A stage context as given, or train@NAME's parameters read from a params.yaml path (a test, a user)."""
+    from .stage import Context, stage_context
 
-
-def precision_of(train: C.TrainConfig) -> str:
-    if train.precision != "auto":
-        return train.precision
-    return "bf16-mixed" if uses_gpu(train) else "32-true"
+    if isinstance(ctx_or_params, Context):
+        if name not in ctx_or_params.params.get("runs", {}):
+            raise C.ConfigError(f"run {name!r} is not among the runs stage {ctx_or_params.name} lists: "
+                                f"{sorted(ctx_or_params.params.get('runs', {}))}")
+        return ctx_or_params
+    path = Path(ctx_or_params).resolve()
+    runs = C.load_params(path).get("runs") or {}
+    if name not in runs:
+        raise C.ConfigError(f"run {name!r} is not in {path.name} runs: {sorted(runs)}")
+    return stage_context("train", name, C.project_root(path.parent), path)
 
 
 @dataclasses.dataclass
 class RunSetup:
-    base: C.BaseConfig
-    train: C.TrainConfig
-    text: C.TextConfig
-    run: C.RunConfig
+    base: object  # the stage's sections (echolib.stage.SectionView: its listed keys only)
+    train: object
+    text: object
+    run: object
     data: Path
     tokenizer_dir: Path
     vocab_size: int
@@ -74,44 +86,40 @@ class RunSetup:
     batch_size: int
     cache_meta: dict
     steps: int
-    pretrain: C.PretrainConfig
+    pretrain: object
 
 
-def setup_run(name: str, params_path: str | Path = "params.yaml", seed: int = 0, init: str | None = None,
+def setup_run(name: str, ctx, seed: int = 0, init: str | None = None,
               ssl_weights: str | Path | None = None) -> RunSetup:
-    """Everything a run needs before training: typed params, the model and the data module (set up). Reports are
-    tokenized in the clip store already: only the tokenizer's vocabulary size is read here. `init` overrides the
-    run's `init` (Fig. 2 trains a run from several); `ssl_weights` is the file `init: ssl` loads."""
-    import dataclasses
-    from types import SimpleNamespace
-
+    """Everything a run needs before training: its parameters, the model and the data module (set up). Reports
+    are tokenized in the clip store already: only the tokenizer's vocabulary size is read here. `ctx`: the stage's
+    context (or a params.yaml path: train@NAME's). `init` overrides the run's `init` (Fig. 2 trains a run from
+    several); `ssl_weights` is the file `init: ssl` loads."""
     from .lit import ClipDataModule
+    from .models.factory import init_weights
     from .text import vocab_size
 
-    p = C.load(params_path)
-    base, train, text = p.base, p.train, p.text
-    if name not in p.runs:
-        raise C.ConfigError(f"run {name!r} is not in params.yaml runs: {sorted(p.runs)}")
-    run = p.runs[name]
+    ctx = _stage_context(ctx, name)
+    base, train, text = ctx.base, ctx.train, ctx.text
+    run = ctx.runs[name]
     if init:
         C.init_spec(init, "--init")
-        run = dataclasses.replace(run, init=init)
-    data = C.project_root(Path(params_path).resolve().parent) / base.data_root
+        run = run.replace(init=init)
+    data = ctx.data
     tokenizer_dir = Path(text.pretrained_dir) if text.pretrained_dir else data / "tokenizer"
     n_vocab = vocab_size(tokenizer_dir)
     if not (data / "cache" / "meta.json").is_file():
         raise FileNotFoundError(f"{data / 'cache'}: no clip store (run the cache stage first: dvc repro cache)")
     cache_meta = json.loads((data / "cache" / "meta.json").read_text())
-    model, frames = build_model(SimpleNamespace(**run.to_dict(), ssl_weights=ssl_weights), vocab_size=n_vocab,
-                                stored_frames=cache_meta["frames"],
-                                max_length=text.max_length, text_layers=text.layers,
-                                pretrained_dir=text.pretrained_dir, loss=train.loss)
+    model, frames = build_model(run.encoder, size=run.size, weights=init_weights(run.init, ssl_weights),
+                                vocab_size=n_vocab, stored_frames=cache_meta["frames"], max_length=text.max_length,
+                                text_layers=text.layers, pretrained_dir=text.pretrained_dir, loss=train.loss)
     batch = run.batch_size or train.batch_size
     dm = ClipDataModule(str(data / "cache"), list(run.views), frames, batch, train.num_workers,
                         text.shuffle_findings, text.max_findings, seed)
     dm.setup()
     return RunSetup(base, train, text, run, data, tokenizer_dir, n_vocab, model, frames, dm, batch, cache_meta,
-                    run_steps(p, name, dm.cache.index), p.pretrain)
+                    run_steps(ctx, name, dm.cache.index), ctx.pretrain)
 
 
 class ResumeError(RuntimeError):
@@ -162,15 +170,15 @@ def _prepare_folder(out: Path, resume: bool | str, signature: str) -> bool:
     return False
 
 
-def ssl_weights_for(name: str, params_path: str | Path, out_root: Path) -> Path:
+def ssl_weights_for(name: str, ctx, out_root: Path) -> Path:
     """`init: ssl`: the run's encoder pretrained (self-supervised, all training patients, pretrain.* settings,
     base.seed) into OUT_ROOT/NAME/pretrain once for all its seeds; reused while those settings hold."""
     from .pretrain import pretrain_encoder
 
-    p = C.load(params_path)
-    run, out = p.runs[name], out_root / name / "pretrain"
-    data = C.project_root(Path(params_path).resolve().parent) / p.base.data_root
-    want = {"encoder": run.encoder, "size": run.size, "fraction": 1.0, "seed": p.base.seed, **p.pretrain.to_dict()}
+    ctx = _stage_context(ctx, name)
+    run, out = ctx.runs[name], out_root / name / "pretrain"
+    want = {"encoder": run.encoder, "size": run.size, "fraction": 1.0, "seed": ctx.base.seed,
+            **ctx.pretrain.to_dict()}
     done = out / "summary.json"
     if os.environ.get("RANK", "0") != "0":  # torchrun / SLURM: rank 0 pretrains, the others wait for its file
         while not done.is_file():
@@ -179,28 +187,27 @@ def ssl_weights_for(name: str, params_path: str | Path, out_root: Path) -> Path:
         have = json.loads(done.read_text())
         if all(have.get(k) == v for k, v in want.items() if k in have):
             return out / "encoder.pt"
-    pretrain_encoder(run.encoder, run.size, data / "cache", out, 1.0, p.pretrain, p.base.seed, p.train)
+    pretrain_encoder(run.encoder, run.size, ctx.data / "cache", out, 1.0, ctx.pretrain, ctx.base.seed, ctx.train)
     return out / "encoder.pt"
 
 
-def register_authors_run(name: str, seed: int, p: C.Params, root: Path) -> dict:
+def register_authors_run(name: str, seed: int, ctx, root: Path) -> dict:
     """A run of the authors' released model (encoder: authors, init: local:FILE): nothing is trained; the
     checkpoint is read once to check it, and OUT/NAME/seedS/model.pt points to it with the tokenizer it needs
     (text.pretrained_dir, their bert-base-japanese-v3), so that evaluate scores it like any run."""
     from .config import init_spec
     from .models.authors import load_authors_checkpoint
 
-    run = p.runs[name]
+    run = ctx.runs[name]
     path = Path(init_spec(run.init)[1]).resolve()
-    if not p.text.pretrained_dir:
+    if not ctx.text.pretrained_dir:
         raise C.ConfigError(f"runs.{name}: the authors' model needs their tokenizer: set text.pretrained_dir to a "
                             "local copy of tohoku-nlp/bert-base-japanese-v3")
     net = load_authors_checkpoint(path)
     out = root / name / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({"authors_checkpoint": str(path), "run": run.to_dict(), "profile": p.base.profile,
-                "frames": net.num_frames, "tokenizer_dir": str(Path(p.text.pretrained_dir).resolve())},
-               out / "model.pt")
+    torch.save({"authors_checkpoint": str(path), "run": run.to_dict(), "frames": net.num_frames,
+                "tokenizer_dir": str(Path(ctx.text.pretrained_dir).resolve())}, out / "model.pt")
     summary = {"run": name, "seed": seed, "encoder": "authors", "size": run.size, "init": run.init,
                "frames": net.num_frames, "video_tower": net.visual.kind, "views": list(run.views), "steps": 0,
                "epochs_run": 0, "global_steps": 0, "train_clips": 0, "val_studies": 0, "train_seconds": 0.0,
@@ -210,12 +217,13 @@ def register_authors_run(name: str, seed: int, p: C.Params, root: Path) -> dict:
     return summary
 
 
-def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", resume: bool | str = False,
+def train_run(name: str, seed: int, ctx="params.yaml", resume: bool | str = False,
               fast_dev_run: bool = False, out_root: str | Path | None = None, init: str | None = None) -> dict:
-    """Train run `name` with `seed` into OUT_ROOT/NAME/seedSEED. `resume`: True continues from the run's last
-    checkpoint (exactly: model, optimiser, schedule, every random state and the position in the epoch), "auto"
-    does so when that checkpoint belongs to the same run, False starts afresh. `init` overrides the run's own
-    (scratch | ssl | local:PATH)."""
+    """Train run `name` with `seed` into OUT_ROOT/NAME/seedSEED. `ctx`: the stage's context (its listed
+    parameters), or a params.yaml path (then train@NAME's keys of it). `resume`: True continues from the run's
+    last checkpoint (exactly: model, optimiser, schedule, every random state and the position in the epoch),
+    "auto" does so when that checkpoint belongs to the same run, False starts afresh. `init` overrides the run's
+    own (scratch | ssl | local:PATH)."""
     import warnings
 
     import lightning as L
@@ -223,18 +231,16 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
 
     from .lit import EchoClipModule, ResumeState, StepProgress
 
-    if train_threads := C.load(params_path).train.torch_threads:
+    ctx = _stage_context(ctx, name)
+    if train_threads := ctx.train.torch_threads:
         torch.set_num_threads(train_threads)
     L.seed_everything(seed, workers=True, verbose=False)
-    p = C.load(params_path)
-    if name not in p.runs:
-        raise C.ConfigError(f"run {name!r} is not in params.yaml runs: {sorted(p.runs)}")
-    root = Path(out_root or C.project_root(Path(params_path).resolve().parent) / p.base.data_root / "runs")
-    if p.runs[name].encoder == "authors":
-        return register_authors_run(name, seed, p, root)
-    ssl = ssl_weights_for(name, params_path, root) if (init or p.runs[name].init) == "ssl" else None
-    r = setup_run(name, params_path, seed, init, ssl)
-    base, train, text, run = r.base, r.train, r.text, r.run
+    root = Path(out_root or ctx.data / "runs")
+    if ctx.runs[name].encoder == "authors":
+        return register_authors_run(name, seed, ctx, root)
+    ssl = ssl_weights_for(name, ctx, root) if (init or ctx.runs[name].init) == "ssl" else None
+    r = setup_run(name, ctx, seed, init, ssl)
+    train, text, run = r.train, r.text, r.run
     model, frames, dm, batch, cache_meta = r.model, r.frames, r.datamodule, r.batch_size, r.cache_meta
     out = root / name / f"seed{seed}"
     signature = run_signature(r, seed)
@@ -254,7 +260,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
         callbacks.insert(0, _KillAt(kill_at))
     # our sampler continues mid-epoch itself (EpochSampler.resume_at): Lightning's warning does not apply
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-    logger = _logger(out, resuming)
+    logger = lightning_logger(out, resuming)
     trainer = L.Trainer(
         accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
         precision=precision_of(train), max_steps=steps, max_epochs=-1, gradient_clip_val=train.grad_clip,
@@ -277,7 +283,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
         "run": name, "seed": seed, "encoder": run.encoder, "size": run.size, "init": run.init, "frames": frames,
         "views": list(run.views), "lr": run.lr, "batch_size": batch, "train_clips": len(dm.train_set),
         "val_clips": len(dm.val_set), "steps": steps,
-        "exposure_of": exposure_basis(C.load(params_path), run.exposure_of) if run.exposure_of else None,
+        "exposure_of": exposure_basis(ctx, run.exposure_of) if run.exposure_of != name else None,
         "epochs_run": round(trainer.global_step * batch * world / max(len(dm.train_set), 1), 2),
         "global_steps": trainer.global_step,
         "train_seconds": round(seconds, 1),
@@ -286,8 +292,7 @@ def train_run(name: str, seed: int, params_path: str | Path = "params.yaml", res
         "val_studies": int(trainer.callback_metrics.get("val/n_studies", 0)),
         "best_checkpoint": best, "precision": precision_of(train),
     }
-    torch.save({"state_dict": module.model.state_dict(), "run": run.to_dict(), "profile": base.profile,
-                "frames": frames, "size": cache_meta["size"], "cache_frames": cache_meta["frames"],
+    torch.save({"state_dict": module.model.state_dict(), "run": run.to_dict(), "frames": frames, "size": cache_meta["size"], "cache_frames": cache_meta["frames"],
                 "cache_fps": cache_meta["fps"], "vocab_size": r.vocab_size,
                 "max_length": text.max_length, "text_layers": model_text_layers(module.model),
                 "loss": train.loss, "tokenizer_dir": str(r.tokenizer_dir)},
@@ -310,81 +315,6 @@ class _KillAt:
                     os.kill(os.getpid(), signal.SIGKILL)
 
         return KillAt()
-
-
-def _curves_only():
-    from dvclive import Live
-    from scmrepo.exceptions import SCMError
-
-    class CurvesOnly(Live):
-        """dvclive as a curve logger (no experiment saved, no dvc.yaml written). dvclive 3.49 asks git for the
-        current commit before checking that there is one, and raises in a repository without commits: where a
-        user who ran `git init && dvc init && dvc repro` stands. There it carries on without the repository."""
-
-        def _init_dvc(self):
-            try:
-                super()._init_dvc()
-            except SCMError:
-                self._dvc_repo, self._save_dvc_exp = None, False
-                self._dvc_file = self._init_dvc_file()
-
-    return CurvesOnly
-
-
-class CsvCurves:
-    """The curve logger where dvclive is not installed (a bare GPU node): FOLDER/curves.csv, one row per value
-    (step, metric, value), with the methods the pretraining loop calls on a dvclive Live."""
-
-    def __init__(self, folder: str | Path):
-        self.path, self.step = Path(folder) / "curves.csv", 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("step,metric,value\n")
-
-    def log_metric(self, name: str, value: float) -> None:
-        with self.path.open("a") as f:
-            f.write(f"{self.step},{name},{value!r}\n")
-
-    def next_step(self) -> None:
-        self.step += 1
-
-    def end(self) -> None:
-        pass
-
-
-def curves_logger(folder: str | Path):
-    """A dvclive Live writing curves only into `folder` (what the pages and `dvc plots` read), for loops outside
-    Lightning (self-supervised pretraining); `CsvCurves` where dvclive is not installed."""
-    try:
-        live = _curves_only()
-    except ImportError:
-        print(f"dvclive is not installed: curves go to {Path(folder) / 'curves.csv'}")
-        return CsvCurves(folder)
-    return live(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
-
-
-def _logger(out: Path, resume: bool):
-    """dvclive (curves for the pipeline's pages and `dvc plots`); Lightning's CSV logger in an environment without
-    it (a bare GPU node running `python -m echolib.train` from a copied store)."""
-    try:
-        from dvclive.lightning import DVCLiveLogger
-    except ImportError:
-        from lightning.pytorch.loggers import CSVLogger
-
-        print("dvclive is not installed: curves go to csv/ (Lightning's CSVLogger)")
-        return CSVLogger(str(out), name="csv")
-    from lightning.fabric.loggers.logger import rank_zero_experiment
-
-    CurvesOnly = _curves_only()
-
-    class CurvesLogger(DVCLiveLogger):
-        @property
-        @rank_zero_experiment
-        def experiment(self):  # created on rank 0 only, when first used, as DVCLiveLogger does
-            if self._experiment is None:
-                self._experiment = CurvesOnly(**self._kwargs)
-            return self._experiment
-
-    return CurvesLogger(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, resume=resume)
 
 
 def model_text_layers(model: EchoClip) -> int:
@@ -411,7 +341,10 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a run name under `runs:` in params.yaml")
     ap.add_argument("--seed", type=int, default=None, help="one seed (default: every seed in base.seeds)")
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", default="params.yaml", help="run by hand: the project's params.yaml, read as the "
+                    "stage train@RUN lists it")
+    ap.add_argument("--stage-params", default=None, help="the parameters file a stage wrote for this process "
+                    "(then params.yaml is not read)")
     ap.add_argument("--resume", action="store_true", help="continue exactly from checkpoints/last.ckpt (error if none)")
     ap.add_argument("--resume-if-possible", action="store_true",
                     help="continue from checkpoints/last.ckpt when it belongs to this run, else start afresh")
@@ -421,13 +354,20 @@ def main(argv: list[str] | None = None) -> None:
                     "ssl | local:PATH")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    p = C.load(a.params)
-    if a.run not in p.runs:
-        raise SystemExit(f"error: run {a.run!r} is not in {a.params} runs: {sorted(p.runs)}")
-    seeds = [a.seed] if a.seed is not None else (p.runs[a.run].seeds or p.base.seeds)
+    try:
+        if a.stage_params:
+            from .stage import load_context
+
+            os.environ[C.STAGE_PARAMS_ENV] = "1"  # this process and its children never read params.yaml
+            ctx = _stage_context(load_context(a.stage_params), a.run)
+        else:
+            ctx = _stage_context(a.params, a.run)
+    except (C.ConfigError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {for_terminal(e)}") from None
+    seeds = [a.seed] if a.seed is not None else (ctx.runs[a.run].seeds or ctx.base.seeds)
     for seed in seeds:
         try:
-            s = train_run(a.run, seed, a.params, "auto" if a.resume_if_possible else a.resume, a.fast_dev_run,
+            s = train_run(a.run, seed, ctx, "auto" if a.resume_if_possible else a.resume, a.fast_dev_run,
                           a.out_root, a.init)
         except (C.ConfigError, ResumeError, FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: {for_terminal(e)}") from None
@@ -437,13 +377,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_train(ctx) -> dict:
     """Stage `train@RUN`: `python -m echolib.train --run RUN` in a subprocess (Lightning's DDP cannot start in a
-    kernel), every seed of base.seeds, into data/runs/RUN; returns the mean and spread over seeds."""
-    from .proc import run_module
-
+    kernel) given the stage's parameters, every seed of base.seeds, into data/runs/RUN; returns the mean and spread
+    over seeds."""
     out_root = ctx.out("runs")
     # an attempt interrupted before (its staging kept by the runner) continues where it stopped
-    run_module("echolib.train", "--run", ctx.key, "--params", ctx.params_file, "--out-root", out_root,
-               "--resume-if-possible", cwd=ctx.root)
+    ctx.run_module("echolib.train", "--run", ctx.key, "--out-root", out_root, "--resume-if-possible")
     summary = summarize_seeds(out_root / ctx.key)
     if len(summary["seeds"]) != len(ctx.run.seeds or ctx.base.seeds):
         raise RuntimeError(f"train@{ctx.key}: seeds {summary['seeds']} trained, expected {ctx.run.seeds or ctx.base.seeds}")

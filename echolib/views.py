@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import polars as pl
 from .io.files import OutputError, claim_output, mark_output
 from .io.safe import for_terminal
 from .io.video import VideoDecodeError, read_clip
+from .proc import map_jobs
 from .splits import split_patients
 from .vocab import CLASSES
 
@@ -48,16 +47,14 @@ def _load_one(job):
 def load_clips(root: str | Path, videos: pl.DataFrame, frames: int, size: int, workers: int = 0,
                progress: bool = True) -> tuple[np.ndarray, list[str]]:
     """Decode every clip of `videos` (a few frames each) with a process pool; returns array and errors."""
-    from .progress import track
-
     jobs = [(str(Path(root) / p), n, frames, size) for p, n in zip(videos["path"], videos["n_frames"], strict=True)]
     out = np.zeros((len(jobs), frames, size, size, 3), np.uint8)
     errors = [""] * len(jobs)
-    workers = workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(workers) as pool:
-        it = pool.map(_load_one, jobs, chunksize=32)
-        for i, (arr, err) in enumerate(track(it, len(jobs), "decode", "clip", enabled=progress)):
-            out[i], errors[i] = arr, err
+
+    def place(i, result):
+        out[i], errors[i] = result
+
+    map_jobs(_load_one, jobs, workers, "decode", "clip", progress, each=place, keep=False)
     return out, errors
 
 
@@ -174,6 +171,8 @@ def train(data: str | Path, out: str | Path, model_name: str, frames: int, size:
     """Fit the classifier on one patient group, calibrate on a second, evaluate on a third; save to `out`."""
     import torch
 
+    from .loop import Stepper
+
     torch.manual_seed(seed)
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,9 +198,7 @@ def train(data: str | Path, out: str | Path, model_name: str, frames: int, size:
     x_fit, _ = load_clips(data, fit, frames, size, workers, progress)
     y_fit = torch.from_numpy(label_indices(fit["view"]))
     model = create_model(model_name, frames)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    steps = epochs * math.ceil(len(fit) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
+    stepper = Stepper(model, lr, weight_decay=0.01, steps=epochs * math.ceil(len(fit) / batch_size), warmup=0.15)
     gen = torch.Generator().manual_seed(seed)
     history = []
     for epoch in range(epochs):
@@ -211,12 +208,7 @@ def train(data: str | Path, out: str | Path, model_name: str, frames: int, size:
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             x = _augment(to_tensor(x_fit[idx.numpy()]), gen)
-            loss = torch.nn.functional.cross_entropy(model(x), y_fit[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+            losses.append(stepper.step(torch.nn.functional.cross_entropy(model(x), y_fit[idx])))
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses))})
         print(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}", flush=True)
     del x_fit
@@ -302,25 +294,35 @@ def from_labels(videos: pl.DataFrame, source_path: str = "videos.parquet") -> pl
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m echolib.views train --out DIR [--params params.yaml]`: the view_classifier stage's training on
+    the data and settings it lists (views.*, base.seed, base.workers), into DIR, outside the pipeline."""
+    from . import config as C
+    from .stage import stage_context
+
     ap = argparse.ArgumentParser(prog="python -m echolib.views")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train + calibrate + evaluate the view classifier")
-    t.add_argument("--data", required=True)
+    t = sub.add_parser("train", help="train + calibrate + evaluate the view classifier (params.yaml's views.*)")
     t.add_argument("--out", required=True)
-    t.add_argument("--model", required=True, help="a timm architecture")
-    for name, typ in (("frames", int), ("size", int), ("epochs", int), ("batch-size", int), ("lr", float),
-                      ("max-train-clips", int), ("seed", int), ("workers", int)):
-        t.add_argument(f"--{name}", type=typ, required=True)
+    t.add_argument("--params", default="params.yaml", help="the project's params.yaml")
     a = ap.parse_args(argv)
     try:
-        claim_output(a.out, [a.data])  # new, empty or echolib's own: nothing of anyone else's is replaced
-    except OutputError as e:
+        params = Path(a.params).resolve()
+        ctx = stage_context("view_classifier", root=C.project_root(params.parent), params_file=params)
+        claim_output(a.out, [ctx.raw])  # new, empty or echolib's own: nothing of anyone else's is replaced
+    except (OutputError, C.ConfigError, FileNotFoundError) as e:
         raise SystemExit(f"error: {for_terminal(e)}") from None
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    mark_output(a.out)
-    m = train(a.data, a.out, a.model, a.frames, a.size, a.epochs, a.batch_size, a.lr, a.max_train_clips, a.seed,
-              a.workers)
+    m = train_classifier(ctx, a.out)
     print(json.dumps({k: m[k] for k in ("accuracy", "temperature", "ece_before", "ece_after", "train_seconds")}))
+
+
+def train_classifier(ctx, out: str | Path) -> dict:
+    """The classifier a view_classifier stage context describes (views.*, base.seed, base.workers), trained on
+    its input tables into `out` (marked as echolib's)."""
+    cfg = ctx.views
+    Path(out).mkdir(parents=True, exist_ok=True)
+    mark_output(out)
+    return train(ctx.raw, out, cfg.model, cfg.frames, cfg.size, cfg.epochs, cfg.batch_size, cfg.lr,
+                 cfg.max_train_clips, ctx.base.seed, ctx.base.workers)
 
 
 
@@ -347,15 +349,9 @@ VIEW_METRICS = ("model", "accuracy", "temperature", "ece_before", "ece_after", "
 
 
 def run_view_classifier(ctx) -> dict:
-    """Stage `view_classifier`: train, calibrate and evaluate the classifier (params `views`) in a subprocess,
-    into data/views; returns the metrics kept in metrics/views.json."""
-    from .proc import run_module
-
-    cfg, out = ctx.views, ctx.out("views")
-    run_module("echolib.views", "train", "--data", ctx.raw, "--out", out, "--model", cfg.model, "--frames", cfg.frames,
-               "--size", cfg.size, "--epochs", cfg.epochs, "--batch-size", cfg.batch_size, "--lr", cfg.lr,
-               "--max-train-clips", cfg.max_train_clips, "--seed", ctx.base.seed, "--workers", ctx.base.workers)
-    m = json.loads((out / "metrics.json").read_text())
+    """Stage `view_classifier`: train, calibrate and evaluate the classifier (params `views`) in the stage's own
+    process, into data/views; returns the metrics kept in metrics/views.json."""
+    m = train_classifier(ctx, ctx.out("views"))
     return {k: m[k] for k in VIEW_METRICS}
 
 

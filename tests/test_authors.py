@@ -291,7 +291,7 @@ def test_the_evaluate_stage_scores_an_authors_checkpoint_as_a_run(tiny_project, 
     ck = write_checkpoint(tmp_path / "checkpoint_videomae2.pt", videomae2_state(len(tok)), "videomae2")
     params = tiny_params(views={"source": "label"}, text={"pretrained_dir": str(tok_dir)})
     params["runs"] = {"Authors": {**params["runs"]["SingleVideo"], "encoder": "authors", "init": f"local:{ck}",
-                                  "views": ["4CH"], "seeds": [0]}}
+                                  "views": ["4CH"], "seeds": [0], "exposure_of": "Authors"}}
     params["fig2"]["runs"] = []
     d = make_project(tmp_path / "proj", params)
     (d / "data").mkdir()

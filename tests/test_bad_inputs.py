@@ -341,12 +341,12 @@ def test_training_curves_are_logged_in_a_git_repository_without_commits(tmp_path
     import subprocess
     import sys
 
-    from echolib.train import _logger
+    from echolib.curves import lightning_logger
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)
-    logger = _logger(tmp_path / "run", resume=False)
+    logger = lightning_logger(tmp_path / "run", resume=False)
     logger.log_metrics({"train/loss": 1.5}, step=3)
     logger.finalize("success")
     tsv = tmp_path / "run" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv"

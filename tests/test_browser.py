@@ -19,8 +19,9 @@ def site(tmp_path_factory):
     code = f"""
 from IPython.display import HTML, display
 import altair as alt, pandas as pd
-from echolib.report import banner_html, examples_html
-from echolib.site import setup_notebook
+from echolib.examples import examples_html
+from echolib.report import banner_html
+from echolib.display import setup_notebook
 setup_notebook()
 facts = dict(profile="tiny", changed=[], source="synthetic", patients=1, studies=2, clips=3, kept_clips=3,
              evaluation_studies=2, test_patients=1, seeds=[0], git="abc", params_digest="d", date="now", smoke=True)

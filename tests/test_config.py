@@ -54,7 +54,7 @@ def test_show_prints_the_effective_parameters(capsys):
 
 
 def test_a_fourth_run_gets_the_profile_too(params):
-    params["runs"]["MultiVideo4"] = copy.deepcopy(params["runs"]["MultiVideo"])
+    params["runs"]["MultiVideo4"] = {**copy.deepcopy(params["runs"]["MultiVideo"]), "exposure_of": "MultiVideo4"}
     eff = config.apply_profile(params, "paper")
     assert eff["runs"]["MultiVideo4"]["size"] == "paper" and eff["runs"]["MultiVideo4"]["lr"] == 1e-5
 
@@ -200,3 +200,18 @@ def test_fig2_runs_are_checked_only_when_fig2_is_to_run(params):
     params["fig2"]["sizes"] = [0.5]
     with pytest.raises(config.ConfigError, match="'fig2.runs' names 'SingleImage', which is not in runs"):
         config.validate(params)
+
+
+def test_the_readme_profile_table_matches_the_presets():
+    """Each row of the README's profile table: patients, frame size, frames and rate stored, the video encoder."""
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([\d,]+) \| (\d+) px \| (\d+) frames at ([\d.]+) fps \| `(\w+)`, (\w+) \|$",
+                      text, re.M)
+    assert sorted(r[0] for r in rows) == sorted(config.PROFILES)
+    for profile, patients, size, frames, fps, encoder, enc_size in rows:
+        v = config.profile_values(profile, ["MultiVideo"])
+        assert (int(patients.replace(",", "")), int(size), int(frames), float(fps)) == (
+            v["synth.n_patients"], v["synth.size"], v["cache.frames"], v["cache.fps"]), profile
+        assert (encoder, enc_size) == (v["runs.MultiVideo.encoder"], v["runs.MultiVideo.size"]), profile

@@ -8,7 +8,7 @@ from echolib.models import load_clip_model
 
 @pytest.mark.slow
 def test_evaluate_trained_tiny_run(tiny_project):
-    from echolib.cache import ClipCache
+    from echolib.store import ClipCache
     from echolib.train import train_run
 
     train_run("MultiVideo", 0, tiny_project / "params.yaml", out_root=tiny_project / "evalruns")

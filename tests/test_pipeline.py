@@ -17,7 +17,6 @@ import pytest
 from echolib import config
 from echolib.stage import context, dvc_stages, injected, spec, stage_names
 from tests.conftest import ROOT, make_project, tiny_params
-from tests.pipeline_deps import covered, module_file, notebook_closure
 
 PARAMS = config.load_params(ROOT / "params.yaml")
 STAGES = stage_names(ROOT, PARAMS)
@@ -64,20 +63,39 @@ def test_stage_notebook_declares_what_the_stage_lists(name):
         f"python -m echolib.stage {sp.stage}" + ("@${key}" if sp.key else "")
 
 
-@pytest.mark.parametrize("name", STAGES)
-def test_deps_cover_every_module_the_stage_runs(name):
-    sp = spec(name, ROOT, PARAMS)
-    body = dvc_stages(ROOT)[sp.stage]
-    deps = [d.replace("${key}", sp.key or "") for d in body.get("do", body)["deps"]]
-    missing = sorted(module_file(m).relative_to(ROOT).as_posix() for m in notebook_closure(ROOT / sp.notebook)
-                     if not covered(module_file(m), deps))
-    assert not missing, f"stage {name} runs {missing} but dvc.yaml does not list them under deps"
+def test_deps_are_exactly_the_code_each_stage_runs():
+    """Both ways: no module a stage runs is missing from its deps, and no echolib path it never runs is there
+    (`python -m echolib.deps` rewrites them)."""
+    from echolib.deps import differences
+
+    assert differences(ROOT) == {}, "run `python -m echolib.deps` (dvc.yaml's deps differ from the code)"
+
+
+def test_the_deps_check_fails_both_ways(tmp_path):
+    import shutil
+
+    from echolib.deps import differences
+
+    for name in ("dvc.yaml", "notebooks", "echolib"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, tmp_path / name)
+    text = (tmp_path / "dvc.yaml").read_text()
+    (tmp_path / "dvc.yaml").write_text(text.replace("deps: [notebooks/03_split.ipynb,",
+                                                    "deps: [notebooks/03_split.ipynb, echolib/report.py,", 1)
+                                       .replace(" echolib/synth/render.py,", "", 1))
+    diff = differences(tmp_path)
+    assert diff["split"] == {"missing": [], "extra": ["echolib/report.py"]}
+    assert diff["synthesize"] == {"missing": ["echolib/synth/render.py"], "extra": []}
 
 
 def test_closure_follows_lazy_imports_and_subprocess_modules():
-    mods = notebook_closure(ROOT / "notebooks" / "06_train.ipynb")
+    from echolib.deps import code_deps, stage_modules
+
+    mods = stage_modules("train", ROOT / "notebooks" / "06_train.ipynb")
     assert {"echolib.lit", "echolib.loss", "echolib.models.video", "echolib.stage"} <= mods  # lit: imported lazily
     assert "echolib.synth" not in mods and "echolib.views" not in mods
+    assert "echolib.site" not in mods and "echolib.report" not in mods  # only the report stage runs those
+    assert {"echolib/site.py", "echolib/report.py", "echolib/templates"} <= set(
+        code_deps("report", ROOT / "notebooks" / "99_report.ipynb"))
 
 
 def test_injected_params_group_the_listed_keys_by_section():
@@ -140,7 +158,7 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     from tests.browser import check_site
 
     params = tiny_params(views={"epochs": 1, "threshold": 0.0}, evaluate={"n_bootstrap": 50})
-    params["runs"]["SingleVideoB"] = {**params["runs"]["SingleVideo"], "lr": 0.001}
+    params["runs"]["SingleVideoB"] = {**params["runs"]["SingleVideo"], "lr": 0.001, "exposure_of": "SingleVideoB"}
     d = make_project(tmp_path / "p", params)
     # determinism: a twin project with the same params reproduced from scratch at the same time
     twin = make_project(tmp_path / "twin", params)
@@ -200,10 +218,10 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
         assert _snapshot(d) == before, f"killing stage {name} changed its outputs"
     # the ingest stage on a real (DICOM) archive, through the same runner
     archive = d / "archive"
-    for k in range(2):
-        F.save(F.variant(patient=f"T-{k}"), archive / f"IMG{k:04d}")
-    (d / "reports.csv").write_text(f"study_key,report_text\n{F.cine().StudyInstanceUID},左室拡大なし。\n",
-                                   encoding="utf-8")
+    for k in range(2):  # two patients, a study each (a report key naming both would attach to neither)
+        F.save(F.variant(patient=f"T-{k}", study=f"{F.cine().StudyInstanceUID}.{k}"), archive / f"IMG{k:04d}")
+    (d / "reports.csv").write_text("study_key,report_text\n" + "".join(
+        f"{F.cine().StudyInstanceUID}.{k},左室拡大なし。\n" for k in range(2)), encoding="utf-8")
     params["base"]["source"] = "dicom"
     params["ingest"].update(src="archive", salt_file="salt", reports="reports.csv")
     (d / "params.yaml").write_text(json.dumps(params))

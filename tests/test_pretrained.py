@@ -253,8 +253,8 @@ def test_pretraining_sees_only_training_patients_and_its_weights_load(tiny_proje
     """Nested patient subsets of the training split only; the written encoder loads back exactly (init: local)
     and the image model's weights load into the video ConvNeXt's backbone."""
     from echolib import config as C
-    from echolib.cache import open_store
     from echolib.pretrain import pretrain_encoder, pretrain_patients, pretrain_rows
+    from echolib.store import open_store
 
     store = open_store(tiny_project / "data" / "cache")
     index = store.index
@@ -303,7 +303,7 @@ def test_masked_video_pretraining_hides_tubes_and_trains_the_runs_own_backbone()
 def test_pretraining_curves_go_to_a_csv_where_dvclive_is_not_installed(tmp_path, monkeypatch, capsys):
     import sys
 
-    from echolib.train import CsvCurves, curves_logger
+    from echolib.curves import CsvCurves, curves_logger
 
     monkeypatch.setitem(sys.modules, "dvclive", None)  # `import dvclive` raises ImportError
     live = curves_logger(tmp_path / "curves")

@@ -65,3 +65,17 @@ def test_chunks_follow_a_memory_budget_and_rank_like_the_full_matrix():
     got = ranks_from_embeddings(v, t, budget=budget)
     np.testing.assert_array_equal(got[0], full[0])
     np.testing.assert_array_equal(got[1], full[1])
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_query_ranks_match_brute_force_with_ties(chunk):
+    """Per-clip ranks: 23 queries (clips) against 7 candidates (reports), the correct one given per query."""
+    from echolib.ranking import query_ranks
+
+    rng = np.random.default_rng(5)
+    q = torch.from_numpy(rng.integers(0, 3, size=(23, 4)).astype(np.float32))  # integer vectors: many tied scores
+    c = torch.from_numpy(rng.integers(0, 3, size=(7, 4)).astype(np.float32))
+    right = rng.integers(0, 7, size=23)
+    sim = (q @ c.T).numpy()
+    brute = [1 + sum(1 for j in range(7) if j != right[i] and sim[i, j] >= sim[i, right[i]]) for i in range(23)]
+    np.testing.assert_array_equal(query_ranks(q, c, right, chunk=chunk), brute)

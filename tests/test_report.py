@@ -13,6 +13,7 @@ from nbclient import NotebookClient
 
 from echolib import report as R
 from echolib.compare import claim_sentences
+from echolib.examples import examples_html
 from echolib.site import clean_notebook, dvc_plots_template, export
 
 
@@ -29,7 +30,7 @@ def executed(tmp_path_factory):
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Title"), params, injected,
         nbformat.v4.new_code_cell(
-            "import sys, altair as alt, pandas as pd, polars as pl\nfrom echolib.site import setup_notebook\n"
+            "import sys, altair as alt, pandas as pd, polars as pl\nfrom echolib.display import setup_notebook\n"
             "setup_notebook()\n"
             f"print('written to {d}/data/x.parquet')\n"
             "print('GPU available: False, used: False')\n"
@@ -109,14 +110,14 @@ def test_examples_escape_report_text_and_mark_sentences_not_in_the_true_report()
             "retrieved": [{"model": "M", "study_id": "S2", "correct": False,
                            "report": "左室拡大なし。軽度僧帽弁逆流あり。<img src=x onerror=alert(2)>",
                            "differs": [{"finding": "mr", "true": "なし・微量", "retrieved": "軽度"}]}]}]
-    page = R.examples_html(rec)
+    page = examples_html(rec)
     assert "<script>" not in page and "<img" not in page and "&lt;script&gt;" in page
     assert "<mark>軽度僧帽弁逆流あり。</mark>" in page and "<mark>左室拡大なし。</mark>" not in page
     assert "mitral regurgitation" in page and 'lang="ja"' in page
     # a paraphrase of the same finding is not a difference; without ground truth, sentences not in the true report
     rec[0]["retrieved"][0].update(report="左室の拡大は認めない。僧帽弁逆流なし。", differs=[])
-    assert "<mark>" not in R.examples_html(rec)
-    page = R.examples_html([{**rec[0], "has_findings": False}])
+    assert "<mark>" not in examples_html(rec)
+    page = examples_html([{**rec[0], "has_findings": False}])
     assert "<mark>左室の拡大は認めない。</mark>" in page and "no ground-truth findings" in page
 
 
@@ -223,7 +224,7 @@ def test_dvc_plots_template_inlines_scripts_and_keeps_the_placeholder(tmp_path):
 
 
 def test_svg_helper():
-    from echolib.site import chart_to_svg
+    from echolib.display import chart_to_svg
 
     svg = chart_to_svg(alt.Chart(alt.Data(values=[{"a": 1}])).mark_point().encode(x="a:Q"))
     assert svg.lstrip().startswith("<svg")

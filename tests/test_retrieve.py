@@ -53,8 +53,9 @@ def test_retrieve_top_k_and_no_usable_view(tiny_project, tmp_path, capsys, monke
     # retrieval feeds the model exactly the frames evaluation feeds it
     import torch
 
-    from echolib.cache import ClipCache, ClipReportDataset, model_input
+    from echolib.datasets import ClipReportDataset, model_input
     from echolib.retrieve import _clip_tensor
+    from echolib.store import ClipCache
 
     ck = torch.load(root / "rruns" / "SingleVideo" / "seed0" / "model.pt", map_location="cpu", weights_only=True)
     cache = ClipCache(root / "data" / "cache")

@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 import torch
 
-from echolib.cache import build_cache, cache_inputs, open_store
-from echolib.store import StreamingClips, decode_clip, encode_clip, epoch_shards
+from echolib.cache import build_cache, cache_inputs
+from echolib.datasets import StreamingClips, epoch_shards
+from echolib.store import decode_clip, encode_clip, open_store
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +116,8 @@ def test_two_process_ddp_ranks_read_disjoint_clips_whose_union_is_the_epoch(shar
 
     code = f"""
 import json, os, torch.distributed as dist
-from echolib.cache import open_store
-from echolib.store import StreamingClips
+from echolib.datasets import StreamingClips
+from echolib.store import open_store
 dist.init_process_group("gloo")
 ds = StreamingClips(open_store({str(shard_store[0])!r}), "train", None, 8, True, seed=5)
 keys = [x["key"] for x in ds]
@@ -201,9 +202,10 @@ def test_pretrain_encoder_reads_the_sharded_store_with_worker_processes(shard_st
     import dataclasses
 
     from echolib import config as C
+    from echolib.accel import device_for
     from echolib.models import create_video_encoder
     from echolib.models.pretrained import load_weights
-    from echolib.pretrain import device_for, pretrain_encoder, pretrain_rows
+    from echolib.pretrain import pretrain_encoder, pretrain_rows
 
     p = C.load(tiny_project / "params.yaml")
     cfg = C.PretrainConfig.from_dict(dict(steps=3, batch_size=4, lr=1e-3, temperature=0.1, mask_ratio=0.9))

@@ -4,7 +4,7 @@ in OneCycleLR), and long runs keep the one-cycle schedule they were planned with
 import pytest
 import torch
 
-from echolib.supervised import one_cycle
+from echolib.loop import one_cycle
 
 
 def _lrs(steps: int, make) -> list[float]:

@@ -1,15 +1,17 @@
 """Training path: clip cache, dataset, Lightning fast_dev_run and a short real fit of each ablation run."""
 
 import json
+import os
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
 
-from echolib.cache import ClipCache, ClipReportDataset, frame_indices, max_offset, model_input
+from echolib.datasets import ClipReportDataset, frame_indices, max_offset, model_input
 from echolib.io.video import read_clip
 from echolib.lit import param_groups, study_level_metrics
+from echolib.store import ClipCache
 from echolib.train import train_run
 
 
@@ -205,3 +207,30 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tiny_project, tmp_pat
     # a fresh run into a finished folder moves the earlier run aside: resume never mixes two runs
     fresh = _train(tiny_project, tmp_path / "b")
     assert fresh.returncode == 0 and (tmp_path / "b" / "MultiVideo" / ".seed0.replaced" / "model.pt").is_file()
+
+
+def test_a_stage_subprocess_reads_only_what_its_stage_lists(tiny_project, tmp_path):
+    """`python -m echolib.train` as the train stage starts it: its parameters come from the runner's file (the
+    stage's listed keys only). A key the code reads but the file lacks is a one-line error naming the key, and
+    params.yaml cannot be read there at all."""
+    import copy
+    import subprocess
+    import sys
+
+    from echolib.io.files import write_json
+    from echolib.stage import stage_context
+
+    ctx = stage_context("train", "SingleVideo", tiny_project)
+    params = copy.deepcopy(ctx.params)
+    del params["train"]["loss"]
+    write_json(tmp_path / "p.json", {"stage": "train@SingleVideo", "root": str(tiny_project), "pipeline": True,
+                                     "params": params})
+    r = subprocess.run([sys.executable, "-m", "echolib.train", "--stage-params", str(tmp_path / "p.json"), "--run",
+                        "SingleVideo", "--out-root", str(tmp_path / "out")], capture_output=True, text=True,
+                       cwd=tiny_project, timeout=300)
+    assert r.returncode == 1 and r.stderr.strip() == ("error: stage 'train@SingleVideo' reads 'train.loss', which its "
+                                                      "params: list in dvc.yaml does not name (add it there)")
+    r = subprocess.run([sys.executable, "-c", "from echolib import config; config.load_params('params.yaml')"],
+                       capture_output=True, text=True, cwd=tiny_project, env={**os.environ,
+                                                                             "ECHOLIB_STAGE_SUBPROCESS": "1"})
+    assert "never params.yaml: it could depend on a key DVC does not track" in r.stderr

@@ -11,46 +11,46 @@ from .registry import create_image_encoder, create_text_encoder, create_video_en
 IMAGE_EVAL_FRAMES = 32
 
 
-def build_model(run, *, vocab_size: int, stored_frames: int, max_length: int, text_layers: int,
-                pretrained_dir: str = "", loss: str = "clip") -> tuple[EchoClip, int]:
-    """EchoClip for a run (its encoder, size, optional backbone weights) and the frames its video input has.
+def build_model(encoder: str, *, size: str, weights: str | Path | None = None, vocab_size: int,
+                stored_frames: int, max_length: int, text_layers: int, pretrained_dir: str = "",
+                loss: str = "clip") -> tuple[EchoClip, int]:
+    """EchoClip with the video or image `encoder` at `size` (its tower started from the local `weights` file or
+    folder, else from scratch) and a BERT text tower; returns it and the frames its video input has.
 
-    `text_layers` is the depth of a text tower trained from scratch (ignored with `pretrained_dir`)."""
-    weights = init_weights(run)
-    if run.encoder in list_encoders()["image"]:
-        enc = create_image_encoder(run.encoder, size=run.size, weights=weights)
+    `text_layers` is the depth of a text tower trained from scratch (ignored with `pretrained_dir`, the local
+    tokenizer-and-weights folder it starts from instead)."""
+    weights = str(weights) if weights else None
+    if encoder in list_encoders()["image"]:
+        enc = create_image_encoder(encoder, size=size, weights=weights)
         frames = min(stored_frames, IMAGE_EVAL_FRAMES)
     else:
-        enc = create_video_encoder(run.encoder, size=run.size, weights=weights)
+        enc = create_video_encoder(encoder, size=size, weights=weights)
         frames = enc.num_frames
         if frames > stored_frames:
-            raise ValueError(f"run encoder {run.encoder} ({run.size}) needs {frames} frames but the clip cache "
+            raise ValueError(f"run encoder {encoder} ({size}) needs {frames} frames but the clip cache "
                              f"stores {stored_frames}: raise cache.frames")
     depth = {} if pretrained_dir else {"num_hidden_layers": text_layers}
-    txt = create_text_encoder("bert", size=run.size, vocab_size=vocab_size, max_length=max_length,
+    txt = create_text_encoder("bert", size=size, vocab_size=vocab_size, max_length=max_length,
                               pretrained_dir=pretrained_dir or None, embed_dim=enc.proj.out_features, **depth)
     return EchoClip(enc, txt, siglip=loss == "siglip"), frames
 
 
-def init_weights(run) -> str | None:
-    """The weights file a run's video/image tower starts from: None (scratch), the local path (local:PATH), or
-    the self-supervised weights the train stage wrote for it (ssl: `run.ssl_weights`, set by `train_run`)."""
+def init_weights(init: str, ssl_weights: str | Path | None = None) -> str | None:
+    """The weights file a run's video/image tower starts from, by its `init`: None (scratch), the local path
+    (local:PATH), or `ssl_weights`, the self-supervised weights the train stage wrote for it (ssl)."""
     from ..config import init_spec
 
-    kind, path = init_spec(getattr(run, "init", "scratch"))
+    kind, path = init_spec(init)
     if kind == "ssl":
-        found = getattr(run, "ssl_weights", None)
-        if not found:
+        if not ssl_weights:
             raise FileNotFoundError("init: ssl needs the self-supervised weights; the train stage pretrains them "
                                     "first (python -m echolib.train does)")
-        return str(found)
+        return str(ssl_weights)
     return path or None
 
 
 def load_clip_model(model_pt: str | Path):
     """Rebuild a trained EchoClip from its model.pt (weights + the run settings it was trained with)."""
-    from types import SimpleNamespace
-
     from ..io.weights import load_torch
 
     path = Path(model_pt)
@@ -65,8 +65,8 @@ def load_clip_model(model_pt: str | Path):
     run = dict(ck["run"])
     if run.get("size", "auto") == "auto":  # saved before sizes were explicit: the profile decided
         run["size"] = "paper" if ck.get("profile") == "paper" else "tiny"
-    run = SimpleNamespace(encoder=run["encoder"], size=run["size"], init="scratch")  # the weights come next
-    model, frames = build_model(run, vocab_size=ck["vocab_size"], stored_frames=ck["frames"],
+    model, frames = build_model(run["encoder"], size=run["size"], vocab_size=ck["vocab_size"],
+                                stored_frames=ck["frames"],
                                 max_length=ck["max_length"], loss=ck["loss"],
                                 text_layers=ck.get("text_layers") or _text_layers(ck["state_dict"]))
     model.load_state_dict(ck["state_dict"])
