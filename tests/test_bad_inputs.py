@@ -447,25 +447,23 @@ def _put(src: Path, name: str, what) -> None:
 
 #: name -> (what to put beside the good cine: [(file name, dataset or bytes or callable(study))], expected:
 #: {"clips": n} and/or {file name: reason})
+def _other_class(name: str, uid: str, what: str, cine: bool = False):
+    """A case: a file of another SOP class than a cine (a bare dataset, or the example cine relabelled)."""
+    make = (lambda s: F.variant(study=s, SOPClassUID=uid)) if cine else (lambda s: _dataset(SOPClassUID=uid))
+    return [(name, make)], {name: f"not an ultrasound multi-frame cine: {what} (SOP class {uid})"}
+
+
 ARCHIVE_CASES = {
-    "DICOMDIR": ([("DICOMDIR", lambda s: _dataset(SOPClassUID="1.2.840.10008.1.3.10"))],
-                 {"DICOMDIR": "not an ultrasound multi-frame cine: a DICOMDIR (the index of an exported folder) "
-                              "(SOP class 1.2.840.10008.1.3.10)"}),
-    "structured report": ([("SR0001", lambda s: _dataset(SOPClassUID="1.2.840.10008.5.1.4.1.1.88.33"))],
-                          {"SR0001": "not an ultrasound multi-frame cine: a structured report (measurements, not "
-                                     "images) (SOP class 1.2.840.10008.5.1.4.1.1.88.33)"}),
-    "encapsulated PDF": ([("report.pdf.dcm", lambda s: _dataset(SOPClassUID="1.2.840.10008.5.1.4.1.1.104.1"))],
-                         {"report.pdf.dcm": "not an ultrasound multi-frame cine: an encapsulated document (PDF or "
-                                            "CDA) (SOP class 1.2.840.10008.5.1.4.1.1.104.1)"}),
-    "enhanced US volume": ([("3d.dcm", lambda s: F.variant(study=s, SOPClassUID="1.2.840.10008.5.1.4.1.1.6.2"))],
-                           {"3d.dcm": "not an ultrasound multi-frame cine: an enhanced US volume (3-D or 4-D), not "
-                                      "a 2-D cine (SOP class 1.2.840.10008.5.1.4.1.1.6.2)"}),
-    "screen recording": ([("sc.dcm", lambda s: F.variant(study=s, SOPClassUID="1.2.840.10008.5.1.4.1.1.7.4"))],
-                         {"sc.dcm": "not an ultrasound multi-frame cine: a multi-frame secondary capture (a screen "
-                                    "recording) (SOP class 1.2.840.10008.5.1.4.1.1.7.4)"}),
-    "ECG waveform": ([("ecg.dcm", lambda s: _dataset(SOPClassUID="1.2.840.10008.5.1.4.1.1.9.1.1"))],
-                     {"ecg.dcm": "not an ultrasound multi-frame cine: a waveform (ECG) "
-                                 "(SOP class 1.2.840.10008.5.1.4.1.1.9.1.1)"}),
+    "DICOMDIR": _other_class("DICOMDIR", "1.2.840.10008.1.3.10", "a DICOMDIR (the index of an exported folder)"),
+    "structured report": _other_class("SR0001", "1.2.840.10008.5.1.4.1.1.88.33",
+                                      "a structured report (measurements, not images)"),
+    "encapsulated PDF": _other_class("report.pdf.dcm", "1.2.840.10008.5.1.4.1.1.104.1",
+                                     "an encapsulated document (PDF or CDA)"),
+    "enhanced US volume": _other_class("3d.dcm", "1.2.840.10008.5.1.4.1.1.6.2",
+                                       "an enhanced US volume (3-D or 4-D), not a 2-D cine", cine=True),
+    "screen recording": _other_class("sc.dcm", "1.2.840.10008.5.1.4.1.1.7.4",
+                                     "a multi-frame secondary capture (a screen recording)", cine=True),
+    "ECG waveform": _other_class("ecg.dcm", "1.2.840.10008.5.1.4.1.1.9.1.1", "a waveform (ECG)"),
     "single-frame still": ([("still.dcm", lambda s: F.variant(study=s, SOPClassUID="1.2.840.10008.5.1.4.1.1.6.1"))],
                            {"still.dcm": "single-frame image (Ultrasound Image Storage)"}),
     "no preamble, no file meta": ([("OLD0001", lambda s: _raw_dataset(F.rgb(F.variant(study=s, patient="P-1"))))],

@@ -7,6 +7,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -148,6 +149,13 @@ def test_runner_reports_a_failing_stage_in_one_line(tmp_path):
     assert "error: params: 'views.epochs' must be >= 1, got 0" in r.stderr
 
 
+def _dvc_status_stages(project) -> list[str]:
+    """The stages `dvc status` says have changed (its unindented 'NAME:' lines)."""
+    r = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=project, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return sorted(line[:-1] for line in r.stdout.splitlines() if line.endswith(":") and not line[0].isspace())
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     """`dvc repro` of the tiny profile with a fourth run added to params.yaml only: it is trained, evaluated,
@@ -162,6 +170,8 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     d = make_project(tmp_path / "p", params)
     # determinism: a twin project with the same params reproduced from scratch at the same time
     twin = make_project(tmp_path / "twin", params)
+    (twin / "echolib").unlink()  # its own copy of the code, which this test edits afterwards
+    shutil.copytree(ROOT / "echolib", twin / "echolib", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=twin, check=True)
     twin_log = open(tmp_path / "twin.log", "w")  # noqa: SIM115 (closed below)
     # the two run side by side on a small machine: one thread each (two processes that each take every core make
@@ -210,6 +220,13 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     ours, theirs = _metrics_without_clock(d), _metrics_without_clock(twin)
     assert len(ours) >= 20 and sorted(ours) == sorted(theirs)
     assert {k for k in ours if ours[k] != theirs[k]} == set()
+    # exact deps: editing the report page's code or a template of the site reruns the report stage alone
+    assert _dvc_status_stages(twin) == []
+    with open(twin / "echolib" / "report.py", "a") as f:
+        f.write("\n# an edit to the collaborators' page\n")
+    with open(twin / "echolib" / "templates" / "site" / "echolib_site.j2", "a") as f:
+        f.write("\n{# an edit to the site's look #}\n")
+    assert _dvc_status_stages(twin) == ["report"]
     # a SIGKILL in the middle of any stage leaves every output byte-identical
     before = _snapshot(d)
     killed = [name for name in stage_names(d, config.load_params(d / "params.yaml")) if name != "ingest"]
