@@ -12,9 +12,12 @@ import torch
 from torch import nn
 
 
-def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int, warmup: float = 0.1):
-    """One cycle, warming up over `warmup` of the steps. A short run (the tiny profile) warms up over at least 2
-    steps, which OneCycleLR needs (with fewer it divides by zero); under 4 steps the rate stays constant."""
+def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int, warmup: float = 0.1, short_guard: bool = True):
+    """One cycle, warming up over `warmup` of the steps. With `short_guard`, a short run (the tiny profile) warms
+    up over at least 2 steps, which OneCycleLR needs (with fewer it divides by zero), and under 4 steps the rate
+    stays constant; without it (the view classifier, as it always was), OneCycleLR as given."""
+    if not short_guard:
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=warmup)
     if steps < 4:
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(warmup, 2 / steps))
@@ -25,10 +28,11 @@ class Stepper:
     returns the loss as a float."""
 
     def __init__(self, model: nn.Module, lr: float, weight_decay: float, steps: int, warmup: float = 0.1,
-                 clip: float | None = None, device_type: str = "cpu", float16: bool = False):
+                 clip: float | None = None, device_type: str = "cpu", float16: bool = False,
+                 short_guard: bool = True):
         self.params = list(model.parameters())
         self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay)
-        self.sched = one_cycle(self.opt, lr, steps, warmup)
+        self.sched = one_cycle(self.opt, lr, steps, warmup, short_guard)
         self.scaler = torch.amp.GradScaler(device_type, enabled=float16)
         self.clip = clip
 

@@ -198,7 +198,8 @@ def train(data: str | Path, out: str | Path, model_name: str, frames: int, size:
     x_fit, _ = load_clips(data, fit, frames, size, workers, progress)
     y_fit = torch.from_numpy(label_indices(fit["view"]))
     model = create_model(model_name, frames)
-    stepper = Stepper(model, lr, weight_decay=0.01, steps=epochs * math.ceil(len(fit) / batch_size), warmup=0.15)
+    stepper = Stepper(model, lr, weight_decay=0.01, steps=epochs * math.ceil(len(fit) / batch_size), warmup=0.15,
+                      short_guard=False)
     gen = torch.Generator().manual_seed(seed)
     history = []
     for epoch in range(epochs):

@@ -264,6 +264,10 @@ def test_no_identifier_reaches_a_page_a_metric_or_a_log(tmp_path):
         "src": str(archive), "reports": str(tmp_path / "archive" / "reports.csv")}))
     code, out, err = _run("echolib.stage", "ingest", cwd=d)
     assert code == 0, err
+    from echolib.site import export
+
+    export(d / "reports" / "stages" / "00_ingest.ipynb", d / "reports" / "site" / "stages" / "00_ingest.html",
+           root=d)  # the stage's page, as the report stage makes it
     rejected = pl.read_parquet(d / "data" / "ingested" / "rejected.parquet")
     assert sorted(rejected["source"]) == ["YAMADA_notes.txt", "copy of YAMADA/YAMADA_cine_1_copy.dcm"]
     written = {"terminal": out + err}

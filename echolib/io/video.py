@@ -85,20 +85,21 @@ def _last_index_reachable(n: int, start: int, stride: int) -> int:
     return start + ((n - 1 - start) // stride) * stride
 
 
-def rgb_to_yuv420(frame: np.ndarray) -> np.ndarray:
-    """BT.601 limited-range YUV 4:2:0 planes stacked as FFmpeg's yuv420p layout (H * 3/2, W), uint8."""
-    rgb = frame.astype(np.float32) / 255.0
+def rgb_to_yuv420(frames: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 planes stacked as FFmpeg's yuv420p layout: (H * 3/2, W) uint8 for one
+    frame (H, W, 3), (T, H * 3/2, W) for a clip (T, H, W, 3), converted at once."""
+    rgb = frames.astype(np.float32) / 255.0
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     y = 16 + 65.481 * r + 128.553 * g + 24.966 * b
     cb = 128 - 37.797 * r - 74.203 * g + 112.0 * b
     cr = 128 + 112.0 * r - 93.786 * g - 18.214 * b
-    h, w = y.shape
+    *lead, h, w = y.shape
 
-    def sub(c):
-        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    def sub(c):  # the mean of each 2 x 2 block, its rows laid out as FFmpeg's quarter-height plane
+        return c.reshape(*lead, h // 2, 2, w // 2, 2).mean(axis=(-3, -1)).reshape(*lead, h // 4, w)
 
-    planes = [y, sub(cb).reshape(h // 4, w), sub(cr).reshape(h // 4, w)]
-    return np.clip(np.concatenate(planes) + 0.5, 0, 255).astype(np.uint8)
+    planes = [y, sub(cb), sub(cr)]
+    return np.clip(np.concatenate(planes, axis=-2) + 0.5, 0, 255).astype(np.uint8)
 
 
 def video_info(path: str | Path) -> dict:
@@ -153,11 +154,15 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, lossless: bool
         stream.width, stream.height = w, h
         stream.thread_count = 1
         stream.codec_context.time_base = 1 / rate
+        # our own RGB -> YUV 4:2:0 (FFmpeg's scaler output was not byte-reproducible here), a chunk of frames at once
+        chunk = max(1, (8 << 20) // max(h * w * 3 * 4, 1))
         for i, frame in enumerate(frames):
             if lossless:
                 vf = av.VideoFrame.from_ndarray(np.array(frame, copy=True), format="rgb24")
-            else:  # our own RGB -> YUV 4:2:0: FFmpeg's scaler output was not byte-reproducible here
-                vf = av.VideoFrame.from_ndarray(rgb_to_yuv420(frame), format="yuv420p")
+            else:
+                if i % chunk == 0:
+                    yuv = rgb_to_yuv420(frames[i:i + chunk])
+                vf = av.VideoFrame.from_ndarray(yuv[i % chunk], format="yuv420p")
             vf.pts = i
             vf.time_base = 1 / rate
             out.mux(stream.encode(vf))
