@@ -276,11 +276,11 @@ def _kill_mid_stage(root, name: str) -> None:
 
     from echolib.stage import STAGING
 
+    page = root / STAGING / name / spec(name, root).page
     proc = subprocess.Popen([sys.executable, "-m", "echolib.stage", name], cwd=root, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pages = root / STAGING / name / "reports" / "stages"
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not any(pages.glob("*.ipynb")):
+    while time.time() < deadline and proc.poll() is None and not page.exists():
         time.sleep(0.02)
     assert proc.poll() is None, f"stage {name} ended before it could be killed (exit {proc.returncode})"
     os.killpg(proc.pid, signal.SIGKILL)

@@ -216,58 +216,95 @@ def _image_grid(size: int):
     return [a.astype(np.float32) for a in np.meshgrid(x, y)]  # (H, W) each; float32 keeps rendering fast
 
 
+@dataclasses.dataclass
+class Scene:
+    """One clip's anatomy in motion: the image grid, the sector, and where each pixel's tissue is now (qx, qy)
+    and was at end-diastole (q0x, q0y; (T, H, W))."""
+
+    spec: ClipSpec
+    nz: dict
+    g: Geometry
+    curves: dict
+    xi: np.ndarray
+    yi: np.ndarray
+    r_img: np.ndarray
+    theta: np.ndarray
+    sector: np.ndarray
+    qx: np.ndarray
+    qy: np.ndarray
+    q0x: np.ndarray
+    q0y: np.ndarray
+
+
 def render_clip(state: dict, spec: ClipSpec, control: bool = False) -> np.ndarray:
-    """Render one clip: uint8 (T, H, W, 3). `state` is a study's findings (see anatomy.geometry)."""
+    """Render one clip: uint8 (T, H, W, 3). `state` is a study's findings (see anatomy.geometry). The phases
+    (geometry and motion, speckle, noise and point spread, colour Doppler) are functions of their own, which
+    benchmarks/synth_breakdown.py times one by one."""
     streams = [np.random.default_rng(c) for c in np.random.SeedSequence(spec.seed).spawn(4)]
     nz = _nuisance(spec, streams[0])
     if spec.view == "spectral":
         return _spectral_strip(state, spec, nz, streams[2])
+    scene = moving_anatomy(state, spec, nz, control)
+    amp, blood_s, cav_s, fresh = speckle_amplitude(scene, streams, control)
+    gray = noise_and_compression(scene, amp, fresh, streams[2])
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    mosaic = streams[3].random(gray.shape, dtype=np.float32)
+    if spec.doppler or control:
+        rgb = _colour(rgb, scene.g, scene.q0x, scene.q0y, scene.xi, scene.yi, blood_s, cav_s, scene.curves, mosaic,
+                      scene.sector, spec.doppler, control)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def moving_anatomy(state: dict, spec: ClipSpec, nz: dict, control: bool) -> Scene:
+    """Geometry: the view's anatomy, the probe's placement, the cardiac cycle and the LV's motion."""
     xi, yi = _image_grid(spec.size)
     r_img = np.hypot(xi, yi)
     theta = np.arctan2(xi, yi)
     sector = (r_img <= DEPTH) & (np.abs(theta) <= nz["half_angle"])
     qx, qy = _to_anatomy(xi, yi, nz, spec.view)
-
     g = geometry(spec.view, state, control=control)
     curves = cardiac_curves(spec.n_frames, spec.fps, state["heart_rate"], nz["phase0"])
     ef = 60.0 if control else float(state["ef"])
     fs_global = 1.0 - math.sqrt(max(1.0 - ef / 100.0, 0.05))
     q0x, q0y, _ = _lv_inverse_map(g, qx, qy, curves["contraction"], fs_global, static_regional=control)
+    return Scene(spec, nz, g, curves, xi, yi, r_img, theta, sector, qx, qy, q0x, q0y)
 
-    # scatterers fixed in tissue (a texture in anatomy coordinates, sampled where each pixel's tissue was at
-    # end-diastole), decorrelating with displacement from there and fully in blood; times the echogenicity
-    tex, (x0, y0, sp) = _speckle(streams[1], spec.size)
+
+def speckle_amplitude(s: Scene, streams, control: bool):
+    """Echo amplitude (T, H, W): scatterers fixed in tissue (a texture in anatomy coordinates, sampled where
+    each pixel's tissue was at end-diastole), decorrelating with displacement from there and fully in blood;
+    times the echogenicity; valve leaflets. Also returns the blood and LV-cavity masks and the fresh field."""
+    tex, (x0, y0, sp) = _speckle(streams[1], s.spec.size)
     ny, nx = tex.shape[1:]
     tx, ty = np.meshgrid(x0 + sp * np.arange(nx), y0 + sp * np.arange(ny))
-    echo, blood, lv_cav = _echogenicity(g, tx, ty, control, spec.size)
+    echo, blood, lv_cav = _echogenicity(s.g, tx, ty, control, s.spec.size)
     echo_s, blood_s, cav_s, tex0, tex1 = _sample(np.stack([echo, blood, lv_cav, tex[0], tex[1]]),
-                                                 (q0y - y0) / sp, (q0x - x0) / sp)
-    moved = np.hypot(qx[None] - q0x, qy[None] - q0y) / (DECORRELATION_CELLS * sp)
+                                                 (s.q0y - y0) / sp, (s.q0x - x0) / sp)
+    moved = np.hypot(s.qx[None] - s.q0x, s.qy[None] - s.q0y) / (DECORRELATION_CELLS * sp)
     w = np.maximum(1.0 - np.exp(-moved), blood_s)  # share of new scatterers
-    fresh = _fresh_speckle(streams[2], q0x.shape)
+    fresh = _fresh_speckle(streams[2], s.q0x.shape)
     keep, new = np.sqrt(1.0 - w), np.sqrt(w)
     amp = echo_s * np.hypot(keep * tex0 + new * fresh[0], keep * tex1 + new * fresh[1])
-    for valve in g.valves:
-        opening = curves["aortic_open"] if valve.name == "aortic" else curves["mitral_open"]
-        _add_valve(amp, valve, q0x, q0y, qx, qy, opening, 1.0)
+    for valve in s.g.valves:
+        opening = s.curves["aortic_open"] if valve.name == "aortic" else s.curves["mitral_open"]
+        _add_valve(amp, valve, s.q0x, s.q0y, s.qx, s.qy, opening, 1.0)
+    return amp, blood_s, cav_s, fresh
+
+
+def noise_and_compression(s: Scene, amp: np.ndarray, fresh: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Attenuation and shadowing, near-field clutter (reverberation haze, strongest at the probe) and electronic
+    noise, new every frame and amplified with depth by the time-gain compensation, the point spread (both pass it
+    as the echoes do), gain and log compression into the sector: grey levels (T, H, W)."""
+    nz, r_img = s.nz, s.r_img
     amp *= np.exp(-0.2 * nz["atten"] * r_img)[None]  # residual attenuation after time-gain compensation
     if nz["shadow_w"]:
-        amp *= (1 - 0.85 * np.exp(-(((theta - nz["shadow_at"]) / nz["shadow_w"]) ** 2)))[None]
-    # near-field clutter (reverberation haze, strongest at the probe) and electronic noise, new every frame and
-    # amplified with depth by the time-gain compensation; both pass the same point spread as the echoes
+        amp *= (1 - 0.85 * np.exp(-(((s.theta - nz["shadow_at"]) / nz["shadow_w"]) ** 2)))[None]
     amp += CLUTTER * np.exp(-r_img / 0.18)[None] * np.hypot(fresh[1], fresh[0])[::-1]
-    noise = np.hypot(streams[2].standard_normal(amp.shape, dtype=np.float32),
-                     streams[2].standard_normal(amp.shape, dtype=np.float32))
+    noise = np.hypot(rng.standard_normal(amp.shape, dtype=np.float32), rng.standard_normal(amp.shape, dtype=np.float32))
     amp += nz["noise"] * (0.5 + r_img)[None] * noise
     amp = ndimage.gaussian_filter(amp, sigma=(0, 0.5, 1.1))  # point spread: lateral wider than axial
     db = 20 * np.log10(amp + 1e-6) + nz["gain_db"]
-    gray = np.clip((db + nz["dyn_range"]) / nz["dyn_range"], 0, 1) * 255 * sector[None]
-    rgb = np.repeat(gray[..., None], 3, axis=-1)
-    mosaic = streams[3].random(gray.shape, dtype=np.float32)
-    if spec.doppler or control:
-        rgb = _colour(rgb, g, q0x, q0y, xi, yi, blood_s, cav_s, curves, mosaic, sector,
-                      spec.doppler, control)
-    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    return np.clip((db + nz["dyn_range"]) / nz["dyn_range"], 0, 1) * 255 * s.sector[None]
 
 
 def _to_anatomy(xi, yi, nz, view):
