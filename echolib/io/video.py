@@ -88,12 +88,18 @@ def _last_index_reachable(n: int, start: int, stride: int) -> int:
 def rgb_to_yuv420(frames: np.ndarray) -> np.ndarray:
     """BT.601 limited-range YUV 4:2:0 planes stacked as FFmpeg's yuv420p layout: (H * 3/2, W) uint8 for one
     frame (H, W, 3), (T, H * 3/2, W) for a clip (T, H, W, 3), converted at once."""
-    rgb = frames.astype(np.float32) / 255.0
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    grey = bool((frames[..., 0] == frames[..., 1]).all() and (frames[..., 1] == frames[..., 2]).all())
+    rgb = frames.astype(np.float32) / 255.0 if not grey else None
+    r = g = b = frames[..., 0].astype(np.float32) / 255.0 if grey else None
+    if not grey:
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     y = 16 + 65.481 * r + 128.553 * g + 24.966 * b
+    *lead, h, w = y.shape
+    if grey:  # both chroma planes are 128 exactly (their weights sum to 0): not computed
+        chroma = np.full((*lead, h // 2, w), 128, np.uint8)
+        return np.concatenate([np.clip(y + 0.5, 0, 255).astype(np.uint8), chroma], axis=-2)
     cb = 128 - 37.797 * r - 74.203 * g + 112.0 * b
     cr = 128 + 112.0 * r - 93.786 * g - 18.214 * b
-    *lead, h, w = y.shape
 
     def sub(c):  # the mean of each 2 x 2 block, its rows laid out as FFmpeg's quarter-height plane
         return c.reshape(*lead, h // 2, 2, w // 2, 2).mean(axis=(-3, -1)).reshape(*lead, h // 4, w)

@@ -54,8 +54,25 @@ def _plan_clips(studies: list[dict], rng: np.random.Generator) -> list[dict]:
     return clips
 
 
+def _one_thread_per_worker() -> None:
+    """In a worker process (one per core), torch's sampling uses one thread: two threads per worker on every core
+    only wait for each other."""
+    import multiprocessing
+
+    global _THREADS_SET
+    if not _THREADS_SET and multiprocessing.parent_process() is not None:
+        import torch
+
+        torch.set_num_threads(1)
+        _THREADS_SET = True
+
+
+_THREADS_SET = False
+
+
 def _render_one(job: tuple) -> tuple[str, int, int, int, int]:
     clip, state, out_dir, synth = job
+    _one_thread_per_worker()
     kind = clip["other_kind"] or clip["view"]
     n_frames = max(2, round(synth.seconds * clip["fps"]))  # a time axis at the clip's own frame rate
     spec = ClipSpec(kind, clip["doppler"], clip["quality"], clip["fps"], n_frames, synth.size, clip["clip_seed"])
