@@ -88,6 +88,16 @@ class EchoClipModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+class ValidateAtLastStep(L.Callback):
+    """Validation at the run's last step too, whatever the interval: a run of 124 steps validated every 100 would
+    otherwise be scored (and its best checkpoint chosen) at step 100. At the last batch the trainer is told to
+    stop, which makes Lightning's loop validate before it does."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
 class StepProgress(L.Callback):
     """Training progress (steps, loss) for the terminal, through echolib.progress (never into a stage page)."""
 

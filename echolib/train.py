@@ -229,7 +229,7 @@ def train_run(name: str, seed: int, ctx="params.yaml", resume: bool | str = Fals
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from .lit import EchoClipModule, ResumeState, StepProgress
+    from .lit import EchoClipModule, ResumeState, StepProgress, ValidateAtLastStep
 
     ctx = _stage_context(ctx, name)
     if train_threads := ctx.train.torch_threads:
@@ -254,7 +254,8 @@ def train_run(name: str, seed: int, ctx="params.yaml", resume: bool | str = Fals
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="min", save_top_k=1)
     last_ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", save_top_k=0, save_last=True,
                                 every_n_train_steps=train.checkpoint_steps)
-    callbacks = [ResumeState(signature), ckpt, last_ckpt, StepProgress(f"train {name} seed {seed}")] + (
+    callbacks = [ResumeState(signature), ckpt, last_ckpt, ValidateAtLastStep(),
+                 StepProgress(f"train {name} seed {seed}")] + (
         [EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience)] if train.patience else [])
     if kill_at := int(os.environ.get("ECHOLIB_KILL_AT_STEP", "0")):  # fault injection for the resume test
         callbacks.insert(0, _KillAt(kill_at))

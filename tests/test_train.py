@@ -234,3 +234,18 @@ def test_a_stage_subprocess_reads_only_what_its_stage_lists(tiny_project, tmp_pa
                        capture_output=True, text=True, cwd=tiny_project, env={**os.environ,
                                                                              "ECHOLIB_STAGE_SUBPROCESS": "1"})
     assert "never params.yaml: it could depend on a key DVC does not track" in r.stderr
+
+
+def test_every_run_validates_at_its_last_step(tiny_project, tmp_path):
+    """7 steps validated every 5: validations at steps 5 and 7 (the run is scored at its real end, not at 5)."""
+    import yaml
+
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["train"].update(steps=7, val_check_clips=20, batch_size=4, checkpoint_steps=100)
+    p = tiny_project / "params_last.yaml"
+    p.write_text(yaml.safe_dump(params, allow_unicode=True))
+    s = train_run("SingleVideo", 0, p, out_root=tmp_path)
+    assert s["global_steps"] == 7
+    tsv = tmp_path / "SingleVideo" / "seed0" / "dvclive" / "plots" / "metrics" / "val" / "mcmrr.tsv"
+    steps = [int(line.split("\t")[0]) + 1 for line in tsv.read_text().splitlines()[1:]]  # dvclive counts from 0
+    assert steps == [5, 7], steps
