@@ -217,6 +217,7 @@ def run_compare(ctx) -> dict:
     if not ranks:
         raise FileNotFoundError(f"{ctx.data / 'eval'}: no evaluated run (run the evaluate stages first)")
     res = bootstrap_ci(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level, list(TABLE1_PAIRS))
+    res["ceilings"] = reader_ceilings(ctx, next(iter(ranks.values()))[0]["study_id"].to_list())
     print(f"{res['n_studies']} evaluation studies, runs: {sorted(ranks)}")
     ctx.write_metrics("table1", res)
     ctx.write_metrics("claims", {"mcmrr_v2r": claim_sentences(res, "mcmrr_v2r"),
@@ -228,6 +229,26 @@ def run_compare(ctx) -> dict:
     ctx.write_metrics("examples", {"examples": example_records(first, studies, n=3, seed=ctx.base.seed)})
     write_plot_files(ctx.out_root / "metrics" / "plots", res, training_curves_table(ctx.data / "runs"))
     return res
+
+
+def reader_ceilings(ctx, study_ids: list[str]) -> dict | None:
+    """The perfect readers' ceilings (echolib.oracle) on the evaluation studies, from the ground truth of a
+    synthetic benchmark; None for a real archive (no ground-truth findings)."""
+    from .oracle import oracle_table
+    from .vocab import FINDINGS
+
+    studies = pl.read_parquet(ctx.raw / "studies.parquet")
+    if not set(FINDINGS) <= set(studies.columns):
+        return None
+    truth = pl.DataFrame({"study_id": study_ids}).join(studies, on="study_id", how="left")
+    kept = pl.read_parquet(ctx.data / "filtered" / "videos.parquet").filter(pl.col("kept"))
+    raw = pl.read_parquet(ctx.raw / "videos.parquet")
+    doppler = raw.select("video_id", "doppler") if "doppler" in raw.columns else raw.select(
+        "video_id", doppler=pl.lit(False))
+    view = "pred_view" if "pred_view" in kept.columns else "view"
+    clips = kept.select("video_id", "study_id", "view", view).join(doppler, on="video_id", how="left").with_columns(
+        pl.col("doppler").fill_null(False))
+    return oracle_table(truth, clips.filter(pl.col("study_id").is_in(study_ids)))
 
 
 # --- what the report reads: claims in plain words, curves, examples, per-finding results ------------------------

@@ -155,6 +155,11 @@ def _ours_cell(res: dict, run: str, m: str) -> str:
     return f"{v['value'] * k:.{d}f} [{v['lo'] * k:.{d}f}, {v['hi'] * k:.{d}f}]"
 
 
+def _ceiling_cell(c: dict, m: str) -> str:
+    """A perfect reader's value (echolib.oracle) on the scale of Table 1's cells: MCMRR / N, R@10 in percent."""
+    return f"{c[f'{m}_n']:.3f}" if m.startswith("mcmrr") else f"{c[f'{m}_pct']:.1f}"
+
+
 def _paper_cell(run: str, m: str) -> str:
     p = PAPER_TABLE1.get(run)
     if not p:
@@ -177,6 +182,14 @@ def table1_markdown(res: dict, beside: dict | None = None, label: str = "ours", 
                 cells.append(_ours_cell(beside, r, m) if r in beside["runs"] else "")
             cells.append(_paper_cell(r, m))
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    for name, c in (res.get("ceilings") or {}).items():
+        cells = []
+        for m in TABLE1_METRICS:
+            cells.append(_ceiling_cell(c, m))
+            if beside:
+                cells.append(_ceiling_cell(beside["ceilings"][name], m) if beside.get("ceilings") else "")
+            cells.append("")
+        lines.append(f"| perfect reader: {name} | " + " | ".join(cells) + " |")
     sizes = f"N = {res['n_studies']:,}" + (f", {beside_label} N = {beside['n_studies']:,}" if beside else "")
     return "\n".join(lines) + f"\n\n{sizes}; paper N = {PAPER_N:,}. Mean over seeds, 95 % CI over studies and seeds."
 
@@ -192,7 +205,9 @@ def table1_beside_paper(res: dict):
     n, runs = res["n_studies"], _table1_runs(res)
     rows = [{"model": r, **{f"{m}_ours": _ours_cell(res, r, m) for m in TABLE1_METRICS},
              **{f"{m}_paper": _paper_cell(r, m) for m in TABLE1_METRICS},
-             "seeds": res["runs"][r]["mcmrr_v2r"].get("seeds", 1)} for r in runs]
+             "seeds": str(res["runs"][r]["mcmrr_v2r"].get("seeds", 1))} for r in runs]
+    rows += [{"model": f"perfect reader: {name}", **{f"{m}_ours": _ceiling_cell(c, m) for m in TABLE1_METRICS},
+              **{f"{m}_paper": "" for m in TABLE1_METRICS}, "seeds": "–"} for name, c in (res.get("ceilings") or {}).items()]
     metrics = TABLE1_METRICS
     df = pl.DataFrame(rows)
     labels = {"mcmrr_v2r": "MCMRR / N, video → report", "r10_v2r": "R@10 %, video → report",
@@ -205,6 +220,11 @@ def table1_beside_paper(res: dict):
         t = t.tab_spanner(label=labels[m], columns=[f"{m}_ours", f"{m}_paper"])
     t = t.cols_label(**{f"{m}_{w}": w for m in metrics for w in ("ours", "paper")})
     t = t.tab_style(style=style.text(color="#666"), locations=loc.body(columns=[f"{m}_paper" for m in metrics]))
+    if res.get("ceilings"):
+        t = t.tab_source_note(
+            "Perfect reader: the ceiling the clips allow, from the benchmark's ground truth: a reader that knows "
+            "every finding a study's clips show (all of them; those of its five views; those of its 4CH clips), ranks "
+            "every report that disagrees below every report that agrees, and the agreeing ones at random.")
     return t.tab_source_note(
         f"MCMRR: mean rank of the correct item divided by N; lower is better, chance ≈ 0.5. R@10: share of queries "
         f"whose correct item is among the top 10; higher is better; chance is 10/N = {100 * min(10 / n, 1):.1f} % "
