@@ -87,13 +87,15 @@ FINDING_PAIRS = (("SingleVideo", "SingleImage"), ("MultiVideo", "SingleVideo"), 
 
 def finding_differences(eval_dir: str | Path, method: str = "probe", pairs=FINDING_PAIRS, n_boot: int = 200,
                         seed: int = 0, level: float = 0.95) -> pl.DataFrame:
-    """Per finding and pair of runs (a, b): macro-F1 and accuracy of a minus b with paired bootstrap CIs, from the
-    findings.parquet the evaluate stage writes (`method`: "probe" or "zero_shot"), beside where DATA.md says the
-    finding can be judged (motion needed, views showing it). Empty when no run has findings (real data)."""
+    """Per finding and pair of runs (a, b): macro-F1 and accuracy of a minus b, means over every seed of each run,
+    with paired bootstrap CIs over studies and seeds, from the findings.parquet the evaluate stage writes
+    (`method`: "probe" or "zero_shot"), beside where DATA.md says the finding can be judged (motion needed, views
+    showing it). Empty when no run has findings (real data)."""
     from .interpret import paired_finding_differences
     from .vocab import FINDINGS, VISIBILITY
 
-    found = {k: v.filter(pl.col("method") == method) for k, v in load_ranks(eval_dir, name="findings.parquet").items()}
+    found = {k: [x.filter(pl.col("method") == method) for x in v]
+             for k, v in load_ranks(eval_dir, name="findings.parquet", all_seeds=True).items()}
     rows = []
     for a, b in pairs:
         if a not in found or b not in found:
@@ -105,7 +107,8 @@ def finding_differences(eval_dir: str | Path, method: str = "probe", pairs=FINDI
             rows.append({"difference": f"{a} - {b}", "finding": f, "motion": vis.get("motion"),
                          "views": ",".join(vis.get("views", ())), "macro_f1": d["macro_f1"],
                          "lo": d["macro_f1_ci"][0], "hi": d["macro_f1_ci"][1], "accuracy": d["accuracy"],
-                         "accuracy_lo": d["accuracy_ci"][0], "accuracy_hi": d["accuracy_ci"][1]})
+                         "accuracy_lo": d["accuracy_ci"][0], "accuracy_hi": d["accuracy_ci"][1],
+                         "seeds": f"{d['seeds'][0]} / {d['seeds'][1]}"})
     return pl.DataFrame(rows)
 
 
@@ -218,6 +221,7 @@ def run_compare(ctx) -> dict:
         raise FileNotFoundError(f"{ctx.data / 'eval'}: no evaluated run (run the evaluate stages first)")
     res = bootstrap_ci(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level, list(TABLE1_PAIRS))
     res["ceilings"] = reader_ceilings(ctx, next(iter(ranks.values()))[0]["study_id"].to_list())
+    res["same_patient"] = same_patient_table(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level)
     print(f"{res['n_studies']} evaluation studies, runs: {sorted(ranks)}")
     ctx.write_metrics("table1", res)
     ctx.write_metrics("claims", {"mcmrr_v2r": claim_sentences(res, "mcmrr_v2r"),
@@ -229,6 +233,19 @@ def run_compare(ctx) -> dict:
     ctx.write_metrics("examples", {"examples": example_records(first, studies, n=3, seed=ctx.base.seed)})
     write_plot_files(ctx.out_root / "metrics" / "plots", res, training_curves_table(ctx.data / "runs"))
     return res
+
+
+def same_patient_table(ranks: dict, n: int, seed: int, level: float) -> dict | None:
+    """Table 1 again with the other studies of each query's patient left out of the candidates (their reports can
+    be the same as the true one, and the paper's definition counts them as misses): how many queries had such
+    studies among the candidates, and every run's metrics with CIs (`bootstrap_ci`)."""
+    xp = {r: [df.select("study_id", rank_v2r="rank_v2r_xp", rank_r2v="rank_r2v_xp") for df in dfs]
+          for r, dfs in ranks.items() if "rank_v2r_xp" in dfs[0].columns}
+    if not xp:
+        return None
+    first = next(iter(ranks.values()))[0]
+    return {"queries_with_same_patient_candidates": int((first["same_patient"] > 0).sum()),
+            "same_patient_candidates": int(first["same_patient"].sum()), **bootstrap_ci(xp, n, seed, level)}
 
 
 def reader_ceilings(ctx, study_ids: list[str]) -> dict | None:

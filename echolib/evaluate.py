@@ -8,6 +8,7 @@ Comparing runs (Table 1, bootstrap CIs, differences) is `echolib.compare`.
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,14 @@ from . import encoders
 from .datasets import frame_indices, frames_tensor, model_input
 from .models import load_clip_model
 from .progress import bar as progress_bar
-from .ranking import KS, metrics_from_ranks, query_ranks, ranks_from_embeddings, study_embeddings
+from .ranking import (
+    KS,
+    metrics_from_ranks,
+    query_ranks,
+    ranks_from_embeddings,
+    ranks_leaving_out_groups,
+    study_embeddings,
+)
 from .store import StoreBase, open_store
 
 METRICS = ("mcmrr_v2r", "mcmrr_r2v", "median_rank_v2r", "median_rank_r2v", *(f"r{k}_v2r" for k in KS),
@@ -140,9 +148,11 @@ def probe_train_studies(cache: StoreBase, split: pl.DataFrame, views: list[str],
 
 
 def evaluate_views(model, frames: int, cache: StoreBase, studies: list[str], views: list[str],
-                   match_views: list[str] | None = None, seed: int = 0) -> dict:
+                   match_views: list[str] | None = None, seed: int = 0, patients: list[str] | None = None) -> dict:
     """Study-level ranks on `studies` using only clips of `views`, plus the per-clip variant. With `match_views`,
-    each study averages only as many clips (drawn at random from `views`) as it has clips of `match_views`."""
+    each study averages only as many clips (drawn at random from `views`) as it has clips of `match_views`. With
+    `patients` (aligned with `studies`), the ranks also with the other studies of each query's patient left out of
+    the candidates (rank_*_xp) and how many there were (same_patient)."""
     rows = cache.index.filter(pl.col("study_id").is_in(studies) & pl.col("pred_view").is_in(views))
     if match_views:
         like = cache.index.filter(pl.col("study_id").is_in(studies) & pl.col("pred_view").is_in(match_views))
@@ -163,6 +173,12 @@ def evaluate_views(model, frames: int, cache: StoreBase, studies: list[str], vie
     top1 = torch.cat([(study_emb[i:i + 4096] @ text.T).argmax(1) for i in range(0, len(studies), 4096)])
     ranks = pl.DataFrame({"study_id": studies, "rank_v2r": v2r, "rank_r2v": r2v,
                           "n_clips": [counts[s] for s in studies], "top1_v2r": [studies[i] for i in top1.tolist()]})
+    if patients is not None:
+        xv, xr = ranks_leaving_out_groups(study_emb, text, patients)
+        same = pl.DataFrame({"p": patients}).group_by("p").len()
+        others = dict(zip(same["p"], same["len"] - 1, strict=True))
+        ranks = ranks.with_columns(rank_v2r_xp=pl.Series(xv), rank_r2v_xp=pl.Series(xr),
+                                   same_patient=pl.Series([others[p] for p in patients], dtype=pl.Int64))
     return {"metrics": metrics_from_ranks(v2r, r2v), "per_clip": per_clip, "ranks": ranks,
             "study_emb": study_emb, "text_emb": text}
 
@@ -207,7 +223,11 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     seeds = sorted(run_dir.glob("seed*/model.pt"))
     if not seeds:
         raise FileNotFoundError(f"{run_dir}: no seed*/model.pt (did the train stage run?)")
-    result: dict = {"n_studies": len(studies), "variants": {}, "interpret": {}, "probe": {}}
+    patient_of = dict(zip(split["study_id"], split["patient_id"], strict=True))
+    patients = [patient_of[s] for s in studies]
+    result: dict = {"n_studies": len(studies), "variants": {}, "interpret": {}, "probe": {},
+                    "queries_with_same_patient_candidates": sum(
+                        n for n in collections.Counter(patients).values() if n > 1)}
     truth = known = None
     if studies_path is not None:
         known = pl.read_parquet(studies_path)
@@ -224,7 +244,7 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
             model = ArchiveClips(model, raw_dir, tok, AUTHORS_MAX_LENGTH)
         image = ck["run"]["encoder"] in encoders.names("image")
         for name, (views, match, n_frames) in variants_of(run_dir.name, run_views(ck), image).items():
-            r = evaluate_views(model, n_frames or frames, cache, studies, views, match, seed)
+            r = evaluate_views(model, n_frames or frames, cache, studies, views, match, seed, patients)
             d = out_dir / name / seed_dir
             d.mkdir(parents=True, exist_ok=True)
             r["ranks"].write_parquet(d / "ranks.parquet")

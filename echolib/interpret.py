@@ -81,27 +81,40 @@ def auroc_any(true: list[str], p_any: np.ndarray, none: str, n_boot: int = 1000,
             "n_any": int(y.sum())}
 
 
-def paired_finding_differences(a: pl.DataFrame, b: pl.DataFrame, grades: dict[str, list[str]],
-                               n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
-    """Macro-F1 and accuracy of predictions `a` minus those of `b` per finding, with paired bootstrap CIs (the same
-    resampled studies for both). Both frames as in `score_findings`, on the same studies."""
+def paired_finding_differences(a: pl.DataFrame | list[pl.DataFrame], b: pl.DataFrame | list[pl.DataFrame],
+                               grades: dict[str, list[str]], n_boot: int = 200, seed: int = 0,
+                               level: float = 0.95) -> dict[str, dict]:
+    """Macro-F1 and accuracy of predictions `a` minus those of `b` per finding, with paired bootstrap CIs. `a` and
+    `b` are frames as in `score_findings`, or lists of them (one per training seed) on the same studies: a run's
+    value is then its mean over seeds, and each resample draws the studies (the same for both) and, per run, its
+    seeds with replacement, so the interval holds the spread between studies and between seeds."""
+    a, b = (x if isinstance(x, list) else [x] for x in (a, b))
+    seed_rng = np.random.default_rng([seed, 1])
     out = {}
     for finding, g in grades.items():
-        pa = a.filter(pl.col("finding") == finding).sort("study_id")
-        pb = b.filter(pl.col("finding") == finding).sort("study_id")
-        if pa.is_empty() or pb.is_empty():
+        pa = [x.filter(pl.col("finding") == finding).sort("study_id") for x in a]
+        pb = [x.filter(pl.col("finding") == finding).sort("study_id") for x in b]
+        if any(x.is_empty() for x in pa + pb):
             continue
-        if pa["study_id"].to_list() != pb["study_id"].to_list():
+        ids = pa[0]["study_id"].to_list()
+        if any(x["study_id"].to_list() != ids for x in pa + pb):
             raise ValueError(f"paired_finding_differences: {finding} was predicted on different studies")
-        true, x, y = pa["true"].to_list(), pa["pred"].to_list(), pb["pred"].to_list()
+        true = pa[0]["true"].to_list()
         n = len(true)
         idx = resample(n, n_boot, seed)
-        acc = np.array([p == t for p, t in zip(x, true, strict=True)], float) - \
-            np.array([p == t for p, t in zip(y, true, strict=True)], float)
-        f1 = np.array([macro_f1([true[i] for i in s], [x[i] for i in s], g) -
-                       macro_f1([true[i] for i in s], [y[i] for i in s], g) for s in idx])
-        out[finding] = {"macro_f1": macro_f1(true, x, g) - macro_f1(true, y, g), "macro_f1_ci": ci(f1, level),
-                        "accuracy": float(acc.mean()), "accuracy_ci": ci(acc[idx].mean(axis=1), level)}
+        draws = [seed_rng.integers(0, len(p), size=n_boot) for p in (pa, pb)]
+        per_run = []
+        for runs, draw in zip((pa, pb), draws, strict=True):
+            preds = [r["pred"].to_list() for r in runs]
+            hits = np.array([[p == t for p, t in zip(x, true, strict=True)] for x in preds], float)  # (seeds, n)
+            f1 = np.array([[macro_f1([true[i] for i in s], [x[i] for i in s], g) for s in idx] for x in preds])
+            per_run.append({"f1": float(np.mean([macro_f1(true, x, g) for x in preds])), "acc": hits.mean(),
+                            "boot_f1": f1[draw, np.arange(n_boot)],
+                            "boot_acc": hits[draw[:, None], idx].mean(axis=1)})
+        ra, rb = per_run
+        out[finding] = {"macro_f1": ra["f1"] - rb["f1"], "macro_f1_ci": ci(ra["boot_f1"] - rb["boot_f1"], level),
+                        "accuracy": float(ra["acc"] - rb["acc"]),
+                        "accuracy_ci": ci(ra["boot_acc"] - rb["boot_acc"], level), "seeds": (len(pa), len(pb))}
     return out
 
 

@@ -71,6 +71,27 @@ def ranks_from_embeddings(video: torch.Tensor, text: torch.Tensor, chunk: int | 
     return out[0], out[1]
 
 
+def ranks_leaving_out_groups(video, text, groups, chunk: int | None = None, budget: int = MEMORY_BUDGET):
+    """`ranks_from_embeddings` with, for each query, the other items of its group left out of the candidates
+    (e.g. the other studies of the same patient, whose reports may be the same): 1 + #{candidates outside the
+    query's group, other than the correct one, scoring at least as high}. Returns (v2r, r2v)."""
+    video, text = torch.as_tensor(video).float(), torch.as_tensor(text).float()
+    _, codes = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    g = torch.from_numpy(codes.astype(np.int64))
+    out = []
+    for a, b in ((video, text), (text, video)):
+        step = chunk or chunk_rows(b.shape[0], budget)
+        bt, parts = b.T, []
+        for i in range(0, a.shape[0], step):
+            sims = a[i:i + step] @ bt
+            rows = torch.arange(sims.shape[0])
+            same = g[i:i + step, None] == g[None, :]
+            same[rows, rows + i] = False  # the correct item stays
+            parts.append(_ranks_rows(sims.masked_fill_(same, float("-inf")), i, inplace=True))
+        out.append(torch.cat(parts).numpy())
+    return out[0], out[1]
+
+
 def query_ranks(queries: torch.Tensor, candidates: torch.Tensor, correct, chunk: int | None = None,
                 budget: int = MEMORY_BUDGET) -> np.ndarray:
     """1-based rank of candidate `correct[i]` for query i (e.g. each clip against every study's report), ties

@@ -231,6 +231,29 @@ def table1_beside_paper(res: dict):
         f"here and {1000 / PAPER_N:.2f} % in the paper, so R@10 is not comparable across the two; MCMRR / N is.")
 
 
+def same_patient_table(res: dict):
+    """MCMRR / N and R@10 % video -> report as the paper defines them (every other study a candidate) beside the
+    same with the other studies of the query's patient left out, for every run (a note without those ranks)."""
+    import polars as pl
+
+    from IPython.display import Markdown
+
+    xp = res.get("same_patient")
+    if not xp:
+        return Markdown("(No ranks with the same patient's other studies left out: rerun the evaluate stages.)")
+    rows = [{"model": r, "MCMRR / N, paper's definition": _ours_cell(res, r, "mcmrr_v2r"),
+             "MCMRR / N, same-patient studies left out": _ours_cell(xp, r, "mcmrr_v2r"),
+             "R@10 %, paper's definition": _ours_cell(res, r, "r10_v2r"),
+             "R@10 %, same-patient studies left out": _ours_cell(xp, r, "r10_v2r")}
+            for r in _table1_runs(res) if r in xp["runs"]]
+    return gt_table(pl.DataFrame(rows), title="Other studies of the same patient among the candidates",
+                    subtitle=f"{xp['queries_with_same_patient_candidates']} of {res['n_studies']} test studies have "
+                             f"another study of their patient among the candidates "
+                             f"({xp['same_patient_candidates']} such candidates in all); their reports may describe "
+                             "the same findings, and the paper's definition counts them as misses. Mean over seeds, "
+                             "95 % CI over studies and seeds.")
+
+
 def claims_html(sentences: list[dict]) -> str:
     """The differences the paper's claims rest on, one plain sentence each (from compare.claim_sentences)."""
     if not sentences:

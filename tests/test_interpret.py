@@ -106,3 +106,19 @@ def test_score_findings_and_paired_differences_hand_computed():
     assert same["macro_f1"] == 0 and same["macro_f1_ci"] == (0.0, 0.0)
     with pytest.raises(ValueError, match="different studies"):
         paired_finding_differences(pa, pb.with_columns(study_id=pl.lit("q")), {"f": ["a", "b", "c"]})
+
+
+def test_paired_differences_over_seeds_average_them_and_widen_with_their_spread():
+    """Two seeds of run a (one perfect, one always wrong) against a perfect b: the value is the mean over a's seeds
+    (accuracy -0.5), and the interval spans what drawing either seed gives (down to -1, up to 0)."""
+    from echolib.interpret import paired_finding_differences
+
+    true = ["a", "b"] * 10
+    ids = [f"s{i}" for i in range(20)]
+    good = pl.DataFrame({"study_id": ids, "finding": "f", "true": true, "pred": true})
+    bad = good.with_columns(pred=pl.Series(["b", "a"] * 10))
+    d = paired_finding_differences([good, bad], [good], {"f": ["a", "b"]}, n_boot=400)["f"]
+    assert d["accuracy"] == pytest.approx(-0.5) and d["macro_f1"] == pytest.approx(-0.5) and d["seeds"] == (2, 1)
+    assert d["accuracy_ci"][0] == pytest.approx(-1.0) and d["accuracy_ci"][1] == pytest.approx(0.0)
+    one = paired_finding_differences([bad], [good], {"f": ["a", "b"]}, n_boot=100)["f"]
+    assert one["accuracy"] == -1 and one["accuracy_ci"] == (-1.0, -1.0)

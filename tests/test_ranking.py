@@ -79,3 +79,26 @@ def test_query_ranks_match_brute_force_with_ties(chunk):
     sim = (q @ c.T).numpy()
     brute = [1 + sum(1 for j in range(7) if j != right[i] and sim[i, j] >= sim[i, right[i]]) for i in range(23)]
     np.testing.assert_array_equal(query_ranks(q, c, right, chunk=chunk), brute)
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_ranks_leaving_out_a_querys_group_match_brute_force(chunk):
+    """Studies of one patient in a group: another study of the query's patient is no candidate."""
+    from echolib.ranking import ranks_leaving_out_groups
+
+    rng = np.random.default_rng(7)
+    v = torch.from_numpy(rng.integers(0, 3, size=(15, 3)).astype(np.float32))
+    t = torch.from_numpy(rng.integers(0, 3, size=(15, 3)).astype(np.float32))
+    groups = ["p1", "p1", "p2", "p3", "p3", "p3"] + [f"q{i}" for i in range(9)]
+    sim = (v @ t.T).numpy()
+    n = 15
+
+    def brute(s):
+        return [1 + sum(1 for j in range(n) if j != i and groups[j] != groups[i] and s[i][j] >= s[i][i])
+                for i in range(n)]
+
+    v2r, r2v = ranks_leaving_out_groups(v, t, groups, chunk=chunk)
+    np.testing.assert_array_equal(v2r, brute(sim))
+    np.testing.assert_array_equal(r2v, brute(sim.T))
+    plain, _ = ranks(sim)
+    assert (v2r <= plain).all() and (v2r < plain).any()  # leaving candidates out never worsens a rank
