@@ -123,7 +123,7 @@ def geometry(view: str, s: dict, control: bool = False) -> Geometry:
     rwma = {"LAD": 1.0, "RCA": 1.0, "LCx": 1.0}
     if s["rwma_territory"] in ARTERY:
         rwma[ARTERY[s["rwma_territory"]]] = RWMA_FACTOR[s["rwma_grade"]]
-    weak = 0.4  # "weak" visibility of LVH in 2CH/4CH
+    weak = 0.4  # "weak" visibility of LVH in 2CH/4CH: the walls drawn with 40 % of the thickening
     base = view if view in VIEWS else {"A5C": "4CH", "subcostal": "4CH"}[view]
 
     if base in ("4CH", "2CH", "3CH"):
@@ -134,6 +134,10 @@ def geometry(view: str, s: dict, control: bool = False) -> Geometry:
             wall = (_mm(9) + weak * (septal - _mm(9)), _mm(9) + weak * (posterior - _mm(9)))
         else:
             wall = (septal, posterior)
+        # what the view shows of the walls also places what lies beyond them (the RV beside the septum, the
+        # pericardium around the LV): with the full thickness there, 4CH would show all of an LVH it draws at 40 %
+        weak_view = base in ("4CH", "2CH") and not control
+        drawn = _mm(9) if weak_view else septal
         base_y = lv.cy + lv.b
         cav = [("LV", lv, 0.0)]
         walls = []
@@ -145,10 +149,10 @@ def geometry(view: str, s: dict, control: bool = False) -> Geometry:
         walls.append(("LA", la.grown(_mm(2.5)), 0.0))
         mv_c = (cx, base_y)
         jets["mr"] = (mv_c, math.pi / 2, la_r * 1.6, 0.35, grade(s, "mr"))
-        sac_parts = [lv.grown(septal), la]
+        sac_parts = [lv.grown(drawn), la]
         if base == "4CH":
             rv_r = _mm(17) * rv_k
-            rv = Ellipse(cx - lv_r - septal - rv_r * 0.95, top + lv_len * 1.08, rv_r, lv_len * 0.9 * (1 + 0.1 * (rv_k - 1)))
+            rv = Ellipse(cx - lv_r - drawn - rv_r * 0.95, top + lv_len * 1.08, rv_r, lv_len * 0.9 * (1 + 0.1 * (rv_k - 1)))
             ra_r = _mm(18)
             ra = Ellipse(rv.cx, base_y + ra_r * 0.95, ra_r, ra_r)
             cav += [("RV", rv, -0.12), ("RA", ra, 0.08)]
