@@ -219,7 +219,8 @@ def run_compare(ctx) -> dict:
     ranks = load_ranks(ctx.data / "eval", all_seeds=True)
     if not ranks:
         raise FileNotFoundError(f"{ctx.data / 'eval'}: no evaluated run (run the evaluate stages first)")
-    res = bootstrap_ci(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level, list(TABLE1_PAIRS))
+    res = bootstrap_ci(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level,
+                       [*TABLE1_PAIRS, *temporal_pairs(ranks)])
     res["ceilings"] = reader_ceilings(ctx, next(iter(ranks.values()))[0]["study_id"].to_list())
     res["same_patient"] = same_patient_table(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level)
     print(f"{res['n_studies']} evaluation studies, runs: {sorted(ranks)}")
@@ -233,6 +234,13 @@ def run_compare(ctx) -> dict:
     ctx.write_metrics("examples", {"examples": example_records(first, studies, n=3, seed=ctx.base.seed)})
     write_plot_files(ctx.out_root / "metrics" / "plots", res, training_curves_table(ctx.data / "runs"))
     return res
+
+
+def temporal_pairs(ranks: dict) -> list[tuple[str, str]]:
+    """(`<run>-<order>`, run) for every frame-order ablation evaluated (echolib.evaluate.ORDERS)."""
+    from .evaluate import ORDERS
+
+    return [(f"{r}-{o}", r) for r in ranks for o in ORDERS if f"{r}-{o}" in ranks]
 
 
 def same_patient_table(ranks: dict, n: int, seed: int, level: float) -> dict | None:

@@ -77,11 +77,32 @@ class ArchiveClips:
                           for i in range(0, len(texts), batch_size)])
 
 
+#: frame-order ablations of a video run (evaluation only): what its embedding owes to the order of the frames
+ORDERS = ("reversed", "shuffled", "still")
+
+
+def reorder(idx: np.ndarray, order: str | None, gen: np.random.Generator) -> np.ndarray:
+    """The evaluation window's frame indices as an ablation reads them: reversed, shuffled (a new permutation per
+    clip from `gen`), or still (the middle frame repeated); unchanged for None."""
+    if order is None:
+        return idx
+    if order == "reversed":
+        return idx[::-1].copy()
+    if order == "shuffled":
+        return idx[gen.permutation(len(idx))]
+    if order == "still":
+        return np.full_like(idx, idx[len(idx) // 2])
+    raise ValueError(f"unknown frame order {order!r}; known: {ORDERS}")
+
+
 @torch.inference_mode()
-def embed_clips(model, cache: StoreBase, rows: pl.DataFrame, frames: int, batch_size: int = 64) -> torch.Tensor:
-    """Video embeddings of the clips of `rows` (in order): the evaluation window (`frames` from offset 0)."""
+def embed_clips(model, cache: StoreBase, rows: pl.DataFrame, frames: int, batch_size: int = 64,
+                order: str | None = None, seed: int = 0) -> torch.Tensor:
+    """Video embeddings of the clips of `rows` (in order): the evaluation window (`frames` from offset 0), its
+    frames in another `order` for the temporal ablations (`reorder`)."""
     if isinstance(model, ArchiveClips):
         return model.embed_rows(rows)
+    gen = np.random.default_rng([seed, 0x0D0E])
     out, batch = [], []
 
     def flush():
@@ -90,7 +111,7 @@ def embed_clips(model, cache: StoreBase, rows: pl.DataFrame, frames: int, batch_
 
     with progress_bar(len(rows), "embed clips", "clip") as bar:
         for _, clip in cache.iter_frames(rows):
-            batch.append(frames_tensor(clip[frame_indices(len(clip), frames, 0)]))
+            batch.append(frames_tensor(clip[reorder(frame_indices(len(clip), frames, 0), order, gen)]))
             if len(batch) == batch_size:
                 flush()
                 bar.update(batch_size)
@@ -124,11 +145,11 @@ def match_clip_counts(rows: pl.DataFrame, like: pl.DataFrame, seed: int = 0) -> 
     return shuffled.filter(pl.col("k") < n).drop("k").sort("row")
 
 
-def embed_studies(model, frames: int, cache: StoreBase, rows: pl.DataFrame, studies: list[str]
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_studies(model, frames: int, cache: StoreBase, rows: pl.DataFrame, studies: list[str],
+                  order: str | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings of the clips in `rows` and of `studies` (mean of each study's clip embeddings, re-normalised),
-    in the order of `studies`; every study must have a row."""
-    clip_emb = embed_clips(model, cache, rows, frames)
+    in the order of `studies`; every study must have a row. `order`: a frame-order ablation (`reorder`)."""
+    clip_emb = embed_clips(model, cache, rows, frames, order=order, seed=seed)
     study_emb, order = study_embeddings(clip_emb, rows["study_id"].to_list())
     pos = {s: i for i, s in enumerate(order)}
     return clip_emb, study_emb[[pos[s] for s in studies]]
@@ -148,7 +169,8 @@ def probe_train_studies(cache: StoreBase, split: pl.DataFrame, views: list[str],
 
 
 def evaluate_views(model, frames: int, cache: StoreBase, studies: list[str], views: list[str],
-                   match_views: list[str] | None = None, seed: int = 0, patients: list[str] | None = None) -> dict:
+                   match_views: list[str] | None = None, seed: int = 0, patients: list[str] | None = None,
+                   order: str | None = None) -> dict:
     """Study-level ranks on `studies` using only clips of `views`, plus the per-clip variant. With `match_views`,
     each study averages only as many clips (drawn at random from `views`) as it has clips of `match_views`. With
     `patients` (aligned with `studies`), the ranks also with the other studies of each query's patient left out of
@@ -160,7 +182,7 @@ def evaluate_views(model, frames: int, cache: StoreBase, studies: list[str], vie
     missing = sorted(set(studies) - set(rows["study_id"].unique()))
     if missing:
         raise ValueError(f"{len(missing)} evaluation studies have no clip of views {views}, e.g. {missing[:3]}")
-    clip_emb, study_emb = embed_studies(model, frames, cache, rows, studies)
+    clip_emb, study_emb = embed_studies(model, frames, cache, rows, studies, order, seed)
     pos_eval = {s: i for i, s in enumerate(studies)}
     text = torch.nn.functional.normalize(embed_reports(model, cache, studies), dim=-1)
     v2r, r2v = ranks_from_embeddings(study_emb, text)
@@ -185,16 +207,20 @@ def evaluate_views(model, frames: int, cache: StoreBase, studies: list[str], vie
 
 def variants_of(run_name: str, views: list[str], image: bool = False) -> dict[str, tuple]:
     """Inference variants of a run, name -> (views used, views whose clip count is matched, frames per clip or
-    None for the model's own). A run that sees several views also gets `<run>-4CH` (4CH clips only: what its clips
-    are worth) and `<run>-matched` (all views, but only as many clips per study as the study has 4CH clips: what
-    averaging more clips is worth); an image model also `<run>-1frame` (one frame per clip instead of the mean
-    of every frame, the paper's rule)."""
-    out = {run_name: (views, None, None)}
+    None for the model's own, frame order or None). A run that sees several views also gets `<run>-4CH` (4CH clips
+    only: what its clips are worth) and `<run>-matched` (all views, but only as many clips per study as the study
+    has 4CH clips: what averaging more clips is worth); an image model also `<run>-1frame` (one frame per clip
+    instead of the mean of every frame, the paper's rule); a video model of the 4CH view `<run>-reversed`,
+    `-shuffled` and `-still` (its frames reversed, shuffled, or one frame repeated: what it owes to their order
+    and to motion)."""
+    out = {run_name: (views, None, None, None)}
     if len(views) > 1 and "4CH" in views:
-        out[f"{run_name}-4CH"] = (["4CH"], None, None)
-        out[f"{run_name}-matched"] = (views, ["4CH"], None)
+        out[f"{run_name}-4CH"] = (["4CH"], None, None, None)
+        out[f"{run_name}-matched"] = (views, ["4CH"], None, None)
     if image:
-        out[f"{run_name}-1frame"] = (views, None, 1)
+        out[f"{run_name}-1frame"] = (views, None, 1, None)
+    elif list(views) == ["4CH"]:
+        out.update({f"{run_name}-{o}": (views, None, None, o) for o in ORDERS})
     return out
 
 
@@ -223,11 +249,13 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     seeds = sorted(run_dir.glob("seed*/model.pt"))
     if not seeds:
         raise FileNotFoundError(f"{run_dir}: no seed*/model.pt (did the train stage run?)")
-    patient_of = dict(zip(split["study_id"], split["patient_id"], strict=True))
-    patients = [patient_of[s] for s in studies]
+    patients = None
+    if "patient_id" in split.columns:
+        patient_of = dict(zip(split["study_id"], split["patient_id"], strict=True))
+        patients = [patient_of[s] for s in studies]
     result: dict = {"n_studies": len(studies), "variants": {}, "interpret": {}, "probe": {},
                     "queries_with_same_patient_candidates": sum(
-                        n for n in collections.Counter(patients).values() if n > 1)}
+                        n for n in collections.Counter(patients or []).values() if n > 1)}
     truth = known = None
     if studies_path is not None:
         known = pl.read_parquet(studies_path)
@@ -243,14 +271,16 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
                 raise ValueError(f"{model_pt}: the authors' model reads the video files: pass raw_dir")
             model = ArchiveClips(model, raw_dir, tok, AUTHORS_MAX_LENGTH)
         image = ck["run"]["encoder"] in encoders.names("image")
-        for name, (views, match, n_frames) in variants_of(run_dir.name, run_views(ck), image).items():
-            r = evaluate_views(model, n_frames or frames, cache, studies, views, match, seed, patients)
+        for name, (views, match, n_frames, order) in variants_of(run_dir.name, run_views(ck), image).items():
+            if order is not None and isinstance(model, ArchiveClips):
+                continue  # the authors' model reads its own frames from the files
+            r = evaluate_views(model, n_frames or frames, cache, studies, views, match, seed, patients, order)
             d = out_dir / name / seed_dir
             d.mkdir(parents=True, exist_ok=True)
             r["ranks"].write_parquet(d / "ranks.parquet")
             v = result["variants"].setdefault(name, {"views": views, "matched_to": match, "per_seed": {}})
             v["per_seed"][seed_dir] = {"study": r["metrics"], "per_clip": r["per_clip"]}
-            if truth is not None and match is None and n_frames is None:
+            if truth is not None and match is None and n_frames is None and order is None:
                 zs = interpret(model, tok, r["study_emb"], truth, n_boot, seed, level, study_ids=studies)
                 found = [zs.pop("predictions")]
                 result["interpret"].setdefault(name, {})[seed_dir] = zs

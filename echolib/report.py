@@ -143,9 +143,40 @@ TABLE1_METRICS = ("mcmrr_v2r", "r10_v2r", "mcmrr_r2v", "r10_r2v")
 
 
 def _table1_runs(res: dict) -> list[str]:
+    """Table 1's rows: the paper's models and our controls, then any other run; not the frame-order ablations
+    (they have a table of their own)."""
     from .compare import TABLE1_ROWS
+    from .evaluate import ORDERS
 
-    return [r for r in TABLE1_ROWS if r in res["runs"]] + [r for r in res["runs"] if r not in TABLE1_ROWS]
+    ablation = tuple(f"-{o}" for o in ORDERS)
+    return [r for r in TABLE1_ROWS if r in res["runs"]] + [r for r in res["runs"]
+                                                           if r not in TABLE1_ROWS and not r.endswith(ablation)]
+
+
+def temporal_table(res: dict):
+    """MCMRR / N video -> report of each 4CH video run with its frames as trained, reversed, shuffled and still
+    (one frame repeated), with the paired difference from the run as trained; a note when none was evaluated."""
+    import polars as pl
+    from IPython.display import Markdown
+
+    from .evaluate import ORDERS
+
+    n, rows = res["n_studies"], []
+    for r in res["runs"]:
+        for o in ORDERS:
+            d = res.get("differences", {}).get(f"{r}-{o} - {r}")
+            if d is None:
+                continue
+            m = d["mcmrr_v2r"]
+            rows.append({"model": r, "frames": o, "MCMRR / N": _ours_cell(res, f"{r}-{o}", "mcmrr_v2r"),
+                         "as trained": _ours_cell(res, r, "mcmrr_v2r"),
+                         "difference (/ N)": f"{m['value'] / n:+.3f} [{m['lo'] / n:+.3f}, {m['hi'] / n:+.3f}]"})
+    if not rows:
+        return Markdown("(No frame-order ablation was evaluated: a video run of the 4CH view gets one.)")
+    return gt_table(pl.DataFrame(rows), title="What the video models owe to the order of the frames",
+                    subtitle="Each 4CH video run scored with the frames of every test clip reversed, shuffled, or "
+                             "one frame repeated. A positive difference: worse than as trained. Mean over seeds, "
+                             "95 % CI over studies and seeds.")
 
 
 def _ours_cell(res: dict, run: str, m: str) -> str:
@@ -235,7 +266,6 @@ def same_patient_table(res: dict):
     """MCMRR / N and R@10 % video -> report as the paper defines them (every other study a candidate) beside the
     same with the other studies of the query's patient left out, for every run (a note without those ranks)."""
     import polars as pl
-
     from IPython.display import Markdown
 
     xp = res.get("same_patient")

@@ -58,3 +58,20 @@ def test_match_clip_counts_draws_as_many_clips_per_study_as_the_reference():
     draws = {tuple(match_clip_counts(rows, like, seed=s).filter(pl.col("study_id") == "A")["row"]) for s in range(20)}
     assert len(draws) > 1  # a random draw across views, not always the first clip
     assert match_clip_counts(rows, like, seed=3).equals(match_clip_counts(rows, like, seed=3))
+
+
+def test_frame_order_ablations_read_the_window_as_said():
+    import numpy as np
+
+    from echolib.evaluate import reorder, variants_of
+
+    idx = np.arange(10, 18)
+    gen = np.random.default_rng(0)
+    assert reorder(idx, None, gen).tolist() == idx.tolist()
+    assert reorder(idx, "reversed", gen).tolist() == idx[::-1].tolist()
+    shuffled = reorder(idx, "shuffled", gen)
+    assert sorted(shuffled.tolist()) == idx.tolist() and shuffled.tolist() != idx.tolist()
+    assert reorder(idx, "still", gen).tolist() == [14] * 8
+    assert set(variants_of("SingleVideo", ["4CH"])) == {"SingleVideo", "SingleVideo-reversed",
+                                                         "SingleVideo-shuffled", "SingleVideo-still"}
+    assert set(variants_of("SingleImage", ["4CH"], image=True)) == {"SingleImage", "SingleImage-1frame"}
