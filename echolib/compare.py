@@ -112,6 +112,35 @@ def finding_differences(eval_dir: str | Path, method: str = "probe", pairs=FINDI
     return pl.DataFrame(rows)
 
 
+def probe_scores(eval_dir: str | Path, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pl.DataFrame:
+    """Per evaluated variant and finding, the linear probe's accuracy, macro-F1 and AUROC (any grade vs none), each
+    the mean over the run's seeds with a CI over studies and seeds (`interpret.score_over_seeds`, the positive
+    control's scoring). Empty when no run has findings (real data)."""
+    from .interpret import score_over_seeds
+
+    rows = []
+    for variant, frames in load_ranks(eval_dir, name="findings.parquet", all_seeds=True).items():
+        probes = [f.filter(pl.col("method") == "probe").with_columns(seed=pl.lit(k)) for k, f in enumerate(frames)]
+        if any(f.is_empty() or "p_any" not in f.columns for f in probes):
+            continue
+        for f, v in score_over_seeds(pl.concat(probes), n_boot, seed, level).items():
+            rows.append({"model": variant, "finding": f, "seeds": v["seeds"], "accuracy": v["accuracy"],
+                         "accuracy_lo": v["accuracy_ci"][0], "accuracy_hi": v["accuracy_ci"][1],
+                         "macro_f1": v["macro_f1"], "macro_f1_lo": v["macro_f1_ci"][0],
+                         "macro_f1_hi": v["macro_f1_ci"][1], "majority": v["majority_accuracy"],
+                         "auroc_any": v.get("auroc_any"), "auroc_any_lo": (v.get("auroc_any_ci") or [None])[0],
+                         "auroc_any_hi": (v.get("auroc_any_ci") or [None, None])[1]})
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def load_probe_scores(findings_json: str | Path) -> pl.DataFrame:
+    """metrics/findings.json's probe scores (`probe_scores`) as a frame; empty when there are none."""
+    path = Path(findings_json)
+    rows = json.loads(path.read_text(encoding="utf-8")).get("probe_scores", []) if path.is_file() else []
+    return pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.col("^auroc_any.*$").cast(pl.Float64)) \
+        if rows else pl.DataFrame()
+
+
 def format_ci(v: dict, digits: int) -> str:
     """{value, lo, hi} as 'value [lo, hi]'."""
     return f"{v['value']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
@@ -228,7 +257,8 @@ def run_compare(ctx) -> dict:
     ctx.write_metrics("claims", {"mcmrr_v2r": claim_sentences(res, "mcmrr_v2r"),
                                  "r10_v2r": claim_sentences(res, "r10_v2r")})
     diffs = finding_differences(ctx.data / "eval", "probe", seed=ctx.base.seed, level=ctx.evaluate.level)
-    ctx.write_metrics("findings", {"probe_differences": diffs.to_dicts()})
+    scores = probe_scores(ctx.data / "eval", ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level)
+    ctx.write_metrics("findings", {"probe_differences": diffs.to_dicts(), "probe_scores": scores.to_dicts()})
     studies = pl.read_parquet(ctx.raw / "studies.parquet")
     first = {k: v[0] for k, v in ranks.items()}
     ctx.write_metrics("examples", {"examples": example_records(first, studies, n=3, seed=ctx.base.seed)})

@@ -231,6 +231,7 @@ class SplitConfig(Section):
     train: float = _f(lo=0, lo_open=True, hi=1)
     valid: float = _f(lo=0, lo_open=True, hi=1)
     test: float = _f(lo=0, lo_open=True, hi=1)
+    min_valid_4ch: int = _f(lo=0)  # the split stage refuses fewer validation studies with a 4CH clip (0: any)
 
     def validate(self, where: str) -> None:
         if abs(sum(self.ratios) - 1) > 1e-6:
@@ -358,14 +359,18 @@ class PositiveControlConfig(Section):
     section: ClassVar[str] = "positive_control"
     encoder: str = _f(nonempty=True)  # a video encoder (see encoders)
     size: Literal["tiny", "paper"] = _f()
-    steps: int = _f(lo=0)  # 0: no positive control
+    steps: int = _f(lo=0)  # at most this many steps per seed; 0: no positive control
     batch_size: int = _f(lo=2)
     lr: float = _f(lo=0, lo_open=True)
+    val_every: int = _f(lo=1)  # validate (AUROC on the validation studies) every this many steps and at the last
+    patience: int = _f(lo=0)  # stop after this many validations without a higher AUROC (0: train all the steps)
+    seeds: list[int] = _f()  # [] = base.seeds
 
     def validate(self, where: str) -> None:
         if self.encoder not in encoders.names("video"):
             raise ConfigError(f"params: '{where}.encoder' {self.encoder!r} is not a known video encoder; choose one "
                               f"of {encoders.names('video')}")
+        _check_seeds(f"{where}.seeds", self.seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -542,12 +547,12 @@ _DEFAULT: dict[str, Any] = {
     "synth.n_patients": 1700, "synth.size": 64, "synth.seconds": 1.25, "synth.control": False, "synth.quality": 3,
     "synth.report_style": "findings",
     "views.size": 64, "views.epochs": 3, "views.threshold": 0.9,
-    "split.train": 0.875, "split.valid": 0.025, "split.test": 0.1,
+    "split.train": 0.835, "split.valid": 0.065, "split.test": 0.1, "split.min_valid_4ch": 150,
     "cache.size": 64, "cache.fps": 8.0, "cache.frames": 10, "cache.store": "memmap",
     "text.layers": 1,
     "train.accelerator": "cpu", "train.strategy": "auto", "train.batch_size": 32, "train.steps": 600,
     "train.warmup_steps": 100, "train.val_check_clips": 3200, "train.num_workers": 0, "train.checkpoint_steps": 50,
-    "positive_control.size": "tiny", "positive_control.steps": 600, "pretrain.steps": 150, "pretrain.batch_size": 32,
+    "positive_control.size": "tiny", "positive_control.steps": 1500, "pretrain.steps": 150, "pretrain.batch_size": 32,
     "runs.*.size": "tiny", "runs.*.lr": 5e-4,
     "runs.MultiVideo.encoder": "convnext_st", "runs.SingleVideo.encoder": "convnext_st",
     "runs.SingleVideo-exposure.encoder": "convnext_st", "runs.SingleImage.batch_size": 0,
@@ -559,12 +564,13 @@ _PROFILE_CHANGES: dict[str, dict[str, Any]] = {
     "tiny": {"base.seeds": [0], "synth.n_patients": 24, "train.steps": 20, "train.batch_size": 8, "train.val_check_clips": 80,
              "train.checkpoint_steps": 5,
              "train.warmup_steps": 5, "positive_control.steps": 10, "pretrain.steps": 4, "pretrain.batch_size": 4, "views.epochs": 20, "views.threshold": 0.5,
-             "split.train": 0.6, "split.valid": 0.2, "split.test": 0.2},
+             "split.train": 0.6, "split.valid": 0.2, "split.test": 0.2, "split.min_valid_4ch": 0},
     # the negative control: the default's sizes, every finding static and visible in every view
     "control": {"synth.control": True},
     # the paper: 224 px, 32-frame ViViT-B / ConvNeXt-B / BERT-base, lr 1e-5, 2,000 warm-up steps, batch 16 per
     # GPU (the authors' 64 on 4 GPUs; 576 per GPU for the image model's 2,304), GPUs with DDP, the sharded store
     "paper": {"base.seeds": [0], "synth.n_patients": 20000, "synth.size": 224, "synth.seconds": 1.5, "synth.quality": 2,
+              "split.train": 0.875, "split.valid": 0.025,
               "views.size": 224, "cache.size": 224, "cache.fps": 24.0, "cache.frames": 32, "cache.store": "shards",
               "text.layers": 12,
               "train.accelerator": "gpu", "train.strategy": "ddp", "train.batch_size": 16,

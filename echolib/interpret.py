@@ -81,6 +81,90 @@ def auroc_any(true: list[str], p_any: np.ndarray, none: str, n_boot: int = 1000,
             "n_any": int(y.sum())}
 
 
+def auroc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of `score` for boolean `y` (ties count one half): the Mann-Whitney statistic from
+    average ranks. NaN when `y` holds one class."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, dtype=bool)
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(score)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _mean_over_seeds(metric, n_seeds: int, n: int, idx: np.ndarray, draw: np.ndarray, level: float) -> tuple:
+    """metric(seed index, study indices) -> value: its mean over seeds on all studies, and the CI over resamples
+    `idx` (studies) with seeds `draw`n with replacement per resample."""
+    full = np.array([metric(k, np.arange(n)) for k in range(n_seeds)])
+    per_seed = np.array([[metric(k, i) for i in idx] for k in range(n_seeds)])  # (seeds, resamples)
+    boot = per_seed[draw[:len(idx)], np.arange(len(idx))[:, None]].mean(axis=1)
+    return float(np.mean(full)), ci(boot, level)
+
+
+def _finding_over_seeds(true: np.ndarray, pred: np.ndarray, p_any: np.ndarray | None, grades: list[str],
+                        idx: np.ndarray, draw: np.ndarray, level: float) -> dict:
+    """`score_over_seeds` for one finding: `pred` and `p_any` are (seeds, studies)."""
+    n_seeds, n = pred.shape
+
+    def over(metric, boots: int = len(idx)):
+        return _mean_over_seeds(metric, n_seeds, n, idx[:boots], draw, level)
+
+    res = {"n_studies": n, "seeds": n_seeds, "majority_accuracy": float(max((true == g).sum() for g in grades) / n)}
+    res["accuracy"], res["accuracy_ci"] = over(lambda k, i: float((pred[k, i] == true[i]).mean()))
+    res["macro_f1"], res["macro_f1_ci"] = over(
+        lambda k, i: macro_f1(true[i].tolist(), pred[k, i].tolist(), grades), min(len(idx), 200))
+    res["grades"] = {}
+    if p_any is None:
+        return res
+    anyg = true != grades[0]
+    if 0 < anyg.sum() < n:
+        res["auroc_any"], res["auroc_any_ci"] = over(lambda k, i: auroc(anyg[i], p_any[k, i]))
+        res["n_any"] = int(anyg.sum())
+    for g in grades[1:]:
+        inside, pos = (true == grades[0]) | (true == g), true == g
+        if pos.sum() == 0 or pos.sum() == inside.sum():
+            continue
+
+        def grade_auc(k, i, inside=inside, pos=pos):  # the resampled studies of grade g or none
+            i = i[inside[i]]
+            return auroc(pos[i], p_any[k, i])
+
+        v, (lo, hi) = over(grade_auc)
+        res["grades"][g] = {"auroc": v, "ci": [lo, hi], "n": int(pos.sum())}
+    return res
+
+
+def score_over_seeds(preds: pl.DataFrame, n_boot: int, seed: int, level: float) -> dict[str, dict]:
+    """Per finding, from one model's predictions on the same studies by each of its seeds (columns seed, study_id,
+    finding, true, pred and, for a probe or classifier, p_any = 1 - P(none)): accuracy, macro-F1, AUROC of any grade
+    vs none and of each grade vs none, each the mean over seeds, with a CI from resamples that draw the studies and,
+    independently, the seeds with replacement (the interval holds both spreads). The positive control and the
+    probes of the contrastive runs are scored by this one function."""
+    from .vocab import FINDINGS
+
+    seeds = sorted(preds["seed"].unique().to_list())
+    seed_rng = np.random.default_rng([seed, 1])
+    out = {}
+    for f in [f for f in FINDINGS if f in set(preds["finding"])]:
+        per = [preds.filter((pl.col("finding") == f) & (pl.col("seed") == s) & pl.col("true").is_not_null())
+               .sort("study_id") for s in seeds]
+        ids = per[0]["study_id"].to_list()
+        if not ids:
+            continue
+        if any(p["study_id"].to_list() != ids for p in per):
+            raise ValueError(f"score_over_seeds: {f} was predicted on different studies by different seeds")
+        has_p = "p_any" in per[0].columns and all(p["p_any"].null_count() == 0 for p in per)
+        out[f] = _finding_over_seeds(np.array(per[0]["true"].to_list()),
+                                     np.stack([np.array(p["pred"].to_list()) for p in per]),
+                                     np.stack([p["p_any"].to_numpy() for p in per]) if has_p else None,
+                                     list(FINDINGS[f]), resample(len(ids), n_boot, seed),
+                                     seed_rng.integers(0, len(seeds), size=(n_boot, len(seeds))), level)
+    return out
+
+
 def paired_finding_differences(a: pl.DataFrame | list[pl.DataFrame], b: pl.DataFrame | list[pl.DataFrame],
                                grades: dict[str, list[str]], n_boot: int = 200, seed: int = 0,
                                level: float = 0.95) -> dict[str, dict]:
@@ -118,13 +202,19 @@ def paired_finding_differences(a: pl.DataFrame | list[pl.DataFrame], b: pl.DataF
     return out
 
 
-def predictions_frame(study_ids: list[str], truth: pl.DataFrame, preds: dict[str, list[str]], method: str
-                      ) -> pl.DataFrame:
-    """Long table study_id, finding, true, pred, method from per-finding prediction lists aligned with `truth`."""
+PREDICTION_SCHEMA = {"study_id": pl.Utf8, "finding": pl.Utf8, "true": pl.Utf8, "pred": pl.Utf8, "method": pl.Utf8,
+                     "p_any": pl.Float64}
+
+
+def predictions_frame(study_ids: list[str], truth: pl.DataFrame, preds: dict[str, list[str]], method: str,
+                      p_any: dict[str, np.ndarray] | None = None) -> pl.DataFrame:
+    """Long table study_id, finding, true, pred, method, p_any from per-finding prediction lists aligned with
+    `truth`; p_any (a probe's 1 - P(none)) is null where not given (zero-shot)."""
+    p_any = p_any or {}
     rows = [pl.DataFrame({"study_id": study_ids, "finding": f, "true": truth[f].cast(pl.Utf8), "pred": p,
-                          "method": method}) for f, p in preds.items()]
-    return pl.concat(rows) if rows else pl.DataFrame(schema={"study_id": pl.Utf8, "finding": pl.Utf8,
-                                                             "true": pl.Utf8, "pred": pl.Utf8, "method": pl.Utf8})
+                          "method": method, "p_any": p_any.get(f, [None] * len(p))}, schema=PREDICTION_SCHEMA)
+            for f, p in preds.items()]
+    return pl.concat(rows) if rows else pl.DataFrame(schema=PREDICTION_SCHEMA)
 
 
 def zero_shot_predictions(model, tokenizer, study_emb: torch.Tensor, truth: pl.DataFrame,
@@ -204,7 +294,7 @@ def probe(train_emb: torch.Tensor, train_truth: pl.DataFrame, test_emb: torch.Te
         none = grades[finding][0]
         p_none = clf.predict_proba(x_test)[:, classes.index(none)] if none in classes else np.zeros(len(x_test))
         any_scores[finding] = 1.0 - p_none
-    frame = predictions_frame(ids, test_truth, preds, "probe")
+    frame = predictions_frame(ids, test_truth, preds, "probe", any_scores)
     scores = score_findings(frame, {f: list(grades[f]) for f in preds}, n_boot, seed, level)
     for finding, p_any in any_scores.items():  # beside macro-F1: any grade vs none, threshold-free
         known = test_truth[finding].is_not_null().to_numpy()

@@ -298,12 +298,14 @@ def claims_html(sentences: list[dict]) -> str:
 
 def findings_table(probe: pl.DataFrame, control: pl.DataFrame, differences: pl.DataFrame):
     """Per finding: where DATA.md says it can be judged (needs motion, views showing it, colour Doppler), each run's
-    linear-probe macro-F1 with CI (first seed), the supervised positive control, and the paired differences
+    linear-probe macro-F1 with CI (mean over its seeds), the supervised positive control's macro-F1 and its AUROC
+    of any grade vs none with the rule's verdict (readable from the pixels or not), and the paired differences
     video − image and several views − 4CH with CIs."""
     import polars as pl
     from great_tables import loc, style
 
     from .vocab import FINDING_NAMES, VISIBILITY
+    from .vocab import READABLE_AUROC as READABLE
 
     def ci(v, lo, hi) -> str:
         return "" if v is None else f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
@@ -319,6 +321,9 @@ def findings_table(probe: pl.DataFrame, control: pl.DataFrame, differences: pl.D
             row[r] = ci(*p.select("macro_f1", "macro_f1_lo", "macro_f1_hi").row(0)) if p.height else ""
         c = control.filter(pl.col("finding") == f) if not control.is_empty() else control
         row["supervised"] = ci(*c.select("macro_f1", "macro_f1_lo", "macro_f1_hi").row(0)) if c.height else ""
+        auc = c.select("auroc_any", "auroc_any_lo", "auroc_any_hi").row(0) if c.height else (None,)
+        row["pixels readable"] = "" if auc[0] is None else \
+            f"{'✔' if auc[0] >= READABLE else '✘'} {ci(*auc)}"
         for pair, name in (("SingleVideo - SingleImage", "video − image"), ("MultiVideo - SingleVideo", "views − 4CH")):
             d = differences.filter((pl.col("difference") == pair) & (pl.col("finding") == f)) \
                 if not differences.is_empty() else differences
@@ -326,12 +331,16 @@ def findings_table(probe: pl.DataFrame, control: pl.DataFrame, differences: pl.D
         rows.append(row)
     df = pl.DataFrame(rows)
     t = gt_table(df, title="What the video embeddings carry, finding by finding",
-                 subtitle="Linear-probe macro-F1 on frozen study embeddings (first seed), 95 % CI; 'supervised' "
-                          "is a classifier trained on the pixels for each finding (the positive control).")
+                 subtitle="Linear-probe macro-F1 on frozen study embeddings, mean over seeds, 95 % CI over studies "
+                          "and seeds; 'supervised' is a classifier trained on the pixels for each finding (the "
+                          f"positive control), and 'pixels readable' its AUROC of any grade vs none (✔: >= {READABLE}, "
+                          "the rule set before it was run; ✘: a retrieval model cannot be expected to learn it).")
     t = t.tab_spanner(label="where DATA.md says it can be judged", columns=["motion", "Doppler", "seen in"])
     if runs:
         t = t.tab_spanner(label="probe macro-F1", columns=[*runs, "supervised"])
     t = t.tab_spanner(label="paired difference", columns=["video − image", "views − 4CH"])
+    if "pixels readable" in df.columns and not df["pixels readable"].str.len_chars().sum():
+        t = t.cols_hide("pixels readable")
     t = t.tab_style(style=style.text(weight="bold"), locations=loc.body(columns="motion", rows=pl.col("motion") == "yes"))
     return t.tab_source_note("video − image should be above zero where a finding needs motion; views − 4CH where it "
                              "is seen in views other than 4CH (DATA.md). A CI that includes zero shows no difference.")
@@ -450,16 +459,16 @@ def stage_links_html(pages: list[tuple[str, Path]], site: str | Path = SITE) -> 
 
 def summary_metrics(metrics: dict[str, dict], facts: dict) -> dict[str, dict]:
     """The files of metrics/summary/, the only DVC metrics (cached: each experiment keeps its own). One file per
-    row of Table 1 (table1/RUN.json: MCMRR and R@10 both ways, mean over seeds), so `dvc metrics show` prints
+    row of Table 1 (table1/RUN.json: MCMRR and R@10 both ways, mean over seeds; not the frame-order ablations), so `dvc metrics show` prints
     Table 1 as a table, one row per model; and data.json: profile, evaluation studies, view accuracy, patients per
     split.
     Every detail stays in the other metrics files."""
     t1 = metrics.get("table1") or {}
     split = metrics.get("split") or {}
     views = metrics.get("views") or {}
-    out = {f"table1/{r}": {"mcmrr_v2r": round(v["mcmrr_v2r"]["value"], 2), "mcmrr_r2v": round(v["mcmrr_r2v"]["value"], 2),
-                           "r10_v2r": round(v["r10_v2r"]["value"], 4), "r10_r2v": round(v["r10_r2v"]["value"], 4)}
-           for r, v in (t1.get("runs") or {}).items()}
+    runs = t1.get("runs") or {}
+    out = {f"table1/{r}": {m: round(runs[r][m]["value"], 2 if m.startswith("mcmrr") else 4) for m in TABLE1_METRICS}
+           for r in (_table1_runs(t1) if runs else [])}
     out["data"] = {"profile": facts["profile"], "eval_studies": t1.get("n_studies"),
                    "view_accuracy": round(views["accuracy"], 4) if views.get("accuracy") is not None else None,
                    "patients": {s: split[s]["patients"] for s in ("train", "valid", "test") if s in split}}
@@ -480,12 +489,9 @@ def terminal_summary(root: str | Path) -> str:
                      + ("  -- SMOKE TEST: these numbers mean nothing" if s["profile"] == "tiny" or
                         (s["eval_studies"] or 0) < SMOKE_STUDIES else ""))
     if t1:
-        from .compare import TABLE1_ROWS
-
         head = f"{'model':<22}{'MCMRR v->r':>22}{'R@10 v->r':>22}{'MCMRR r->v':>22}{'R@10 r->v':>22}"
         lines += ["Table 1 (mean over seeds [95 % CI])", head]
-        runs = [r for r in TABLE1_ROWS if r in t1["runs"]] + [r for r in t1["runs"] if r not in TABLE1_ROWS]
-        for r in runs:
+        for r in _table1_runs(t1):
             v = t1["runs"][r]
             cells = [f"{v[m]['value']:.1f} [{v[m]['lo']:.0f}, {v[m]['hi']:.0f}]" if m.startswith("mcmrr") else
                      f"{v[m]['value']:.3f} [{v[m]['lo']:.2f}, {v[m]['hi']:.2f}]"

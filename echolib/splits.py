@@ -97,10 +97,14 @@ def run_split(ctx) -> dict:
     assigned = assign_studies(studies, videos, ctx.split.ratios, ctx.base.seed)
     if assigned.height != studies.height:
         raise ValueError(f"split: {studies.height} studies in, {assigned.height} assigned")
+    valid_4ch = assigned.filter((pl.col("split") == "valid") & pl.col("has_4ch") & (pl.col("excluded") == "")).height
+    if valid_4ch < ctx.split.min_valid_4ch:
+        raise ValueError(f"split: {valid_4ch} validation studies have a 4CH clip, fewer than split.min_valid_4ch "
+                         f"({ctx.split.min_valid_4ch}): raise split.valid or lower split.min_valid_4ch")
     out = ctx.out("split")
     out.mkdir(parents=True, exist_ok=True)
     assigned.write_parquet(out / "studies.parquet")
     excluded = assigned.filter(pl.col("excluded") != "")
     return {**table2(assigned, videos), "patients_in_two_splits": patients_in_two_splits(assigned),
             "excluded_studies": dict(excluded.group_by("excluded").len().iter_rows()),
-            "ratios": list(ctx.split.ratios)}
+            "ratios": list(ctx.split.ratios), "valid_4ch": valid_4ch}

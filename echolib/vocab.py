@@ -72,21 +72,25 @@ FINDING_WORDS: dict[str, str] = {
 }
 
 _ALL = VIEWS
-#: finding -> views where it can be seen (DATA.md's table; "weak" counts as visible) and whether motion is needed
+#: finding -> views where it can be seen (DATA.md's table; "weak" counts as visible, and `weak` names those views)
+#: and whether motion is needed
 VISIBILITY: dict[str, dict] = {
     "ef_grade": {"views": _ALL, "motion": True, "doppler": False},
     "rwma_territory": {"views": _ALL, "motion": True, "doppler": False},
     "rwma_grade": {"views": _ALL, "motion": True, "doppler": False},  # the same row of DATA.md's table
     "lv_dilation": {"views": _ALL, "motion": False, "doppler": False},
-    "lvh": {"views": _ALL, "motion": False, "doppler": False},
+    "lvh": {"views": _ALL, "motion": False, "doppler": False, "weak": ("2CH", "4CH")},
     "la_enlargement": {"views": ("LAX", "2CH", "3CH", "4CH"), "motion": False, "doppler": False},
     "mr": {"views": ("LAX", "2CH", "3CH", "4CH"), "motion": True, "doppler": True},
     "ar": {"views": ("LAX", "3CH"), "motion": True, "doppler": True},
     "tr": {"views": ("4CH",), "motion": True, "doppler": True},
     "as_grade": {"views": ("LAX", "3CH"), "motion": True, "doppler": False},
     "effusion": {"views": _ALL, "motion": False, "doppler": False},
-    "rv_dilation": {"views": ("LAX", "SAX", "4CH"), "motion": False, "doppler": False},
+    "rv_dilation": {"views": ("LAX", "SAX", "4CH"), "motion": False, "doppler": False, "weak": ("LAX",)},
 }
+#: the positive control's rule, written before it was run (issue #26): a finding is readable from the pixels when a
+#: supervised classifier on its views reaches this AUROC of any grade against none
+READABLE_AUROC = 0.85
 #: which coronary territories each view shows (regional wall motion)
 VIEW_TERRITORIES = {
     "LAX": ("LAD", "LCx"), "SAX": ("LAD", "RCA", "LCx"), "2CH": ("LAD", "RCA"),

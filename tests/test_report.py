@@ -182,6 +182,7 @@ def test_banner_revision_names_uncommitted_files_but_not_the_lock_file_dvc_write
 def test_summary_metrics_are_one_small_file_per_table1_row_and_the_terminal_summary_fits_a_screen(tmp_path):
     metrics = {"table1": _table1(300), "split": {s: {"patients": 3, "studies": 4} for s in ("train", "valid", "test")},
                "views": {"accuracy": 0.91234}}
+    metrics["table1"]["runs"]["MultiVideo-reversed"] = metrics["table1"]["runs"]["MultiVideo"]  # an ablation: its own table
     files = R.summary_metrics(metrics, {"profile": "default"})
     assert set(files) == {"table1/SingleImage", "table1/MultiVideo", "data"}
     assert files["table1/MultiVideo"] == {"mcmrr_v2r": 150.0, "mcmrr_r2v": 150.0, "r10_v2r": 0.1, "r10_r2v": 0.1}
@@ -192,7 +193,8 @@ def test_summary_metrics_are_one_small_file_per_table1_row_and_the_terminal_summ
     (tmp_path / "metrics" / "summary" / "data.json").write_text(json.dumps(files["data"]))
     out = R.terminal_summary(tmp_path).splitlines()
     assert out[0].startswith("Report: ") and "(not built yet)" in out[0] and "SMOKE" not in out[1]
-    assert any(line.startswith("MultiVideo") for line in out) and all(len(x) <= 110 for x in out[1:])
+    assert any(line.startswith("MultiVideo ") for line in out) and all(len(x) <= 110 for x in out[1:])
+    assert not any(line.startswith("MultiVideo-reversed") for line in out)
 
 
 def test_progress_reaches_the_terminal_through_the_relay_and_not_the_notebook(tmp_path):
