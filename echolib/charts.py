@@ -91,3 +91,18 @@ def fig2_chart(points: pl.DataFrame) -> alt.Chart:
               + base.transform_filter("datum.init == 'scratch'").mark_rule(strokeDash=[4, 3])
               .encode(y="value:Q", color="model:N"))
     return layers.properties(width=230, height=160).facet(facet="metric:N", columns=2).resolve_scale(y="independent")
+
+
+def budget_chart(rows: pl.DataFrame) -> alt.Chart:
+    """The budget sweep: validation MCMRR/N (each seed a dot, the mean over seeds a line) against epochs of each
+    run's own clips and against optimisation steps, one colour per run; log x axes."""
+    means = rows.group_by("run", "multiple").agg(pl.col("epochs", "steps", "val_mcmrr_n").mean()).sort("run", "multiple")
+    y = alt.Y("val_mcmrr_n:Q", title="validation MCMRR / N")
+    panels = []
+    for x, title in (("epochs", "epochs of the run's own training clips"), ("steps", "optimisation steps")):
+        enc = alt.X(f"{x}:Q", scale=alt.Scale(type="log"), title=title)
+        dots = alt.Chart(rows.to_pandas()).mark_point(opacity=0.5).encode(
+            x=enc, y=y, color="run:N", tooltip=["run", "multiple", "seed", "steps", "val_mcmrr_n"])
+        line = alt.Chart(means.to_pandas()).mark_line().encode(x=enc, y=y, color="run:N")
+        panels.append((dots + line).properties(width=260, height=200))
+    return alt.hconcat(*panels)

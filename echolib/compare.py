@@ -59,13 +59,26 @@ def bootstrap_ci(ranks: dict[str, pl.DataFrame | list[pl.DataFrame]], n: int = 1
     return res
 
 
-TABLE1_ROWS = ("MultiVideo", "MultiVideo-4CH", "MultiVideo-matched", "SingleVideo", "SingleVideo-exposure",
-               "SingleImage", "SingleImage-1frame")
+#: the suffix of the compute-matched twin of a Table 1 run (the same run at train.steps steps: `budget: steps`)
+STEPS = "-steps"
+_BASES = ("MultiVideo", "SingleVideo", "SingleImage")
+
+
+def steps_twin(name: str) -> str:
+    """The compute-matched twin of a Table 1 run or variant: MultiVideo-4CH -> MultiVideo-steps-4CH."""
+    base = next(b for b in _BASES if name == b or name.startswith(f"{b}-"))
+    return base + STEPS + name[len(base):]
+
+
+_ROWS = ("MultiVideo", "MultiVideo-4CH", "MultiVideo-matched", "SingleVideo", "SingleImage", "SingleImage-1frame")
+TABLE1_ROWS = (*_ROWS, *map(steps_twin, _ROWS), "SingleVideo-exposure")
+_PAIRS = (("SingleImage", "SingleVideo"), ("SingleVideo", "MultiVideo"), ("MultiVideo-4CH", "SingleVideo"),
+          ("SingleVideo", "MultiVideo-matched"), ("SingleImage-1frame", "SingleImage"))
 #: the differences the paper's claims rest on: video over image, multi-view over single view, no transfer from
-#: multi-view training (at equal steps, and at equal exposure to 4CH clips), averaging more clips, frames averaged
-TABLE1_PAIRS = (("SingleImage", "SingleVideo"), ("SingleVideo", "MultiVideo"), ("MultiVideo-4CH", "SingleVideo"),
-                ("MultiVideo-4CH", "SingleVideo-exposure"), ("SingleVideo", "MultiVideo-matched"),
-                ("SingleImage-1frame", "SingleImage"))
+#: multi-view training, averaging more clips, frames averaged; each under the paper's design (equal epochs) and
+#: compute-matched (equal steps, the `-steps` twins), and no transfer at equal exposure to 4CH clips
+TABLE1_PAIRS = (*_PAIRS, *((steps_twin(a), steps_twin(b)) for a, b in _PAIRS),
+                ("MultiVideo-steps-4CH", "SingleVideo-exposure"), ("MultiVideo-4CH", "SingleVideo-exposure"))
 
 
 def load_ranks(eval_dir: str | Path, seed: str | None = None, name: str = "ranks.parquet",
@@ -248,8 +261,10 @@ def run_compare(ctx) -> dict:
     ranks = load_ranks(ctx.data / "eval", all_seeds=True)
     if not ranks:
         raise FileNotFoundError(f"{ctx.data / 'eval'}: no evaluated run (run the evaluate stages first)")
+    budgets = run_budgets(ctx.root / "metrics" / "train")
     res = bootstrap_ci(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level,
-                       [*TABLE1_PAIRS, *temporal_pairs(ranks)])
+                       [*claim_pairs(budgets), *temporal_pairs(ranks)])
+    res["budgets"] = budgets
     res["ceilings"] = reader_ceilings(ctx, next(iter(ranks.values()))[0]["study_id"].to_list())
     res["same_patient"] = same_patient_table(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level)
     print(f"{res['n_studies']} evaluation studies, runs: {sorted(ranks)}")
@@ -264,6 +279,51 @@ def run_compare(ctx) -> dict:
     ctx.write_metrics("examples", {"examples": example_records(first, studies, n=3, seed=ctx.base.seed)})
     write_plot_files(ctx.out_root / "metrics" / "plots", res, training_curves_table(ctx.data / "runs"))
     return res
+
+
+def run_budgets(train_metrics: str | Path) -> dict[str, dict]:
+    """Each trained run's budget (echolib.train.run_budget: steps, basis, epochs, train clips) from
+    metrics/train/RUN.json; runs trained before budgets were recorded are left out."""
+    out = {}
+    for p in sorted(Path(train_metrics).glob("*.json")):
+        first = (json.loads(p.read_text()).get("per_seed") or [{}])[0]
+        if first.get("budget"):
+            out[p.stem] = first["budget"]
+    return out
+
+
+def base_run(name: str, runs) -> str:
+    """The trained run a variant belongs to: the longest run name that is `name` or `name`'s prefix before '-'."""
+    hits = [r for r in runs if name == r or name.startswith(f"{r}-")]
+    return max(hits, key=len) if hits else name
+
+
+def claim_pairs(budgets: dict) -> list[tuple[str, str]]:
+    """TABLE1_PAIRS, but an exposure-matched run only beside the run whose exposure it matched."""
+    out = []
+    for a, b in TABLE1_PAIRS:
+        basis = (budgets.get(b) or {}).get("basis", "")
+        if basis.startswith("exposure of ") and basis != f"exposure of {base_run(a, budgets)}":
+            continue
+        out.append((a, b))
+    return out
+
+
+def comparison(a: str, b: str, budgets: dict) -> str | None:
+    """What a difference between runs a and b holds equal, in words, from their budgets: equal epochs (the paper's
+    design), equal steps (compute-matched), equal exposure to the 4CH clips, or each run's own budget; None for
+    two variants of one model or when a budget was not recorded."""
+    ra, rb = base_run(a, budgets), base_run(b, budgets)
+    x, y = budgets.get(ra), budgets.get(rb)
+    if ra == rb or not x or not y:
+        return None
+    if x["basis"] == y["basis"] == "epochs" and x["epochs"] == y["epochs"]:
+        return f"equal epochs ({x['epochs']:g} per run over its own clips; the paper's design)"
+    if x["basis"] == y["basis"] == "steps" and x["steps"] == y["steps"]:
+        return f"equal steps ({x['steps']} each; compute-matched)"
+    if y["basis"] == f"exposure of {ra}" or x["basis"] == f"exposure of {rb}":
+        return f"equal exposure to 4CH clips ({ra} {x['steps']} steps, {rb} {y['steps']})"
+    return f"{ra} {x['steps']} steps ({x['epochs']:g} epochs), {rb} {y['steps']} steps ({y['epochs']:g} epochs)"
 
 
 def temporal_pairs(ranks: dict) -> list[tuple[str, str]]:
@@ -308,9 +368,9 @@ def reader_ceilings(ctx, study_ids: list[str]) -> dict | None:
 
 # --- what the report reads: claims in plain words, curves, examples, per-finding results ------------------------
 
-#: the paper's claims, one per pair of TABLE1_PAIRS (a, b): a name, what is expected of a against b ("worse": a
-#: ranks the true report lower; "better"; "same": no difference; None: no expectation), where the expectation comes
-#: from, and whether the paper itself made the comparison
+#: the paper's claims, one per pair of TABLE1_PAIRS (a, b; the `-steps` twins share their run's entry): a name,
+#: what is expected of a against b ("worse": a ranks the true report lower; "better"; "same": no difference; None:
+#: no expectation), where the expectation comes from, and whether the paper itself made the comparison
 CLAIMS = {
     ("SingleImage", "SingleVideo"): ("Video over image", "worse",
                                      "the paper: SingleImage MCMRR 1222 vs SingleVideo 676, video about 2x better", True),
@@ -320,7 +380,7 @@ CLAIMS = {
                                         "the paper: MultiVideo-4CH 705 vs SingleVideo 676, read as equal", True),
     ("MultiVideo-4CH", "SingleVideo-exposure"): (
         "No transfer, at equal exposure to 4CH clips", "same",
-        "our control for training exposure: SingleVideo trained on as many 4CH clips as MultiVideo saw", False),
+        "our control for training exposure: SingleVideo trained on as many 4CH clips as MultiVideo-steps saw", False),
     ("SingleVideo", "MultiVideo-matched"): (
         "Other views' information, not more clips to average", "worse",
         "our control: MultiVideo averaging only as many clips per study as the study has 4CH clips", False),
@@ -335,11 +395,13 @@ def claim_sentences(res: dict, metric: str = "mcmrr_v2r") -> list[dict]:
     found (or, for our own controls, with what was expected)."""
     lower_better = metric.startswith("mcmrr")
     unit, d = ("ranks", 1) if lower_better else ("(R@10)", 3)
-    out = []
-    for (a, b), (title, expected, source, in_paper) in CLAIMS.items():
+    out, budgets = [], res.get("budgets") or {}
+    for a, b in TABLE1_PAIRS:
         v = res.get("differences", {}).get(f"{a} - {b}", {}).get(metric)
         if v is None:
             continue
+        title, expected, source, in_paper = CLAIMS[(a.replace(STEPS, ""), b.replace(STEPS, ""))]
+        held = comparison(a, b, budgets)
         value, lo, hi = v["value"], v["lo"], v["hi"]
         if lo > 0 or hi < 0:
             worse = (value > 0) == lower_better
@@ -363,10 +425,12 @@ def claim_sentences(res: dict, metric: str = "mcmrr_v2r") -> list[dict]:
             verdict = ("The paper found none here." if in_paper else "No difference was expected.")
         else:
             verdict = f"Opposite to {who}."
-        out.append({"claim": title, "pair": f"{a} - {b}", "metric": metric, "value": value, "lo": lo, "hi": hi,
+        out.append({"claim": title, "pair": f"{a} - {b}", "comparison": held, "metric": metric, "value": value,
+                    "lo": lo, "hi": hi,
                     "observed": seen, "expected": expected, "in_paper": in_paper,
                     "agrees": None if verdict is None else seen == expected,
-                    "sentence": what + (f" {verdict}" if verdict else ""), "source": source})
+                    "sentence": (f"At {held}: " if held else "") + what + (f" {verdict}" if verdict else ""),
+                    "source": source})
     return out
 
 

@@ -273,7 +273,8 @@ class TrainConfig(Section):
     strategy: Literal["auto", "ddp", "ddp_spawn"] = _f()
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = _f()  # auto = bf16-mixed on GPU, else 32
     batch_size: int = _f(lo=2)  # a contrastive batch needs negatives
-    steps: int = _f(lo=1)  # optimisation steps of every run (the cosine schedule ends here)
+    steps: int = _f(lo=1)  # optimisation steps of a run whose budget is in steps (the cosine schedule ends here)
+    epochs: float = _f(lo=0)  # > 0: every run with steps 0 trains this many epochs of its own training clips
     patience: int = _f(lo=0)  # early stopping after this many validations without improvement (0 = never)
     val_check_clips: int = _f(lo=1)  # validate every this many training clips, the same for every run
     min_clips: int = _f(lo=0)  # train on at least this many clips before early stopping may end a run
@@ -294,7 +295,9 @@ class RunConfig(Section):
     lr: float = _f(lo=0, lo_open=True)
     size: Literal["tiny", "paper"] = _f()  # encoder sizes (models.*.SIZES)
     batch_size: int = _f(lo=0)  # 0 = train.batch_size
-    steps: int = _f(lo=0)  # 0 = train.steps
+    budget: Literal["epochs", "steps"] = _f()  # epochs: the paper's design; steps: a compute-matched run
+    steps: int = _f(lo=0)  # budget steps: this many optimisation steps (0 = train.steps)
+    epochs: float = _f(lo=0)  # budget epochs: passes over the run's own training clips (0 = train.epochs)
     seeds: list[int] = _f()  # empty = base.seeds
     exposure_of: str = _f(nonempty=True)  # a run (itself: its own steps), or another run: as many steps as that
     # run needs to see this run's views as often (DVC tracks that run's settings for this run's stage)
@@ -353,6 +356,22 @@ class Fig2Config(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class SweepConfig(Section):
+    """The training budget sweep (echolib.sweep): runs trained at multiples of train.epochs, scored on validation."""
+
+    section: ClassVar[str] = "sweep"
+    multiples: list[float] = _f()  # multiples of train.epochs (each its own schedule); [] = not run
+    runs: list[str] = _f()  # runs (of `runs:`) swept
+    seeds: list[int] = _f(nonempty=True)
+    tolerance: float = _f(lo=0)  # converged: validation MCMRR/N within this of the run's best over the multiples
+
+    def validate(self, where: str) -> None:
+        if any(not x > 0 for x in self.multiples) or len(set(self.multiples)) != len(self.multiples):
+            raise ConfigError(f"params: '{where}.multiples' must be distinct positive numbers, got {self.multiples}")
+        _check_seeds(f"{where}.seeds", self.seeds)
+
+
+@dataclasses.dataclass(frozen=True)
 class PositiveControlConfig(Section):
     """A supervised classifier per finding on pixels: is each finding measurable from the clips at all?"""
 
@@ -391,7 +410,7 @@ class ReportConfig(Section):
 SECTIONS: dict[str, type[Section]] = {
     c.section: c for c in (BaseConfig, SynthConfig, IngestConfig, ViewsConfig, SplitConfig, TextConfig, CacheConfig,
                            TrainConfig, PretrainConfig, PositiveControlConfig, EvaluateConfig, Fig2Config,
-                           ReportConfig)
+                           SweepConfig, ReportConfig)
 }
 
 
@@ -412,6 +431,7 @@ class Params:
     positive_control: PositiveControlConfig
     evaluate: EvaluateConfig
     fig2: Fig2Config
+    sweep: SweepConfig
     report: ReportConfig
 
 
@@ -493,6 +513,17 @@ def _check_across(p: Params) -> None:
             raise ConfigError(f"params: 'runs.{name}.exposure_of' must name the run itself ({name!r}: its own steps) "
                               f"or another run whose views include {run.views} and whose exposure_of is its own "
                               f"name; runs: {sorted(p.runs)}")
+    for name, run in p.runs.items():
+        if run.exposure_of == name and run.budget == "epochs" and not (run.epochs or p.train.epochs):
+            raise ConfigError(f"params: 'runs.{name}.budget' is epochs but 'runs.{name}.epochs' and 'train.epochs' "
+                              "are both 0; give a number of epochs or budget: steps")
+    for run in p.sweep.runs if p.sweep.multiples else []:  # checked when the sweep is to run
+        if run not in p.runs:
+            raise ConfigError(f"params: 'sweep.runs' names {run!r}, which is not in runs: {sorted(p.runs)}")
+        if p.runs[run].budget != "epochs" or p.runs[run].exposure_of != run:
+            raise ConfigError(f"params: 'sweep.runs' names {run!r}, whose budget is not in epochs of its own clips")
+    if p.sweep.multiples and not p.train.epochs:
+        raise ConfigError("params: 'sweep.multiples' multiplies 'train.epochs', which is 0; set train.epochs")
     for run in p.fig2.runs if p.fig2.sizes or p.fig2.local else []:  # checked when Fig. 2 is to run
         if run not in p.runs:
             raise ConfigError(f"params: 'fig2.runs' names {run!r}, which is not in runs: {sorted(p.runs)}")
@@ -550,18 +581,20 @@ _DEFAULT: dict[str, Any] = {
     "split.train": 0.835, "split.valid": 0.065, "split.test": 0.1, "split.min_valid_4ch": 150,
     "cache.size": 64, "cache.fps": 8.0, "cache.frames": 10, "cache.store": "memmap",
     "text.layers": 1,
-    "train.accelerator": "cpu", "train.strategy": "auto", "train.batch_size": 32, "train.steps": 600,
+    "train.accelerator": "cpu", "train.strategy": "auto", "train.batch_size": 32, "train.steps": 600, "train.epochs": 2.0,
     "train.warmup_steps": 100, "train.val_check_clips": 3200, "train.num_workers": 0, "train.checkpoint_steps": 50,
     "positive_control.size": "tiny", "positive_control.steps": 1500, "pretrain.steps": 150, "pretrain.batch_size": 32,
     "runs.*.size": "tiny", "runs.*.lr": 5e-4,
     "runs.MultiVideo.encoder": "convnext_st", "runs.SingleVideo.encoder": "convnext_st",
     "runs.SingleVideo-exposure.encoder": "convnext_st", "runs.SingleImage.batch_size": 0,
+    "runs.MultiVideo-steps.encoder": "convnext_st", "runs.SingleVideo-steps.encoder": "convnext_st",
+    "runs.SingleImage-steps.batch_size": 0,
 }
 #: what each profile changes relative to `default`
 _PROFILE_CHANGES: dict[str, dict[str, Any]] = {
     "default": {},
     # a smoke test in minutes: a classifier trained on ~170 clips needs more epochs and cannot be held to 0.9
-    "tiny": {"base.seeds": [0], "synth.n_patients": 24, "train.steps": 20, "train.batch_size": 8, "train.val_check_clips": 80,
+    "tiny": {"base.seeds": [0], "synth.n_patients": 24, "train.steps": 20, "train.epochs": 1.0, "train.batch_size": 8, "train.val_check_clips": 80,
              "train.checkpoint_steps": 5,
              "train.warmup_steps": 5, "positive_control.steps": 10, "pretrain.steps": 4, "pretrain.batch_size": 4, "views.epochs": 20, "views.threshold": 0.5,
              "split.train": 0.6, "split.valid": 0.2, "split.test": 0.2, "split.min_valid_4ch": 0},
@@ -574,7 +607,7 @@ _PROFILE_CHANGES: dict[str, dict[str, Any]] = {
               "views.size": 224, "cache.size": 224, "cache.fps": 24.0, "cache.frames": 32, "cache.store": "shards",
               "text.layers": 12,
               "train.accelerator": "gpu", "train.strategy": "ddp", "train.batch_size": 16,
-              "train.warmup_steps": 2000, "train.steps": 100000, "train.num_workers": 8, "train.checkpoint_steps": 1000,
+              "train.warmup_steps": 2000, "train.steps": 100000, "train.epochs": 10.0, "train.num_workers": 8, "train.checkpoint_steps": 1000,
               "positive_control.size": "paper", "positive_control.steps": 0,
               # self-supervised pretraining of ViViT-B (two views of 32 x 224): batch 32 ran out of memory on an
               # H200, 16 took 78.9 GiB there (benchmarks/gpu_check.py); use 8 on an 80 GB card
@@ -582,7 +615,8 @@ _PROFILE_CHANGES: dict[str, dict[str, Any]] = {
               "runs.*.size": "paper", "runs.*.lr": 1e-5,
               "runs.MultiVideo.encoder": "vivit", "runs.SingleVideo.encoder": "vivit",
               "runs.SingleVideo-exposure.encoder": "vivit",
-              "runs.SingleImage.batch_size": 576},
+              "runs.MultiVideo-steps.encoder": "vivit", "runs.SingleVideo-steps.encoder": "vivit",
+              "runs.SingleImage.batch_size": 576, "runs.SingleImage-steps.batch_size": 576},
 }
 
 

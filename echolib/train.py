@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -31,27 +32,57 @@ from .models import EchoClip, build_model
 MONITOR = "val/mcmrr"  # model selection and early stopping: validation MCMRR, both directions (lower is better)
 
 
-def run_steps(ctx, name: str, index) -> int:
-    """Optimisation steps of run `name`: runs.NAME.steps (0: train.steps), or, with `exposure_of` another run, as
-    many as it takes to see as many clips of its views as that run sees in its steps (from the training clips in
-    `index`)."""
-    run = ctx.runs[name]
-    if run.exposure_of == name:
-        return run.steps or ctx.train.steps
-    other = ctx.runs[run.exposure_of]
+def world_size(train) -> int:
+    """Processes that share one optimisation step (each takes a batch): devices x nodes under DDP, else 1."""
+    return train.devices * train.num_nodes if train.strategy != "auto" or train.devices > 1 else 1
+
+
+def train_clips(index, views) -> int:
+    """A run's training clips: the clips of the training split whose (predicted) view is one of `views`."""
     train = index.filter(index["split"] == "train")
     view_col = "pred_view" if "pred_view" in train.columns else "view"
-    seen = train.filter(train[view_col].is_in(list(other.views)))
-    share = seen.filter(seen[view_col].is_in(list(run.views))).height / max(seen.height, 1)
-    clips = exposure_basis(ctx, run.exposure_of)["clips"]
-    return max(1, round(clips * share / (run.batch_size or ctx.train.batch_size)))
+    return train.filter(train[view_col].is_in(list(views))).height
 
 
-def exposure_basis(ctx, name: str) -> dict:
+def run_budget(ctx, name: str, index, run=None) -> dict:
+    """How long run `name` trains, and why: with `exposure_of` another run, as many steps as it takes to see as
+    many clips of this run's views as that run sees in its budget; else, budget `epochs`, runs.NAME.epochs (0:
+    train.epochs) passes over the run's own training clips (the paper's design: every run the same epochs), or,
+    budget `steps`, runs.NAME.steps (0: train.steps) steps (the compute-matched comparison). `run`: run `name`'s
+    settings as overridden (the budget sweep).
+    Returns {"steps", "basis", "epochs" (as asked for, or the passes its steps make), "passes" (over the run's own
+    training clips: the last batch rounds up), "train_clips"}."""
+    run = run or ctx.runs[name]
+    batch = (run.batch_size or ctx.train.batch_size) * world_size(ctx.train)
+    clips = train_clips(index, run.views)
+    if run.exposure_of != name:
+        other = run_budget(ctx, run.exposure_of, index)
+        seen = train_clips(index, ctx.runs[run.exposure_of].views)
+        share = clips / max(seen, 1)
+        other_batch = (ctx.runs[run.exposure_of].batch_size or ctx.train.batch_size) * world_size(ctx.train)
+        steps, basis = max(1, round(other["steps"] * other_batch * share / batch)), f"exposure of {run.exposure_of}"
+    elif run.budget == "epochs":
+        epochs = run.epochs or ctx.train.epochs
+        if not epochs:
+            raise C.ConfigError(f"params: 'runs.{name}.budget' is epochs but runs.{name}.epochs and train.epochs are 0")
+        steps, basis = max(1, math.ceil(epochs * clips / batch)), "epochs"
+    else:
+        steps, basis = run.steps or ctx.train.steps, "steps"
+    passes = round(steps * batch / max(clips, 1), 3)
+    return {"steps": steps, "basis": basis, "train_clips": clips,
+            "epochs": float(epochs) if basis == "epochs" else passes, "passes": passes}
+
+
+def run_steps(ctx, name: str, index) -> int:
+    """Optimisation steps of run `name` (`run_budget`)."""
+    return run_budget(ctx, name, index)["steps"]
+
+
+def exposure_basis(ctx, name: str, index) -> dict:
     """What an exposure-matched run is computed from: run `name`'s views, steps and batch size (recorded in its
     summary, so that the compare stage can tell when that run has changed since)."""
     other = ctx.runs[name]
-    steps, batch = other.steps or ctx.train.steps, other.batch_size or ctx.train.batch_size
+    steps, batch = run_steps(ctx, name, index), other.batch_size or ctx.train.batch_size
     return {"run": name, "views": list(other.views), "steps": steps, "batch_size": batch, "clips": steps * batch}
 
 
@@ -87,14 +118,16 @@ class RunSetup:
     cache_meta: dict
     steps: int
     pretrain: object
+    budget: dict = dataclasses.field(default_factory=dict)  # run_budget: steps, basis, epochs, train clips
 
 
 def setup_run(name: str, ctx, seed: int = 0, init: str | None = None,
-              ssl_weights: str | Path | None = None) -> RunSetup:
+              ssl_weights: str | Path | None = None, epochs: float | None = None) -> RunSetup:
     """Everything a run needs before training: its parameters, the model and the data module (set up). Reports
     are tokenized in the clip store already: only the tokenizer's vocabulary size is read here. `ctx`: the stage's
     context (or a params.yaml path: train@NAME's). `init` overrides the run's `init` (Fig. 2 trains a run from
-    several); `ssl_weights` is the file `init: ssl` loads."""
+    several); `ssl_weights` is the file `init: ssl` loads; `epochs` trains the run for that many epochs of its own
+    clips whatever its budget (the budget sweep)."""
     from .lit import ClipDataModule
     from .models.factory import init_weights
     from .text import vocab_size
@@ -105,6 +138,8 @@ def setup_run(name: str, ctx, seed: int = 0, init: str | None = None,
     if init:
         C.init_spec(init, "--init")
         run = run.replace(init=init)
+    if epochs:
+        run = run.replace(budget="epochs", epochs=float(epochs), exposure_of=name)
     data = ctx.data
     tokenizer_dir = Path(text.pretrained_dir) if text.pretrained_dir else data / "tokenizer"
     n_vocab = vocab_size(tokenizer_dir)
@@ -118,8 +153,9 @@ def setup_run(name: str, ctx, seed: int = 0, init: str | None = None,
     dm = ClipDataModule(str(data / "cache"), list(run.views), frames, batch, train.num_workers,
                         text.shuffle_findings, text.max_findings, seed)
     dm.setup()
+    budget = run_budget(ctx, name, dm.cache.index, run)
     return RunSetup(base, train, text, run, data, tokenizer_dir, n_vocab, model, frames, dm, batch, cache_meta,
-                    run_steps(ctx, name, dm.cache.index), ctx.pretrain)
+                    budget["steps"], ctx.pretrain, budget)
 
 
 class ResumeError(RuntimeError):
@@ -218,12 +254,13 @@ def register_authors_run(name: str, seed: int, ctx, root: Path) -> dict:
 
 
 def train_run(name: str, seed: int, ctx="params.yaml", resume: bool | str = False,
-              fast_dev_run: bool = False, out_root: str | Path | None = None, init: str | None = None) -> dict:
+              fast_dev_run: bool = False, out_root: str | Path | None = None, init: str | None = None,
+              epochs: float | None = None) -> dict:
     """Train run `name` with `seed` into OUT_ROOT/NAME/seedSEED. `ctx`: the stage's context (its listed
     parameters), or a params.yaml path (then train@NAME's keys of it). `resume`: True continues from the run's
     last checkpoint (exactly: model, optimiser, schedule, every random state and the position in the epoch),
     "auto" does so when that checkpoint belongs to the same run, False starts afresh. `init` overrides the run's
-    own (scratch | ssl | local:PATH)."""
+    own (scratch | ssl | local:PATH); `epochs` the run's budget (that many epochs of its own clips)."""
     import warnings
 
     import lightning as L
@@ -239,7 +276,7 @@ def train_run(name: str, seed: int, ctx="params.yaml", resume: bool | str = Fals
     if ctx.runs[name].encoder == "authors":
         return register_authors_run(name, seed, ctx, root)
     ssl = ssl_weights_for(name, ctx, root) if (init or ctx.runs[name].init) == "ssl" else None
-    r = setup_run(name, ctx, seed, init, ssl)
+    r = setup_run(name, ctx, seed, init, ssl, epochs)
     train, text, run = r.train, r.text, r.run
     model, frames, dm, batch, cache_meta = r.model, r.frames, r.datamodule, r.batch_size, r.cache_meta
     out = root / name / f"seed{seed}"
@@ -247,7 +284,7 @@ def train_run(name: str, seed: int, ctx="params.yaml", resume: bool | str = Fals
     resuming = _prepare_folder(out, resume, signature) if not fast_dev_run else False
     out.mkdir(parents=True, exist_ok=True)
     mark_output(out)
-    world = train.devices * train.num_nodes if train.strategy != "auto" or train.devices > 1 else 1
+    world = world_size(train)
     steps = r.steps
     val_every = min(steps, max(1, round(train.val_check_clips / (batch * world))))  # the same clips for every run
     module = EchoClipModule(model, train.loss, run.lr, train.weight_decay, train.warmup_steps, steps)
@@ -284,7 +321,8 @@ def train_run(name: str, seed: int, ctx="params.yaml", resume: bool | str = Fals
         "run": name, "seed": seed, "encoder": run.encoder, "size": run.size, "init": run.init, "frames": frames,
         "views": list(run.views), "lr": run.lr, "batch_size": batch, "train_clips": len(dm.train_set),
         "val_clips": len(dm.val_set), "steps": steps,
-        "exposure_of": exposure_basis(ctx, run.exposure_of) if run.exposure_of != name else None,
+        "exposure_of": exposure_basis(ctx, run.exposure_of, dm.cache.index) if run.exposure_of != name else None,
+        "budget": r.budget,
         "epochs_run": round(trainer.global_step * batch * world / max(len(dm.train_set), 1), 2),
         "global_steps": trainer.global_step,
         "train_seconds": round(seconds, 1),
@@ -351,6 +389,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="continue from checkpoints/last.ckpt when it belongs to this run, else start afresh")
     ap.add_argument("--fast-dev-run", action="store_true")
     ap.add_argument("--out-root", default=None, help="folder for RUN/seedS (default: <data_root>/runs)")
+    ap.add_argument("--epochs", type=float, default=None, help="train this many epochs of the run's own clips, "
+                    "whatever its budget (the budget sweep)")
     ap.add_argument("--init", default=None, help="the video/image tower's start, overriding the run's init: scratch | "
                     "ssl | local:PATH")
     a = ap.parse_args(argv)
@@ -369,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in seeds:
         try:
             s = train_run(a.run, seed, ctx, "auto" if a.resume_if_possible else a.resume, a.fast_dev_run,
-                          a.out_root, a.init)
+                          a.out_root, a.init, a.epochs)
         except (C.ConfigError, ResumeError, FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: {for_terminal(e)}") from None
         if s:

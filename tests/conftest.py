@@ -22,6 +22,8 @@ def tiny_params(**sections) -> dict:
     params["synth"].update(n_patients=8)
     params["train"].update(batch_size=4, steps=6, val_check_clips=12, num_workers=0, warmup_steps=2,
                            checkpoint_steps=3)
+    for run in params["runs"].values():  # a fixed number of steps (train.steps) for unit tests: the epochs budget
+        run["budget"] = "steps"          # has tests of its own
     params["positive_control"].update(steps=4, batch_size=4)
     params["text"].update(vocab_size=1000)
     for name, values in sections.items():

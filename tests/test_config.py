@@ -18,7 +18,8 @@ def test_params_yaml_is_valid_and_typed(params):
     p = config.validate(params)
     assert p.base.profile in config.PROFILES and isinstance(p.base.seed, int)
     assert list(p.views.keep) == ["LAX", "SAX", "2CH", "3CH", "4CH"] and list(p.runs) == [
-        "MultiVideo", "SingleVideo", "SingleImage", "SingleVideo-exposure"]
+        "MultiVideo", "SingleVideo", "SingleImage", "MultiVideo-steps", "SingleVideo-steps", "SingleImage-steps",
+        "SingleVideo-exposure"]
 
 
 def test_committed_params_hold_the_default_profile(params):

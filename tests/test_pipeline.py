@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import re
 import shutil
@@ -167,6 +168,9 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
 
     params = tiny_params(views={"epochs": 1, "threshold": 0.0}, evaluate={"n_bootstrap": 50})
     params["runs"]["SingleVideoB"] = {**params["runs"]["SingleVideo"], "lr": 0.001, "exposure_of": "SingleVideoB"}
+    for run in ("MultiVideo", "SingleVideo", "SingleImage"):  # the paper's design: equal epochs (train.epochs)
+        params["runs"][run]["budget"] = "epochs"
+    del params["runs"]["SingleImage-steps"]  # (time) the other compute-matched twins stay
     d = make_project(tmp_path / "p", params)
     # determinism: a twin project with the same params reproduced from scratch at the same time
     twin = make_project(tmp_path / "twin", params)
@@ -191,6 +195,18 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     assert "train@SingleVideoB" in stage_names(d)
     table1 = json.loads((d / "metrics" / "table1.json").read_text())
     assert {"MultiVideo", "MultiVideo-4CH", "SingleVideo", "SingleVideoB", "SingleImage"} <= set(table1["runs"])
+    # the two designs side by side: MultiVideo ~ several times SingleVideo's steps at equal epochs; the twins at 6
+    b = table1["budgets"]
+    assert b["MultiVideo"]["basis"] == b["SingleVideo"]["basis"] == "epochs" and b["MultiVideo-steps"]["steps"] == 6
+    for run in ("MultiVideo", "SingleVideo", "SingleImage"):  # one epoch of its own clips in batches of 4
+        assert b[run]["steps"] == math.ceil(b[run]["train_clips"] / 4), (run, b[run])
+    share = b["SingleVideo-exposure"]["train_clips"] / b["MultiVideo-steps"]["train_clips"]
+    assert b["SingleVideo-exposure"]["steps"] == max(1, round(6 * share))  # the 4CH clips MultiVideo-steps saw
+    said = {c["pair"]: c["sentence"] for c in json.loads((d / "metrics" / "claims.json").read_text())["mcmrr_v2r"]}
+    assert said["SingleVideo - MultiVideo"].startswith("At equal epochs (1 per run over its own clips")
+    assert said["SingleVideo-steps - MultiVideo-steps"].startswith("At equal steps (6 each; compute-matched)")
+    assert said["MultiVideo-steps-4CH - SingleVideo-exposure"].startswith("At equal exposure to 4CH clips")
+    assert "MultiVideo-4CH - SingleVideo-exposure" not in said  # it matched MultiVideo-steps, not MultiVideo
     for name in ("synth", "views", "filter", "split", "tokenizer", "cache", "train/SingleVideoB",
                  "retrieval/SingleVideoB", "interpret/SingleVideoB", "table1", "ingest", "summary/data", "claims",
                  "summary/table1/SingleVideoB"):
@@ -206,7 +222,7 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     # DVC: one short metrics file; plots rendered with the offline template
     r = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=d, capture_output=True, text=True)
     rows = r.stdout.splitlines()
-    assert r.returncode == 0 and "metrics/table1.json" not in r.stdout and len(rows) == 1 + 8 + 1  # Table 1's rows
+    assert r.returncode == 0 and "metrics/table1.json" not in r.stdout and len(rows) == 1 + 12 + 1  # Table 1's rows
     assert any(x.startswith("metrics/summary/table1/SingleVideoB.json") for x in rows)
     assert max(map(len, rows)) < 250, "dvc metrics show should be Table 1, one row per model"
     r = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots"], cwd=d, capture_output=True,

@@ -105,6 +105,32 @@ def test_claim_sentences_read_the_interval_against_the_papers_direction():
     assert len(s) == 3  # pairs that were not evaluated have no sentence
 
 
+def test_each_claim_says_which_comparison_it_rests_on():
+    """Equal epochs (the paper's design), equal steps (the -steps twins), equal exposure (only beside the run it
+    matched), from each run's recorded budget; variants of one model and unrecorded budgets get no prefix."""
+    from echolib.compare import claim_pairs
+
+    ep = {"basis": "epochs", "epochs": 2.0}
+    budgets = {"MultiVideo": {**ep, "steps": 1112}, "SingleVideo": {**ep, "steps": 232},
+               "MultiVideo-steps": {"basis": "steps", "epochs": 1.08, "steps": 600},
+               "SingleVideo-steps": {"basis": "steps", "epochs": 5.2, "steps": 600},
+               "SingleVideo-exposure": {"basis": "exposure of MultiVideo-steps", "epochs": 1.07, "steps": 124}}
+    res = _res({"SingleVideo - MultiVideo": (-20.0, -30.0, -10.0), "SingleVideo-steps - MultiVideo-steps":
+                (28.0, 20.0, 36.0), "MultiVideo-steps-4CH - SingleVideo-exposure": (-17.0, -25.0, -9.0),
+                "SingleImage-1frame - SingleImage": (1.0, -1.0, 3.0)})
+    s = {c["pair"]: c["sentence"] for c in claim_sentences({**res, "budgets": budgets})}
+    assert s["SingleVideo - MultiVideo"].startswith("At equal epochs (2 per run over its own clips; the paper's "
+                                                    "design): SingleVideo ranks the true report higher")
+    assert s["SingleVideo-steps - MultiVideo-steps"].startswith("At equal steps (600 each; compute-matched): "
+                                                                "SingleVideo-steps ranks the true report lower")
+    assert s["MultiVideo-steps-4CH - SingleVideo-exposure"].startswith(
+        "At equal exposure to 4CH clips (MultiVideo-steps 600 steps, SingleVideo-exposure 124): ")
+    assert s["SingleImage-1frame - SingleImage"].startswith("No difference shown")  # one model: no prefix
+    pairs = claim_pairs(budgets)
+    assert ("MultiVideo-steps-4CH", "SingleVideo-exposure") in pairs
+    assert ("MultiVideo-4CH", "SingleVideo-exposure") not in pairs  # not the run it matched
+
+
 def test_examples_escape_report_text_and_mark_sentences_not_in_the_true_report():
     rec = [{"study_id": "S1", "report": "左室拡大なし。<script>alert(1)</script>。",
             "retrieved": [{"model": "M", "study_id": "S2", "correct": False,

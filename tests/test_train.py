@@ -1,6 +1,8 @@
 """Training path: clip cache, dataset, Lightning fast_dev_run and a short real fit of each ablation run."""
 
+import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -153,18 +155,29 @@ def test_collate_trims_padding_to_longest_report():
     assert b["input_ids"].tolist() == [[5, 6, 7], [5, 6, 0]] and b["attention_mask"].shape == (2, 3)
 
 
-def test_exposure_matched_steps_see_as_many_clips_of_the_views():
+def test_budgets_equal_epochs_equal_steps_and_equal_exposure():
+    """The paper's design (every run the same epochs over its own clips), the compute-matched twins (600 steps
+    each) and the exposure-matched run, worked out by hand on 100 training clips of which 20 are 4CH."""
     from echolib import config
-    from echolib.train import run_steps
+    from echolib.train import run_budget, run_steps
     from tests.conftest import ROOT
 
     p = config.load(ROOT / "params.yaml")
-    # MultiVideo trains on 100 clips, 20 of them 4CH: its 600 steps of 32 clips hold 600 * 32 * 0.2 4CH clips
     index = pl.DataFrame({"split": ["train"] * 100 + ["test"] * 50,
                           "pred_view": ["4CH"] * 20 + ["LAX"] * 80 + ["4CH"] * 50})
-    assert p.train.steps == 600 and p.train.batch_size == 32
-    assert run_steps(p, "SingleVideo-exposure", index) == round(600 * 32 * 0.2 / 32) == 120
-    assert run_steps(p, "MultiVideo", index) == 600
+    assert p.train.steps == 600 and p.train.batch_size == 32 and p.train.epochs == 2.0
+    # equal epochs: ceil(2 * 100 / 32) = 7 steps for MultiVideo, ceil(2 * 20 / 32) = 2 for the 4CH runs
+    assert run_budget(p, "MultiVideo", index) == {"steps": 7, "basis": "epochs", "train_clips": 100, "epochs": 2.0,
+                                                "passes": 2.24}
+    assert run_steps(p, "SingleVideo", index) == run_steps(p, "SingleImage", index) == 2
+    # equal steps: 600 each whatever the clips
+    assert run_steps(p, "MultiVideo-steps", index) == run_steps(p, "SingleVideo-steps", index) == 600
+    # equal exposure: MultiVideo-steps' 600 steps of 32 clips hold 600 * 32 * 0.2 4CH clips
+    b = run_budget(p, "SingleVideo-exposure", index)
+    assert b["steps"] == round(600 * 32 * 0.2 / 32) == 120 and b["basis"] == "exposure of MultiVideo-steps"
+    # a run's own epochs override train.epochs; the sweep's override replaces the budget
+    other = dataclasses.replace(p.runs["SingleVideo"], epochs=5.0)
+    assert run_budget(p, "SingleVideo", index, other)["steps"] == math.ceil(5 * 20 / 32) == 4
 
 
 def _train(project, out, *extra, env=None):
