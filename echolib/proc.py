@@ -10,11 +10,13 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 
-def run_module(module: str, *args, cwd=None, env: dict[str, str] | None = None) -> None:
+def run_module(module: str, *args, cwd=None, env: dict[str, str] | None = None,
+               shown: list[str] | None = None) -> None:
     """`python -m module args...` with the kernel's interpreter (`env` added to its environment), output
-    streamed; raises naming the command."""
+    streamed; raises naming the command. `shown`: the arguments printed as the command (what a reader can paste,
+    when the real ones name temporary files)."""
     cmd = [sys.executable, "-m", module, *map(str, args)]
-    print("$ python", " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
+    print("$ python", " ".join(shlex.quote(c) for c in (shown or cmd[1:])), flush=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
                             env={**os.environ, **(env or {})})
     tail = []

@@ -179,11 +179,19 @@ def temporal_table(res: dict):
                              "95 % CI over studies and seeds.")
 
 
-def _ours_cell(res: dict, run: str, m: str) -> str:
-    """MCMRR divided by the number of candidates (3 decimals), R@10 in percent (1 decimal), with the CI."""
+def table1_scale(res: dict, run: str, m: str) -> tuple[float, float, float]:
+    """(value, lo, hi) of a Table 1 cell on the one scale every page, the terminal and the DVC metrics use: MCMRR
+    divided by the number of candidates N (so that test sets of different sizes compare), R@10 in percent."""
     v, n = res["runs"][run][m], res["n_studies"]
-    k, d = (1 / n, 3) if m.startswith("mcmrr") else (100, 1)
-    return f"{v['value'] * k:.{d}f} [{v['lo'] * k:.{d}f}, {v['hi'] * k:.{d}f}]"
+    k = 1 / n if m.startswith("mcmrr") else 100
+    return v["value"] * k, v["lo"] * k, v["hi"] * k
+
+
+def _ours_cell(res: dict, run: str, m: str) -> str:
+    """MCMRR / N (3 decimals), R@10 in percent (1 decimal), with the CI (`table1_scale`)."""
+    d = 3 if m.startswith("mcmrr") else 1
+    value, lo, hi = table1_scale(res, run, m)
+    return f"{value:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
 
 
 def _ceiling_cell(c: dict, m: str) -> str:
@@ -457,9 +465,15 @@ def stage_links_html(pages: list[tuple[str, Path]], site: str | Path = SITE) -> 
     return f"<ol>{''.join(items)}</ol>"
 
 
+#: the DVC metrics' names of Table 1's cells: the units in the name (MCMRR / N, R@10 in percent)
+_SUMMARY_KEYS = {"mcmrr_v2r": "mcmrr_n_v2r", "r10_v2r": "r10_pct_v2r", "mcmrr_r2v": "mcmrr_n_r2v",
+                 "r10_r2v": "r10_pct_r2v"}
+
+
 def summary_metrics(metrics: dict[str, dict], facts: dict) -> dict[str, dict]:
     """The files of metrics/summary/, the only DVC metrics (cached: each experiment keeps its own). One file per
-    row of Table 1 (table1/RUN.json: MCMRR and R@10 both ways, mean over seeds; not the frame-order ablations), so `dvc metrics show` prints
+    row of Table 1 (table1/RUN.json: MCMRR / N and R@10 in percent both ways, mean over seeds, and the number of
+    seeds; not the frame-order ablations; N in data.json: eval_studies), so `dvc metrics show` prints
     Table 1 as a table, one row per model; and data.json: profile, evaluation studies, view accuracy, patients per
     split.
     Every detail stays in the other metrics files."""
@@ -467,7 +481,8 @@ def summary_metrics(metrics: dict[str, dict], facts: dict) -> dict[str, dict]:
     split = metrics.get("split") or {}
     views = metrics.get("views") or {}
     runs = t1.get("runs") or {}
-    out = {f"table1/{r}": {m: round(runs[r][m]["value"], 2 if m.startswith("mcmrr") else 4) for m in TABLE1_METRICS}
+    out = {f"table1/{r}": {_SUMMARY_KEYS[m]: round(table1_scale(t1, r, m)[0], 3 if m.startswith("mcmrr") else 1)
+                           for m in TABLE1_METRICS} | {"seeds": runs[r]["mcmrr_v2r"].get("seeds", 1)}
            for r in (_table1_runs(t1) if runs else [])}
     out["data"] = {"profile": facts["profile"], "eval_studies": t1.get("n_studies"),
                    "view_accuracy": round(views["accuracy"], 4) if views.get("accuracy") is not None else None,
@@ -489,14 +504,13 @@ def terminal_summary(root: str | Path) -> str:
                      + ("  -- SMOKE TEST: these numbers mean nothing" if s["profile"] == "tiny" or
                         (s["eval_studies"] or 0) < SMOKE_STUDIES else ""))
     if t1:
-        head = f"{'model':<22}{'MCMRR v->r':>22}{'R@10 v->r':>22}{'MCMRR r->v':>22}{'R@10 r->v':>22}"
-        lines += ["Table 1 (mean over seeds [95 % CI])", head]
-        for r in _table1_runs(t1):
-            v = t1["runs"][r]
-            cells = [f"{v[m]['value']:.1f} [{v[m]['lo']:.0f}, {v[m]['hi']:.0f}]" if m.startswith("mcmrr") else
-                     f"{v[m]['value']:.3f} [{v[m]['lo']:.2f}, {v[m]['hi']:.2f}]"
-                     for m in ("mcmrr_v2r", "r10_v2r", "mcmrr_r2v", "r10_r2v")]
-            lines.append(f"{r:<22}" + "".join(f"{c:>22}" for c in cells))
+        runs = _table1_runs(t1)
+        w = max(len("model"), *map(len, runs)) + 1
+        head = f"{'model':<{w}}" + "".join(f"{h:>21}" for h in ("MCMRR/N v->r", "R@10 % v->r", "MCMRR/N r->v",
+                                                                 "R@10 % r->v"))
+        lines += [f"Table 1 (mean over seeds [95 % CI]; N = {t1['n_studies']}, chance MCMRR/N about 0.5)", head]
+        for r in runs:
+            lines.append(f"{r:<{w}}" + "".join(f"{_ours_cell(t1, r, m):>21}" for m in TABLE1_METRICS))
     return "\n".join(lines)
 
 

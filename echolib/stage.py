@@ -275,7 +275,20 @@ class Context:
 
         with tempfile.TemporaryDirectory(prefix="echolib-params-") as folder:
             run_module(module, "--stage-params", self.save_params(folder), *args, cwd=self.root,
-                       env={C.STAGE_PARAMS_ENV: "1"})
+                       env={C.STAGE_PARAMS_ENV: "1"}, shown=self.by_hand(module, *args))
+
+    def by_hand(self, module: str, *args) -> list[str]:
+        """The command a reader can paste in the project folder to do what `run_module(module, *args)` does: the
+        project's params.yaml instead of the runner's temporary file, paths inside the staging folder as where the
+        stage puts them (relative to the project)."""
+        out = []
+        for a in map(str, args):
+            for base in (self.out_root, self.root):
+                if Path(a).is_absolute() and Path(a).is_relative_to(base):
+                    a = Path(a).relative_to(base).as_posix() or "."
+                    break
+            out.append(a)
+        return ["-m", module, "--params", "params.yaml", *out]
 
     def note(self) -> str:
         """One line saying where this run writes (shown at the top of every stage page)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -299,7 +300,10 @@ def train_run(name: str, seed: int, ctx="params.yaml", resume: bool | str = Fals
     # our sampler continues mid-epoch itself (EpochSampler.resume_at): Lightning's warning does not apply
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     logger = lightning_logger(out, resuming)
+    for logger_name in ("lightning.pytorch", "lightning.fabric"):  # its banners, tips and end-of-fit notice: INFO
+        logging.getLogger(logger_name).setLevel(logging.WARNING)
     trainer = L.Trainer(
+        enable_model_summary=False,  # the model is described on the training page, not as a table in the log
         accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
         precision=precision_of(train), max_steps=steps, max_epochs=-1, gradient_clip_val=train.grad_clip,
         callbacks=callbacks, logger=logger, log_every_n_steps=max(1, min(50, val_every // 4)),

@@ -52,6 +52,17 @@ def test_committed_without_outputs_and_literal_parameters(path):
         ast.literal_eval(node.value)  # raises for anything computed
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_heading_sits_above_its_own_output(path):
+    """No markdown cell twice and none directly after another: a repeated or stray narrative cell shifts every
+    heading below it onto the previous section's output (00_synthesize had one)."""
+    cells = nbformat.read(path, as_version=4).cells
+    texts = [c.source for c in cells if c.cell_type == "markdown"]
+    assert len(texts) == len(set(texts)), f"{path.name}: a markdown cell appears twice"
+    kinds = [c.cell_type for c in cells]
+    assert "markdown,markdown" not in ",".join(kinds), f"{path.name}: two markdown cells in a row"
+
+
 @pytest.mark.parametrize("name", STAGES)
 def test_stage_notebook_declares_what_the_stage_lists(name):
     sp = spec(name, ROOT, PARAMS)

@@ -211,7 +211,9 @@ def test_summary_metrics_are_one_small_file_per_table1_row_and_the_terminal_summ
     metrics["table1"]["runs"]["MultiVideo-reversed"] = metrics["table1"]["runs"]["MultiVideo"]  # an ablation: its own table
     files = R.summary_metrics(metrics, {"profile": "default"})
     assert set(files) == {"table1/SingleImage", "table1/MultiVideo", "data"}
-    assert files["table1/MultiVideo"] == {"mcmrr_v2r": 150.0, "mcmrr_r2v": 150.0, "r10_v2r": 0.1, "r10_r2v": 0.1}
+    # one set of units everywhere: MCMRR 150 of N = 300 candidates -> 0.5; R@10 0.1 -> 10 %
+    assert files["table1/MultiVideo"] == {"mcmrr_n_v2r": 0.5, "mcmrr_n_r2v": 0.5, "r10_pct_v2r": 10.0,
+                                          "r10_pct_r2v": 10.0, "seeds": 3}
     assert files["data"]["view_accuracy"] == 0.9123 and files["data"]["patients"]["test"] == 3
     (tmp_path / "metrics" / "summary").mkdir(parents=True)
     for name, m in metrics.items():
@@ -220,6 +222,8 @@ def test_summary_metrics_are_one_small_file_per_table1_row_and_the_terminal_summ
     out = R.terminal_summary(tmp_path).splitlines()
     assert out[0].startswith("Report: ") and "(not built yet)" in out[0] and "SMOKE" not in out[1]
     assert any(line.startswith("MultiVideo ") for line in out) and all(len(x) <= 110 for x in out[1:])
+    row = next(line for line in out if line.startswith("MultiVideo "))
+    assert row.split()[1:4] == ["0.500", "[0.400,", "0.600]"] and "10.0 [5.0, 15.0]" in row  # as on the site
     assert not any(line.startswith("MultiVideo-reversed") for line in out)
 
 

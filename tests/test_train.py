@@ -262,3 +262,42 @@ def test_every_run_validates_at_its_last_step(tiny_project, tmp_path):
     tsv = tmp_path / "SingleVideo" / "seed0" / "dvclive" / "plots" / "metrics" / "val" / "mcmrr.tsv"
     steps = [int(line.split("\t")[0]) + 1 for line in tsv.read_text().splitlines()[1:]]  # dvclive counts from 0
     assert steps == [5, 7], steps
+
+
+def test_training_prints_no_library_chatter(tiny_project, tmp_path):
+    """Lightning's banners, model summary and end-of-fit notice are switched off where they are made (not
+    filtered afterwards): the training subprocess prints its own progress and its summary only."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "echolib.train", "--run", "SingleVideo", "--params",
+                        str(tiny_project / "params.yaml"), "--out-root", str(tmp_path)], capture_output=True,
+                       text=True, cwd=tiny_project, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    for chatter in ("GPU available", "Total params", "| Name", "Trainer.fit stopped", "LOCAL_RANK"):
+        assert chatter not in out, chatter
+    assert json.loads(r.stdout.strip().splitlines()[-1])["global_steps"] == 6
+
+
+def test_the_command_a_stage_page_shows_can_be_pasted(tiny_project, tmp_path, monkeypatch, capsys):
+    """The runner hands the subprocess a temporary parameters file and a staging folder; the page shows the
+    command with params.yaml and the folders where the stage puts them, and that command runs as shown."""
+    import shlex
+    import subprocess
+    import sys
+
+    from echolib.proc import run_module
+    from echolib.stage import stage_context
+
+    monkeypatch.setenv("ECHOLIB_STAGE_OUT", str(tmp_path / "staging"))
+    ctx = stage_context("train", "SingleVideo", tiny_project)
+    shown = ctx.by_hand("echolib.train", "--run", "SingleVideo", "--out-root", ctx.out("runs"), "--seed", 0)
+    assert shown == ["-m", "echolib.train", "--params", "params.yaml", "--run", "SingleVideo", "--out-root",
+                     "data/runs", "--seed", "0"]
+    run_module("echolib.config", "check", "params.yaml", cwd=tiny_project, shown=["-m", "x", "y z"])
+    assert capsys.readouterr().out.startswith("$ python -m x 'y z'\n")
+    pasted = shlex.split(f"python {shlex.join(shown)}".replace("data/runs", str(tmp_path / "runs")))
+    r = subprocess.run([sys.executable, *pasted[1:]], cwd=tiny_project, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "runs" / "SingleVideo" / "seed0" / "model.pt").is_file()
