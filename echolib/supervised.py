@@ -33,6 +33,7 @@ from torch import nn
 from .datasets import frame_indices, frames_tensor, max_offset, model_input
 from .interpret import auroc, score_over_seeds
 from .loop import Stepper
+from .progress import bar
 from .store import ClipCache, open_store
 from .vocab import FINDINGS, READABLE_AUROC, VISIBILITY
 
@@ -125,22 +126,24 @@ def train_classifier(model: FindingClassifier, cache: ClipCache, rows: np.ndarra
         raise ValueError("the positive control has no finding with two grades among the training clips that show it")
     stepper = Stepper(model, lr, weight_decay=0.05, steps=steps)
     losses, history, best, best_state, waited = [], [], -np.inf, None, 0
-    for step in range(1, steps + 1):
-        model.train()
-        pick, col = balanced_draw(pools, batch_size, gen)
-        logits = model(_batch(cache, pick, model.encoder.num_frames, True, gen))
-        terms = [nn.functional.cross_entropy(logits[f][m], torch.from_numpy(y[pick[m], j]), reduction="sum")
-                 for j, f in enumerate(model.findings) if (m := col == j).any()]
-        losses.append(stepper.step(torch.stack(terms).sum() / batch_size))
-        if validate is not None and (step == steps or (val_every and step % val_every == 0)):
-            score = float(validate(model))
-            history.append((step, score))
-            if score > best:
-                best, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
-            else:
-                waited += 1
-                if patience and waited >= patience:
-                    break
+    with bar(steps, f"positive control seed {seed}", "step") as b:
+        for step in range(1, steps + 1):
+            model.train()
+            pick, col = balanced_draw(pools, batch_size, gen)
+            logits = model(_batch(cache, pick, model.encoder.num_frames, True, gen))
+            terms = [nn.functional.cross_entropy(logits[f][m], torch.from_numpy(y[pick[m], j]), reduction="sum")
+                     for j, f in enumerate(model.findings) if (m := col == j).any()]
+            losses.append(stepper.step(torch.stack(terms).sum() / batch_size))
+            b.update(1)
+            if validate is not None and (step == steps or (val_every and step % val_every == 0)):
+                score = float(validate(model))
+                history.append((step, score))
+                if score > best:
+                    best, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
+                else:
+                    waited += 1
+                    if patience and waited >= patience:
+                        break
     if best_state is not None:
         model.load_state_dict(best_state)
     best_step = max(history, key=lambda h: (h[1], -h[0]))[0] if history else len(losses)

@@ -23,6 +23,7 @@ from .io.files import OutputError, claim_output, mark_output
 from .io.safe import for_terminal
 from .io.video import VideoDecodeError, read_clip
 from .proc import map_jobs
+from .progress import bar
 from .splits import split_patients
 from .vocab import CLASSES
 
@@ -202,16 +203,18 @@ def train(data: str | Path, out: str | Path, model_name: str, frames: int, size:
                       short_guard=False)
     gen = torch.Generator().manual_seed(seed)
     history = []
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(fit), generator=gen)
-        losses = []
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            x = _augment(to_tensor(x_fit[idx.numpy()]), gen)
-            losses.append(stepper.step(torch.nn.functional.cross_entropy(model(x), y_fit[idx])))
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses))})
-        print(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}", flush=True)
+    with bar(epochs * math.ceil(len(fit) / batch_size), "view classifier: train", "step", progress) as b:
+        for epoch in range(epochs):
+            model.train()
+            order = torch.randperm(len(fit), generator=gen)
+            losses = []
+            for i in range(0, len(order), batch_size):
+                idx = order[i:i + batch_size]
+                x = _augment(to_tensor(x_fit[idx.numpy()]), gen)
+                losses.append(stepper.step(torch.nn.functional.cross_entropy(model(x), y_fit[idx])))
+                b.update(1)
+            history.append({"epoch": epoch, "train_loss": float(np.mean(losses))})
+            print(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}", flush=True)
     del x_fit
     x_cal, _ = load_clips(data, cal, frames, size, workers, progress)
     temperature = fit_temperature(predict_logits(model, x_cal), label_indices(cal["view"]))

@@ -100,9 +100,12 @@ def test_scores_are_means_over_seeds_with_per_grade_aurocs():
     assert "auroc_any" not in no_p and no_p["grades"] == {}
 
 
-def test_training_stops_at_a_plateau_and_keeps_the_best_weights(tiny_project):
+def test_training_stops_at_a_plateau_and_keeps_the_best_weights(tiny_project, tmp_path, monkeypatch):
     """Validation scores rise to step 2 and fall after: with patience 3 the run stops at step 5 and ends with the
-    weights it had at step 2."""
+    weights it had at step 2. Its steps show in the runner's progress file (the terminal)."""
+    from echolib.progress import ENV
+
+    monkeypatch.setenv(ENV, str(tmp_path / "progress.log"))
     from echolib.models import create_video_encoder
     from echolib.store import open_store
     from echolib.vocab import FINDINGS
@@ -125,6 +128,8 @@ def test_training_stops_at_a_plateau_and_keeps_the_best_weights(tiny_project):
     assert [s for s, _ in res["validations"]] == [1, 2, 3, 4, 5]
     assert all(torch.equal(v, weights[2][k]) for k, v in model.state_dict().items())
     assert not all(torch.equal(v, weights[5][k]) for k, v in model.state_dict().items())
+    shown = (tmp_path / "progress.log").read_text().splitlines()
+    assert shown[0].startswith("positive control seed 0: 0/10 step") and "5/10 step" in shown[-1]
 
 
 def test_lvh_is_trained_and_scored_on_its_full_views_only():
