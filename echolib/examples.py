@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import re
 
-from .vocab import FINDING_NAMES, FINDING_WORDS
+from .vocab import FINDING_NAMES, FINDING_WORDS, glossed
 
 _SENTENCE = re.compile(r"[^。\n]+。?")
 
@@ -50,7 +50,8 @@ def examples_html(records: list[dict], models: tuple[str, ...] | None = None) ->
                 continue
             truth = r["differs"] if rec.get("has_findings", True) else None
             diff = "; ".join(f'{html.escape(FINDING_NAMES.get(d["finding"], d["finding"]))}: '
-                             f'<span lang="ja">{html.escape(str(d["true"]))} → {html.escape(str(d["retrieved"]))}</span>'
+                             f'<span lang="ja">{html.escape(glossed(str(d["true"])))} → '
+                             f'{html.escape(glossed(str(d["retrieved"])))}</span>'
                              for d in r["differs"]) or "none (a report of the same findings)"
             what = f"findings that differ: {diff}" if truth is not None else "no ground-truth findings to compare"
             parts.append(f'<p class="retrieved"><strong>{html.escape(r["model"])}</strong> retrieved study '

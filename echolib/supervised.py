@@ -35,7 +35,7 @@ from .interpret import auroc, score_over_seeds
 from .loop import Stepper
 from .progress import bar
 from .store import ClipCache, open_store
-from .vocab import FINDINGS, READABLE_AUROC, VISIBILITY
+from .vocab import FINDINGS, READABLE_AUROC, VISIBILITY, glossed
 
 READABLE = READABLE_AUROC  # the rule (echolib.vocab), written before the protocol was run
 
@@ -284,7 +284,7 @@ def grade_rows(path: str | Path) -> pl.DataFrame:
     import json
 
     m = json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).is_file() else {}
-    return pl.DataFrame([{"finding": f, "grade": g, "auroc": x["auroc"], "lo": x["ci"][0], "hi": x["ci"][1],
+    return pl.DataFrame([{"finding": f, "grade": glossed(g), "auroc": x["auroc"], "lo": x["ci"][0], "hi": x["ci"][1],
                           "n": x["n"]} for f, v in m.get("findings", {}).items()
                          for g, x in v.get("grades", {}).items()],
                         schema={"finding": pl.Utf8, "grade": pl.Utf8, "auroc": pl.Float64, "lo": pl.Float64,

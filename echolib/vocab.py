@@ -52,6 +52,21 @@ FINDING_NAMES: dict[str, str] = {
     "rv_dilation": "RV dilation",
 }
 
+#: every grade's English gloss (for readers who do not read Japanese; the Japanese stays the label)
+GRADE_GLOSSES: dict[str, str] = {
+    "正常": "normal", "軽度低下": "mildly reduced", "中等度低下": "moderately reduced", "高度低下": "severely reduced",
+    "なし": "none", "前壁中隔・心尖部": "anteroseptal-apical (LAD)", "下壁": "inferior (RCA)", "側壁": "lateral (LCx)",
+    "壁運動低下": "hypokinesis", "無収縮": "akinesis", "軽度拡大": "mildly dilated", "高度拡大": "severely dilated",
+    "軽度": "mild", "中等度": "moderate", "高度": "severe", "なし・微量": "none or trace", "少量": "small",
+    "中等量": "moderate", "大量": "large", "あり": "present",
+}
+
+
+def glossed(grade: str) -> str:
+    """A grade with its English gloss: 軽度 (mild); an unknown grade as it is."""
+    return f"{grade} ({GRADE_GLOSSES[grade]})" if grade in GRADE_GLOSSES else grade
+
+
 _RWMA_WORDS = r"局所壁運動|壁運動異常|asynergy|前壁中隔|心尖部|下壁|側壁|無収縮|壁運動低下"
 _LATIN = r"(?<![A-Za-z]){}(?![A-Za-z])"
 #: finding column -> words by which a report sentence speaks of it (a regular expression): which sentences of a

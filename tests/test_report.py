@@ -15,6 +15,7 @@ from echolib import report as R
 from echolib.compare import claim_sentences
 from echolib.examples import examples_html
 from echolib.site import clean_notebook, dvc_plots_template, export
+from echolib.vocab import FINDINGS, GRADE_GLOSSES
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +141,8 @@ def test_examples_escape_report_text_and_mark_sentences_not_in_the_true_report()
     assert "<script>" not in page and "<img" not in page and "&lt;script&gt;" in page
     assert "<mark>軽度僧帽弁逆流あり。</mark>" in page and "<mark>左室拡大なし。</mark>" not in page
     assert "mitral regurgitation" in page and 'lang="ja"' in page
+    assert "なし・微量 (none or trace) → 軽度 (mild)" in page  # every grade with its English gloss
+    assert {g for grades in FINDINGS.values() for g in grades} <= set(GRADE_GLOSSES)
     # a paraphrase of the same finding is not a difference; without ground truth, sentences not in the true report
     rec[0]["retrieved"][0].update(report="左室の拡大は認めない。僧帽弁逆流なし。", differs=[])
     assert "<mark>" not in examples_html(rec)
