@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (echolib)" >/dev/null
+	$(PY) -m echolib.lab install >/dev/null  # saving a pipeline notebook in Lab keeps it byte-identical (echolib/lab.py)
 	@touch $@
 
 repro: setup

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import papermill as pm
@@ -312,3 +313,58 @@ def _kill_mid_stage(root, name: str) -> None:
     assert proc.poll() is None, f"stage {name} ended before it could be killed (exit {proc.returncode})"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _lab_save(root, rel: str, content: dict, hook: bool = True) -> None:
+    """Save a notebook as JupyterLab does: through the Jupyter server's own file manager, configured (or not)
+    with the project's pre-save hook."""
+    import asyncio
+
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from traitlets.config import Config
+
+    from echolib.lab import jupyter_config
+
+    cm = AsyncLargeFileManager(config=Config(jupyter_config() if hook else {}), root_dir=str(root))
+    asyncio.run(cm.save({"type": "notebook", "format": "json", "content": content}, rel))
+
+
+def test_saving_a_notebook_after_running_it_in_lab_changes_no_byte(tmp_path):
+    """Each notebook, 'run' in Lab (outputs, execution counts, Lab's cell and kernel metadata added) and saved:
+    with the hook `make setup` installs, every file is byte for byte what is committed, so `dvc status` stays
+    clean; without it, the saved file differs. An edited cell is saved (DVC then reruns that stage)."""
+    import copy
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    for path in NOTEBOOKS:
+        rel = f"notebooks/{path.name}"
+        committed = path.read_bytes()
+        nb = json.loads(committed)
+        for i, cell in enumerate(nb["cells"]):
+            cell["metadata"]["collapsed"] = False
+            if cell["cell_type"] == "code":
+                cell["execution_count"] = i + 1
+                cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["ran\n"]}]
+                cell["metadata"]["execution"] = {"iopub.status.idle": "2026-12-07T10:00:00.000Z"}
+        nb["metadata"]["language_info"] = {"name": "python", "version": "3.11.7", "mimetype": "text/x-python"}
+        _lab_save(tmp_path, rel, copy.deepcopy(nb))
+        assert (tmp_path / rel).read_bytes() == committed, f"{path.name}: saving changed the file"
+        _lab_save(tmp_path, rel, copy.deepcopy(nb), hook=False)
+        assert (tmp_path / rel).read_bytes() != committed  # the hook is what keeps it
+    nb = json.loads((ROOT / "notebooks" / "03_split.ipynb").read_text())
+    nb["cells"][-1]["source"] = ["print('edited')\n"]
+    _lab_save(tmp_path, "notebooks/03_split.ipynb", nb)
+    assert "print('edited')" in (tmp_path / "notebooks" / "03_split.ipynb").read_text()
+
+
+def test_setup_installs_the_save_hook_in_the_environment():
+    """`make setup` (which `make test` runs first) wrote the hook's configuration where this environment's
+    Jupyter server reads it, naming a function that imports."""
+    from traitlets.utils.importstring import import_item
+
+    from echolib.lab import HOOK, jupyter_config
+
+    path = Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "echolib.json"
+    assert json.loads(path.read_text()) == jupyter_config()
+    assert callable(import_item(HOOK))
