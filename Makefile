@@ -18,13 +18,17 @@ export PYTHONHASHSEED := 0
 
 setup: $(STAMP)
 
+# A .venv that is a link (.quicklook/ links the main checkout's) belongs to another checkout: never reinstalled
+# from here, which would point the shared environment's echolib at this checkout's files.
 $(STAMP): pyproject.toml echolib/lab.py
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (echolib)" >/dev/null
-	$(PY) -m echolib.lab install >/dev/null  # saving a pipeline notebook in Lab keeps it byte-identical (echolib/lab.py)
-	@touch $@
+	@if [ -L $(VENV) ]; then echo "$(VENV) links to another checkout's environment: not reinstalled from here"; else \
+	  set -e; test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	  echo "installing echolib into $(VENV)"; \
+	  $(PY) -m pip install -q --upgrade pip; \
+	  $(PY) -m pip install -q -e '.[dev]'; \
+	  $(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (echolib)" >/dev/null; \
+	  $(PY) -m echolib.lab install >/dev/null; \
+	  touch $@; fi
 
 repro: setup
 	$(VENV)/bin/dvc repro $(DVC_ARGS)

@@ -368,3 +368,28 @@ def test_setup_installs_the_save_hook_in_the_environment():
     path = Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "echolib.json"
     assert json.loads(path.read_text()) == jupyter_config()
     assert callable(import_item(HOOK))
+
+
+def test_make_inside_a_checkout_that_links_the_environment_never_reinstalls_it(tmp_path):
+    """.quicklook/ links the main checkout's .venv: a make target run there must not reinstall echolib from the
+    worktree into that shared environment (it did: its pyproject.toml is newer than the stamp)."""
+    shared = tmp_path / "main" / ".venv"
+    (shared / "bin").mkdir(parents=True)
+    log = tmp_path / "python-called"
+    fake = shared / "bin" / "python"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n")
+    fake.chmod(0o755)
+    (shared / ".echolib-installed").write_text("")
+    os.utime(shared / ".echolib-installed", (0, 0))  # older than everything
+    work = tmp_path / "quicklook"
+    (work / "echolib").mkdir(parents=True)
+    for name in ("Makefile", "pyproject.toml", "echolib/lab.py"):
+        shutil.copy(ROOT / name, work / name)
+    (work / ".venv").symlink_to(shared)
+    r = subprocess.run(["make", "setup"], cwd=work, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "not reinstalled from here" in r.stdout and not log.exists()
+    (work / ".venv").unlink()  # its own environment (a folder, not a link) is installed as before
+    (work / ".venv").mkdir()
+    r = subprocess.run(["make", "-n", "setup"], cwd=work, capture_output=True, text=True, timeout=60)
+    assert "pip install -q -e" in r.stdout
