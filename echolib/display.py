@@ -65,7 +65,26 @@ def chart_to_svg(chart) -> str:
 
 class Fields(dict):
     """A stage's metrics as they display in a notebook and on its page: a two-column table (nested keys joined
-    with '.', lists joined with ', ') instead of a dict's repr. Still the dict it was made from."""
+    with '.') in words a reader reads, not Python's: no value shows as None, True, [0] or {}; a list of records
+    is counted (it is a table of its own on the page or in the metrics file), and past `MAX_ROWS` rows the rest is
+    counted too. Still the dict it was made from."""
+
+    MAX_ROWS = 40
+
+    @staticmethod
+    def plain(v) -> str:
+        """One value in words: - for nothing, yes / no, numbers to 4 significant digits, lists joined."""
+        if v is None or (isinstance(v, (dict, list, tuple)) and not v):
+            return "-"
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, (list, tuple)):
+            if any(isinstance(x, (dict, list, tuple)) for x in v):
+                return f"{len(v)} records (the full list: this stage's metrics file)"
+            return ", ".join(Fields.plain(x) for x in v)
+        return str(v)
 
     def rows(self) -> list[tuple[str, str]]:
         out = []
@@ -74,14 +93,13 @@ class Fields(dict):
             if isinstance(v, dict) and v:
                 for k, x in v.items():
                     walk(f"{prefix}.{k}" if prefix else str(k), x)
-            elif isinstance(v, float):
-                out.append((prefix, f"{v:.4g}"))
-            elif isinstance(v, (list, tuple)):
-                out.append((prefix, ", ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in v)))
             else:
-                out.append((prefix, str(v)))
+                out.append((prefix, self.plain(v)))
 
         walk("", dict(self))
+        if len(out) > self.MAX_ROWS:
+            out = out[: self.MAX_ROWS - 1] + [("…", f"{len(out) - self.MAX_ROWS + 1} more values: this stage's "
+                                                    "metrics file")]
         return out
 
     def _repr_html_(self) -> str:

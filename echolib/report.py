@@ -86,6 +86,11 @@ def _changed_paths(porcelain_z: str) -> set[str]:
     return paths
 
 
+def is_smoke(profile: str, n_eval: int | None) -> bool:
+    """A smoke test, whose numbers mean nothing: the tiny profile, or fewer than SMOKE_STUDIES evaluation studies."""
+    return profile == "tiny" or (n_eval is not None and n_eval < SMOKE_STUDIES)
+
+
 def run_facts(root: str | Path, metrics: dict[str, dict]) -> dict:
     """What ran: profile (and any setting changed from it), data source and size, git revision, params digest,
     date, and whether this is a smoke test whose numbers mean nothing."""
@@ -98,7 +103,7 @@ def run_facts(root: str | Path, metrics: dict[str, dict]) -> dict:
     data = data or {}
     split, filt = metrics.get("split", {}), metrics.get("filter", {})
     n_eval = (metrics.get("table1") or {}).get("n_studies")
-    smoke = profile == "tiny" or (n_eval is not None and n_eval < SMOKE_STUDIES)
+    smoke = is_smoke(profile, n_eval)
     return {
         "profile": profile, "changed": C.profile_drift(params), "source": source,
         "patients": data.get("patients"), "studies": data.get("studies"), "clips": data.get("videos", data.get("clips")),

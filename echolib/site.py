@@ -131,9 +131,12 @@ def clean_notebook(nb, root: str | Path | None = None, staging: str | Path | Non
 
 
 def export(notebook: str | Path, out: str | Path, audience: str = "stage", root: str | Path | None = None,
-           title: str | None = None, home: str | None = None, staging: str | Path | None = None) -> Path:
+           title: str | None = None, home: str | None = None, staging: str | Path | None = None,
+           nav: list[dict] | None = None, smoke: bool = False) -> Path:
     """One page of the site from an executed notebook. audience 'stage': code folded under each cell;
-    'reader': no code at all (the collaborators' page). `home`: the link back to the site's first page.
+    'reader': no code at all (the collaborators' page). `home`: the link back to the site's first page. `nav`:
+    the site's pages ({"title", "href" relative to this page, "headings", "current"}) for the sidebar and its
+    search; `smoke`: the smoke-test warning at the top (the first page has its own in the banner).
     Written whole or not at all; raises if anything in the page would load from a network."""
     import nbformat
     from nbconvert import HTMLExporter
@@ -148,7 +151,8 @@ def export(notebook: str | Path, out: str | Path, audience: str = "stage", root:
                             extra_template_paths=[str(TEMPLATES / "site")],
                             exclude_input=audience == "reader", exclude_input_prompt=True,
                             exclude_output_prompt=True)
-    resources = {"metadata": {"name": notebook.stem}, "echolib": {"font_stack": FONT_STACK, "home": home}}
+    resources = {"metadata": {"name": notebook.stem}, "echolib": {"font_stack": FONT_STACK, "home": home,
+                                                                 "nav": nav or [], "smoke": smoke}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     body = strip_controls(body)  # a NUL or an escape sequence from a user's report never reaches a page
     remote = _REMOTE.search(body)
@@ -177,15 +181,44 @@ def stage_pages(root: Path, params: dict) -> list[tuple[str, Path, Path]]:
     return out
 
 
+def page_outline(notebook: str | Path) -> tuple[str, list[str]]:
+    """A notebook's title (its first heading, without the '#') and its other headings, from its markdown cells."""
+    import nbformat
+
+    heads = [line.lstrip("#").strip() for cell in nbformat.read(Path(notebook), as_version=4).cells
+             if cell.cell_type == "markdown" for line in cell.source.splitlines() if line.startswith("#")]
+    return (heads[0] if heads else Path(notebook).stem), heads[1:]
+
+
+def site_nav(pages: list[tuple[str, Path, Path]], here: Path) -> list[dict]:
+    """The sidebar of the page at `here` (site-relative): every page in pipeline order, a stage run once per item
+    titled with its item (06 · Training one ablation run: MultiVideo), its headings for the search."""
+    out = []
+    for name, notebook, html in pages:
+        title, heads = page_outline(notebook)
+        key = name.partition("@")[2]
+        out.append({"title": f"{title}: {key}" if key else title, "headings": heads, "current": html == here,
+                    "href": os.path.relpath(html, here.parent)})
+    return out
+
+
 def build_site(root: Path, staging: Path, sp, params: dict) -> Path:
     """The report stage's site in staging/reports/site: its own page for readers (its executed notebook, in the
-    staging folder) and every other stage's page (its executed notebook in the project, code folded). Only this
-    stage depends on this module and the templates, so a change to them makes only the site again."""
+    staging folder) and every other stage's page (its executed notebook in the project, code folded), each with
+    the sidebar (every page in pipeline order, searchable by title and heading) and, in a smoke test, the warning.
+    Only this stage depends on this module and the templates, so a change to them makes only the site again."""
+    from .report import is_smoke, load_metrics
+
     title = C.get(params, "report.title")
-    for name, page, html in stage_pages(root, params):
+    smoke = is_smoke(C.get(params, "base.profile"),
+                     (load_metrics(root / "metrics").get("table1") or {}).get("n_studies"))
+    stages = stage_pages(root, params)
+    pages = [("report", staging / sp.page, sp.html), *((n, root / p, h) for n, p, h in stages)]
+    for name, page, html in stages:
         export(root / page, staging / html, "stage", root=root, title=f"{name} · {title}",
-               home=os.path.relpath(SITE / "index.html", html.parent))
-    export(staging / sp.page, staging / sp.html, "reader", root=root, title=title, staging=staging)
+               home=os.path.relpath(SITE / "index.html", html.parent), nav=site_nav(pages, html), smoke=smoke)
+    export(staging / sp.page, staging / sp.html, "reader", root=root, title=title, staging=staging,
+           nav=site_nav(pages, sp.html))
     return staging / SITE
 
 

@@ -7,6 +7,10 @@ Opens every page from disk with every network request blocked and recorded, and 
 - every chart is drawn: each inline SVG chart holds marks (paths, rects, symbols),
 - no Japanese character falls back to the missing-glyph box: each character is drawn on a canvas in the font of
   the element that shows it and compared with characters that no font has (which all draw as that box),
+- nothing is cut off: no table, chart or block reaches past the page's column without a container that scrolls
+  it sideways, and none is clipped (at 1280 px wide);
+- every page has the sidebar listing every page, and on the first page its search finds a page by its title,
+  finds nothing for a word on no page (and says so) and lists every page again when cleared;
 - the first page has its banner and Table 1;
 and saves screenshots of the first page (the top as a reader sees it, and the whole page). Prints one JSON
 summary; exits 1 when a check fails.
@@ -63,6 +67,30 @@ _GLYPHS = r"""() => {
 }"""
 
 
+#: elements wider than the column they sit in with no way to see the rest: ones that reach past the page's column
+#: (the body) without a horizontally scrolling container around them, and ones clipped by overflow: hidden
+_CUT_OFF = """() => {
+  const out = [];
+  const right = document.body.getBoundingClientRect().right;
+  for (const el of document.querySelectorAll('table, pre, svg, img, .jp-OutputArea-output > *')) {
+    const r = el.getBoundingClientRect();
+    if (!r.width) continue;
+    let a = el.parentElement, scroller = null;
+    while (a && a !== document.body) {
+      const o = getComputedStyle(a).overflowX;
+      if (o === 'auto' || o === 'scroll' || o === 'hidden' || o === 'clip') { scroller = a; break; }
+      a = a.parentElement;
+    }
+    const name = el.tagName.toLowerCase() + (el.className && el.className.baseVal === undefined && el.className
+      ? '.' + String(el.className).split(' ')[0] : '');
+    if (!scroller && r.right > right + 1) out.push(`${name}: ${Math.round(r.width)} px, past the column by ${Math.round(r.right - right)} px`);
+    else if (scroller && ['hidden', 'clip'].includes(getComputedStyle(scroller).overflowX)
+             && scroller.scrollWidth > scroller.clientWidth + 1) out.push(`${name}: clipped (${Math.round(scroller.scrollWidth)} px in ${scroller.clientWidth})`);
+  }
+  return [...new Set(out)];
+}"""
+
+
 def find_chromium() -> str:
     for name in CHROMIUM_NAMES:
         path = shutil.which(name)
@@ -80,6 +108,20 @@ def only_fonts(folders: list[str | Path], where: str | Path) -> dict[str, str]:
     conf.write_text(f'<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>{dirs}'
                     f"<cachedir>{Path(where).resolve() / 'fc-cache'}</cachedir></fontconfig>")
     return {"FONTCONFIG_FILE": str(conf)}
+
+
+def _search_works(page) -> bool:
+    """The sidebar's search, typed into: the last page's own title finds it; a word on no page finds nothing and
+    says so; cleared, every page is listed again."""
+    items = page.locator("#echolib-pages > li")
+    n, last = items.count(), items.last.locator("a").inner_text()
+    box = page.locator("#echolib-search")
+    box.fill(last.lower())
+    found = items.last.is_visible() and 1 <= sum(items.nth(i).is_visible() for i in range(n)) < n + 1
+    box.fill("zzqx-no-such-word")
+    none = sum(items.nth(i).is_visible() for i in range(n)) == 0 and page.locator("#echolib-none").is_visible()
+    box.fill("")
+    return found and none and sum(items.nth(i).is_visible() for i in range(n)) == n
 
 
 def check_site(site: str | Path, screenshots: str | Path | None = None, env: dict | None = None) -> dict:
@@ -116,11 +158,15 @@ def check_site(site: str | Path, screenshots: str | Path | None = None, env: dic
             page.evaluate("document.fonts.ready")
             charts = page.evaluate(_CHARTS)
             glyphs = page.evaluate(_GLYPHS)
+            cut_off = page.evaluate(_CUT_OFF)
+            nav = page.locator("#echolib-pages > li")
             rel = path.relative_to(site).as_posix()
             info = {"charts": len(charts), "charts_without_marks": sum(c["marks"] == 0 for c in charts),
                     "cjk_characters_checked": glyphs["checked"], "missing_glyphs": "".join(glyphs["missing"]),
-                    "glyph_selfcheck": glyphs["selfcheck"], "script_errors": errors}
+                    "glyph_selfcheck": glyphs["selfcheck"], "script_errors": errors, "cut_off": cut_off,
+                    "sidebar_pages": nav.count()}
             if path == pages[0]:
+                info["search"] = _search_works(page)
                 info["banner"] = page.locator(".echolib-banner").count() == 1
                 info["smoke_warning"] = page.locator(".echolib-smoke").count() == 1
                 info["title"] = page.title()
@@ -132,6 +178,7 @@ def check_site(site: str | Path, screenshots: str | Path | None = None, env: dic
                     page.screenshot(path=str(out / "index-full.png"), full_page=True)
                     info["screenshots"] = [str(out / "index-top.png"), str(out / "index-full.png")]
             bad = (info["charts_without_marks"] or info["missing_glyphs"] or not info["glyph_selfcheck"] or errors
+                   or cut_off or info["sidebar_pages"] != len(pages) or not info.get("search", True)
                    or (path == pages[0] and not (info["banner"] and info["text_has_table1"])))
             info["ok"] = not bad
             result["ok"] = result["ok"] and not bad

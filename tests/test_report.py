@@ -2,9 +2,11 @@
 progress relayed to the terminal, and the offline template of `dvc plots show`."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import altair as alt
 import nbformat
@@ -75,6 +77,28 @@ def test_stage_page_folds_code_reader_page_has_none_and_nothing_loads_from_a_net
         assert page.count("<td") >= 50 and "shape:" not in page  # every row, no polars dtype/shape rows
         assert "gt_table" in page  # the DataFrame is a great-tables table
     assert reader.count("左室") == 25  # the 25 rows (the stage page also holds the code that made them)
+
+
+def test_every_page_has_the_sidebar_in_pipeline_order_and_a_smoke_run_says_so_on_each(executed, tmp_path):
+    """The sidebar lists the pages given, in that order, titled from each notebook's first heading (a foreach
+    stage with its item), the current one marked, links relative to the page, headings kept for the search; the
+    smoke-test warning is on a stage page of a smoke run and not otherwise."""
+    from echolib.site import page_outline, site_nav
+
+    title, heads = page_outline(executed)
+    pages = [("report", executed, Path("reports/site/index.html")),
+             ("train@MultiVideo", executed, Path("reports/site/stages/06_train_MultiVideo.html"))]
+    nav = site_nav(pages, Path("reports/site/stages/06_train_MultiVideo.html"))
+    assert [n["title"] for n in nav] == [title, f"{title}: MultiVideo"] and [n["current"] for n in nav] == [False, True]
+    assert [n["href"] for n in nav] == ["../index.html", "06_train_MultiVideo.html"] and nav[0]["headings"] == heads
+    page = export(executed, tmp_path / "stages" / "x.html", "stage", root=executed.parent, nav=nav,
+                  smoke=True).read_text()
+    current = re.search(r'<a [^>]*href="06_train_MultiVideo.html"[^>]*>|<a [^>]*aria-current="page"[^>]*>', page)
+    assert 'aria-current="page"' in current.group(0) and 'href="06_train_MultiVideo.html"' in current.group(0)
+    assert page.index('href="../index.html"') < current.start()
+    assert 'id="echolib-search"' in page and page.count('class="echolib-smoke"') == 1
+    plain = export(executed, tmp_path / "stages" / "y.html", "stage", root=executed.parent, nav=nav).read_text()
+    assert 'class="echolib-smoke"' not in plain
 
 
 def test_export_refuses_a_page_that_would_load_from_the_network(tmp_path):
@@ -263,3 +287,14 @@ def test_svg_helper():
 
     svg = chart_to_svg(alt.Chart(alt.Data(values=[{"a": 1}])).mark_point().encode(x="a:Q"))
     assert svg.lstrip().startswith("<svg")
+
+
+def test_metrics_tables_show_words_not_python_literals():
+    from echolib.display import Fields
+
+    rows = dict(Fields({"a": None, "b": True, "c": [0, 1.23456], "d": {}, "e": [{"x": 1}, {"x": 2}],
+                        "f": {"g": 0.000123456, "h": False}}).rows())
+    assert rows == {"a": "-", "b": "yes", "c": "0, 1.235", "d": "-",
+                    "e": "2 records (the full list: this stage's metrics file)", "f.g": "0.0001235", "f.h": "no"}
+    many = Fields({f"k{i}": i for i in range(319)}).rows()
+    assert len(many) == Fields.MAX_ROWS and many[-1] == ("…", "280 more values: this stage's metrics file")
