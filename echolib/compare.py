@@ -267,7 +267,7 @@ def run_compare(ctx) -> dict:
     res["budgets"] = budgets
     res["ceilings"] = reader_ceilings(ctx, next(iter(ranks.values()))[0]["study_id"].to_list())
     res["same_patient"] = same_patient_table(ranks, ctx.evaluate.n_bootstrap, ctx.base.seed, ctx.evaluate.level)
-    print(f"{res['n_studies']} evaluation studies, runs: {sorted(ranks)}")
+    print(f"{res['n_studies']} evaluation studies; runs: {', '.join(sorted(ranks))}")
     ctx.write_metrics("table1", res)
     ctx.write_metrics("claims", {"mcmrr_v2r": claim_sentences(res, "mcmrr_v2r"),
                                  "r10_v2r": claim_sentences(res, "r10_v2r")})

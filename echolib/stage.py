@@ -386,8 +386,9 @@ def _kernel() -> str:
     return KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-def _skip(sp: StageSpec, staging: Path, source: str, params: dict) -> None:
-    """Placeholder outputs of a data stage `base.source` does not select, and a page saying so."""
+def _skip(sp: StageSpec, staging: Path, source: str, params: dict, root: Path) -> None:
+    """Placeholder outputs of a data stage `base.source` does not select, and a page saying so (titled as the
+    stage's notebook is)."""
     import nbformat
 
     note = (f"Not selected: `base.source` is `{source}`, so the "
@@ -398,7 +399,9 @@ def _skip(sp: StageSpec, staging: Path, source: str, params: dict) -> None:
         elif not out.startswith("reports/"):
             (staging / out).mkdir(parents=True, exist_ok=True)
             (staging / out / "NOT_SELECTED").write_text(note + "\n")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {sp.notebook.stem}\n\n{note}")])
+    first = nbformat.read(root / sp.notebook, as_version=4).cells[0].source.splitlines()
+    title = next((line for line in first if line.startswith("# ")), f"# {sp.notebook.stem}")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"{title} (not selected)\n\n{note}")])
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL, "language": "python"}
     (staging / sp.page).parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, staging / sp.page)
@@ -496,7 +499,7 @@ def run(name: str, root: str | Path | None = None, log_output: bool = False) -> 
     staging.mkdir(parents=True, exist_ok=True)
     source = C.get(params, "base.source")
     if sp.stage in SOURCE_STAGES and not SOURCE_STAGES[sp.stage](source):
-        _skip(sp, staging, source, params)
+        _skip(sp, staging, source, params, root)
         _publish(sp, root, staging, params)
         print(f"stage {sp.name}: not selected by base.source = {source!r}; placeholders written")
         return root / sp.page

@@ -148,6 +148,7 @@ def test_unselected_data_stage_is_a_recorded_skip(tmp_path, stage, source):
     page = run(stage, d)
     out = d / "data" / ("raw" if stage == "synthesize" else "ingested")
     assert (out / "NOT_SELECTED").is_file() and "Not selected" in page.read_text()
+    assert "# 00 · " in page.read_text() and "(not selected)" in page.read_text()  # titled as its notebook
     name = "synth" if stage == "synthesize" else "ingest"
     assert json.loads((d / "metrics" / f"{name}.json").read_text()) == {"selected": False, "source": source}
 
