@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .display import gt_table
-from .site import SITE
+from .site import SITE, SMOKE_STUDIES, is_smoke
 
 if TYPE_CHECKING:
     import polars as pl
@@ -36,8 +36,6 @@ PAPER_TABLE1 = {
 #: the paper's Table 2 (patients, studies per split)
 PAPER_TABLE2 = {"train": {"patients": 29886, "studies": 60747}, "valid": {"patients": 853, "studies": 1685},
                 "test": {"patients": 3416, "studies": 7050}}
-#: fewer evaluation studies than this, or the tiny profile, and the first page says it is a smoke test
-SMOKE_STUDIES = 100
 
 
 # --- what the stages measured ----------------------------------------------------------------------------------
@@ -84,11 +82,6 @@ def _changed_paths(porcelain_z: str) -> set[str]:
         else:
             i += 1
     return paths
-
-
-def is_smoke(profile: str, n_eval: int | None) -> bool:
-    """A smoke test, whose numbers mean nothing: the tiny profile, or fewer than SMOKE_STUDIES evaluation studies."""
-    return profile == "tiny" or (n_eval is not None and n_eval < SMOKE_STUDIES)
 
 
 def run_facts(root: str | Path, metrics: dict[str, dict]) -> dict:

@@ -28,6 +28,14 @@ from .display import FONT_STACK
 from .io.safe import strip_controls
 
 TEMPLATES = Path(__file__).parent / "templates"
+#: fewer evaluation studies than this, or the tiny profile, and every page says it is a smoke test
+SMOKE_STUDIES = 100
+
+
+def is_smoke(profile: str, n_eval: int | None) -> bool:
+    """A smoke test, whose numbers mean nothing: the tiny profile, or fewer than SMOKE_STUDIES evaluation studies."""
+    return profile == "tiny" or (n_eval is not None and n_eval < SMOKE_STUDIES)
+
 SITE = Path("reports/site")
 _REMOTE = re.compile(r"""(<script[^>]+src=["']?|<link[^>]+href=["']?|@import\s+url\(["']?|<img[^>]+src=["']?)"""
                      r"""(https?:)?//""", re.I)
@@ -207,11 +215,10 @@ def build_site(root: Path, staging: Path, sp, params: dict) -> Path:
     staging folder) and every other stage's page (its executed notebook in the project, code folded), each with
     the sidebar (every page in pipeline order, searchable by title and heading) and, in a smoke test, the warning.
     Only this stage depends on this module and the templates, so a change to them makes only the site again."""
-    from .report import is_smoke, load_metrics
-
     title = C.get(params, "report.title")
-    smoke = is_smoke(C.get(params, "base.profile"),
-                     (load_metrics(root / "metrics").get("table1") or {}).get("n_studies"))
+    table1 = root / "metrics" / "table1.json"
+    n_eval = json.loads(table1.read_text(encoding="utf-8")).get("n_studies") if table1.is_file() else None
+    smoke = is_smoke(C.get(params, "base.profile"), n_eval)
     stages = stage_pages(root, params)
     pages = [("report", staging / sp.page, sp.html), *((n, root / p, h) for n, p, h in stages)]
     for name, page, html in stages:
