@@ -206,6 +206,13 @@ class StreamingClips(torch.utils.data.IterableDataset):
             yield item
 
 
+def worker_context(store) -> str | None:
+    """The start method of DataLoader workers reading `store`: a sharded store's workers decode video (PyAV) and
+    hold polars tables, whose thread pools a fork copies mid-lock (a worker then waits on a futex forever), so they
+    start from a clean forkserver; the memory-mapped cache keeps fork, which shares its pages for free."""
+    return "forkserver" if getattr(store, "kind", None) == "shards" else None
+
+
 def shuffled(samples, buffer: int, rng: np.random.Generator):
     """A shuffle buffer of `buffer` items (0: the order as read)."""
     if buffer <= 1:

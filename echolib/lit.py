@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from .datasets import ClipReportDataset, EpochSampler, model_input
+from .datasets import ClipReportDataset, EpochSampler, model_input, worker_context
 from .loss import SigLipLoss, create_loss
 from .ranking import rank_metrics_from_embeddings, study_embeddings
 from .store import open_store
@@ -211,7 +211,8 @@ class ClipDataModule(L.LightningDataModule):
     def _loader(self, ds, drop_last: bool, sampler=None):
         # workers are made anew each epoch (not persistent), so that they see the epoch the dataset is set to
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
-                          num_workers=self.num_workers, collate_fn=collate_trim, pin_memory=torch.cuda.is_available())
+                          num_workers=self.num_workers, collate_fn=collate_trim, pin_memory=torch.cuda.is_available(),
+                          multiprocessing_context=worker_context(self.cache) if self.num_workers else None)
 
     def train_dataloader(self):
         # what one process sees: the streaming set is already split by rank, the map-style one is split by

@@ -39,7 +39,7 @@ from torch import nn
 from . import config as C
 from .accel import device_for
 from .curves import curves_logger
-from .datasets import frame_indices, frames_tensor, max_offset, model_input, shuffled
+from .datasets import frame_indices, frames_tensor, max_offset, model_input, shuffled, worker_context
 from .io.files import claim_output, mark_output
 from .io.safe import for_terminal
 from .loop import Stepper
@@ -140,7 +140,8 @@ def _batches(store, rows: np.ndarray, batch_size: int, gen: torch.Generator, see
             yield [store.clips[r] for r in pick]
     feed = ShardClips(store, store.index[rows]["video_id"].to_list(), seed)
     for batch in torch.utils.data.DataLoader(feed, batch_size=batch_size, num_workers=workers, collate_fn=list,
-                                             persistent_workers=workers > 0):
+                                             persistent_workers=workers > 0,
+                                             multiprocessing_context=worker_context(store) if workers else None):
         yield [clip for _, clip in batch]
 
 

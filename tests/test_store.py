@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from echolib.cache import build_cache, cache_inputs
-from echolib.datasets import StreamingClips, epoch_shards
+from echolib.datasets import StreamingClips, epoch_shards, worker_context
 from echolib.store import decode_clip, encode_clip, open_store
 
 
@@ -100,10 +100,17 @@ def test_streaming_is_deterministic_per_seed_and_epoch_and_split_by_rank(shard_s
     assert quota == min(sum(ds.counts[s] for s in mine0), sum(ds.counts[s] for s in set(shards) - set(mine0)))
 
 
+def _batch_keys(batch):
+    return [x["key"] for x in batch]
+
+
 def test_workers_split_a_ranks_shards(shard_store):
+    """Two DataLoader workers started as training starts them (a forkserver: forked ones hung on a lock copied
+    from a thread pool, once in a loaded CI run)."""
     store = open_store(shard_store[0])
     ds = StreamingClips(store, "train", ["4CH", "LAX"], 8, True, seed=0)
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=lambda b: [x["key"] for x in b])
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=_batch_keys,
+                                         multiprocessing_context=worker_context(store), timeout=120)
     seen = [k for batch in loader for k in batch]
     assert sorted(seen) == sorted(_keys(ds)) == sorted(store.select("train", ["4CH", "LAX"])["video_id"].to_list())
 
