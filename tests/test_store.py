@@ -200,7 +200,8 @@ def test_pretraining_streams_its_clips_from_shards_once_per_epoch_split_by_worke
     # one clip over two workers: the worker without one stops instead of stalling the loader
     monkeypatch.undo()
     loader = torch.utils.data.DataLoader(ShardClips(store, want[:1], seed=3), batch_size=2, num_workers=2,
-                                         collate_fn=list, timeout=60)  # a stall fails after a minute
+                                         collate_fn=list, timeout=60,  # a stall fails after a minute
+                                         multiprocessing_context=worker_context(store))  # as pretraining starts them
     batches = iter(loader)  # the first batch is worker 0's; the next would be worker 1's, which has no clip
     assert [[k for k, _ in next(batches)] for _ in range(2)] == [want[:1] * 2] * 2
 
