@@ -30,8 +30,9 @@ $(STAMP): pyproject.toml echolib/lab.py
 	  $(PY) -m echolib.lab install >/dev/null; \
 	  touch $@; fi
 
+# `dvc repro` without DVC's `git add dvc.lock` hint: dvc.lock is never committed here (echolib/dvc_cli.py)
 repro: setup
-	$(VENV)/bin/dvc repro $(DVC_ARGS)
+	$(PY) -m echolib.dvc_cli repro $(DVC_ARGS)
 	@$(PY) -m echolib.report summary
 
 # The browser tests need Debian's chromium and a Japanese font; installed here when missing (as root, or with

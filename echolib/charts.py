@@ -49,17 +49,39 @@ def dvclive_curves(dvclive_dir: str | Path) -> pl.DataFrame:
     return pl.concat(parts)
 
 
+def curves_in_units(curves):
+    """Logged curves (dvclive_curves, optionally with a `seed` column) with the validation scores in Table 1's units:
+    val/mcmrr, val/mcmrr_v2r and val/mcmrr_r2v divided by the validation studies logged at the same step
+    (val/n_studies) become val/mcmrr_n*, val/r10_* in percent val/r10_pct_*. Curves without val/n_studies keep
+    their raw names (ranks, so labelled)."""
+    import polars as pl
+
+    keys = ["step", *(["seed"] if "seed" in curves.columns else [])]
+    n = curves.filter(pl.col("metric") == "val/n_studies").select(*keys, pl.col("value").alias("_n"))
+    out = curves.join(n, on=keys, how="left")
+    mcmrr = pl.col("metric").str.starts_with("val/mcmrr") & pl.col("_n").is_not_null()
+    r10 = pl.col("metric").str.starts_with("val/r10_")
+    return out.with_columns(
+        value=pl.when(mcmrr).then(pl.col("value") / pl.col("_n")).when(r10).then(pl.col("value") * 100)
+        .otherwise(pl.col("value")),
+        metric=pl.when(mcmrr).then(pl.col("metric").str.replace("^val/mcmrr", "val/mcmrr_n"))
+        .when(r10).then(pl.col("metric").str.replace("^val/r10_", "val/r10_pct_")).otherwise(pl.col("metric")),
+    ).drop("_n")
+
+
 def training_curves(run_dir: str | Path):
-    """Loss, learning rate, logit scale and validation scores of every seed of a run (dvclive), one panel each."""
+    """Loss, learning rate, logit scale and validation scores of every seed of a run (dvclive), one panel each;
+    the validation scores in Table 1's units (`curves_in_units`: val/mcmrr_n = MCMRR / N, val/r10_pct_v2r = R@10 %)."""
     import altair as alt
     import polars as pl
 
     seeds = [d for d in sorted(Path(run_dir).glob("seed*")) if (d / "dvclive").is_dir()]
     if not seeds:  # nothing trained (a run of the authors' released model)
         return None
-    curves = pl.concat([dvclive_curves(d / "dvclive").with_columns(seed=pl.lit(d.name)) for d in seeds])
+    curves = curves_in_units(pl.concat([dvclive_curves(d / "dvclive").with_columns(seed=pl.lit(d.name))
+                                        for d in seeds]))
     show = curves.filter(pl.col("metric").is_in(["train/loss", "train/lr", "train/logit_scale", "val/loss",
-                                                  "val/r10_v2r", "val/mcmrr"]))
+                                                  "val/r10_pct_v2r", "val/mcmrr_n", "val/mcmrr"]))
     return alt.Chart(show.to_pandas()).mark_line(point=False).encode(
         x="step:Q", y=alt.Y("value:Q", scale=alt.Scale(zero=False)), color="seed:N",
         facet=alt.Facet("metric:N", columns=3)).properties(width=220, height=140).resolve_scale(y="independent")

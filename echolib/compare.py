@@ -154,34 +154,67 @@ def load_probe_scores(findings_json: str | Path) -> pl.DataFrame:
         if rows else pl.DataFrame()
 
 
-def format_ci(v: dict, digits: int) -> str:
-    """{value, lo, hi} as 'value [lo, hi]'."""
-    return f"{v['value']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
+def format_ci(v: dict, digits: int, sign: str = "") -> str:
+    """{value, lo, hi} as 'value [lo, hi]' (sign "+": every number signed, for differences)."""
+    f = f"{sign}.{digits}f"
+    return f"{v['value']:{f}} [{v['lo']:{f}}, {v['hi']:{f}}]"
 
 
-def table1_frame(res: dict, normalised: bool = False) -> pl.DataFrame:
-    """Table 1 in the paper's layout (MCMRR and R@10, both directions) with CIs, from bootstrap_ci output.
+#: Table 1's four cells, in the paper's order
+TABLE1_METRICS = ("mcmrr_v2r", "r10_v2r", "mcmrr_r2v", "r10_r2v")
+#: their names on the one scale every page, the terminal, the DVC metrics and the plots use
+UNITS = {"mcmrr_v2r": "MCMRR/N v→r", "r10_v2r": "R@10 % v→r", "mcmrr_r2v": "MCMRR/N r→v", "r10_r2v": "R@10 % r→v"}
 
-    normalised: MCMRR divided by the number of candidates (the evaluated studies) instead, so that tables over test
-    sets of different sizes (the paper's 5,515 studies, ours) can be set side by side; chance is about 0.5."""
+
+def unit_scale(metric: str, n: int) -> float:
+    """The factor from a raw Table 1 value to its unit: MCMRR (a rank among n candidates) divided by n, so that
+    test sets of different sizes compare (chance about 0.5); R@10 (a fraction) in percent."""
+    return 1 / n if metric.startswith("mcmrr") else 100
+
+
+def unit_digits(metric: str) -> int:
+    """Decimals of a cell in its unit: MCMRR / N 3, R@10 % 1."""
+    return 3 if metric.startswith("mcmrr") else 1
+
+
+def in_units(v: dict, metric: str, n: int) -> dict:
+    """{value, lo, hi} of a raw Table 1 value (or a difference of two) in its unit (`unit_scale`)."""
+    k = unit_scale(metric, n)
+    return {key: v[key] * k for key in ("value", "lo", "hi")}
+
+
+def table1_scale(res: dict, run: str, m: str) -> tuple[float, float, float]:
+    """(value, lo, hi) of a Table 1 cell in its unit (MCMRR / N, R@10 in percent)."""
+    v = in_units(res["runs"][run][m], m, res["n_studies"])
+    return v["value"], v["lo"], v["hi"]
+
+
+def table1_frame(res: dict, raw: bool = False) -> pl.DataFrame:
+    """Table 1 in the paper's layout (both directions) with CIs, from bootstrap_ci output, in the units every page
+    uses: MCMRR / N (chance about 0.5) and R@10 in percent.
+
+    raw: MCMRR as the rank among the N candidates and R@10 as a fraction (the paper's own units, for its
+    5,515-study test set), the columns labelled so."""
     rows = [r for r in TABLE1_ROWS if r in res["runs"]] + [r for r in res["runs"] if r not in TABLE1_ROWS]
-    n = res["n_studies"] if normalised else 1
+    n = res["n_studies"]
 
-    def mcmrr(v: dict) -> str:
-        return format_ci({k: v[k] / n for k in ("value", "lo", "hi")}, 3 if normalised else 1)
+    def cell(r: str, m: str) -> str:
+        v = res["runs"][r][m]
+        return format_ci(v, 1 if m.startswith("mcmrr") else 3) if raw else format_ci(in_units(v, m, n),
+                                                                                      unit_digits(m))
 
-    name = "MCMRR/N" if normalised else "MCMRR"
-    return pl.DataFrame([{"model": r, f"{name} v→r": mcmrr(res["runs"][r]["mcmrr_v2r"]),
-                          "R@10 v→r": format_ci(res["runs"][r]["r10_v2r"], 3),
-                          f"{name} r→v": mcmrr(res["runs"][r]["mcmrr_r2v"]),
-                          "R@10 r→v": format_ci(res["runs"][r]["r10_r2v"], 3),
+    names = {m: (f"MCMRR rank of {n} {UNITS[m][-3:]}" if m.startswith("mcmrr") else
+                 f"R@10 fraction {UNITS[m][-3:]}") if raw else UNITS[m] for m in TABLE1_METRICS}
+    return pl.DataFrame([{"model": r, **{names[m]: cell(r, m) for m in TABLE1_METRICS},
                           "seeds": res["runs"][r]["mcmrr_v2r"].get("seeds", 1)} for r in rows])
 
 
 def differences_frame(res: dict) -> pl.DataFrame:
-    """The paired differences of bootstrap_ci output, one row per pair, values with CIs."""
-    return pl.DataFrame([{"difference": d, **{k: format_ci(v[k], 3 if k.startswith("r") else 1)
-                                              for k in ("mcmrr_v2r", "r10_v2r", "mcmrr_r2v", "r10_r2v")}}
+    """The paired differences of bootstrap_ci output, one row per pair, with CIs, in Table 1's units (MCMRR / N,
+    R@10 in percentage points)."""
+    n = res["n_studies"]
+    return pl.DataFrame([{"difference": d, **{UNITS[m]: format_ci(in_units(v[m], m, n), unit_digits(m), "+")
+                                              for m in TABLE1_METRICS}}
                          for d, v in res["differences"].items()])
 
 
@@ -231,10 +264,11 @@ def averaging_frame(retrieval_dir: str | Path) -> pl.DataFrame:
 
 
 def table1_long(res: dict) -> pl.DataFrame:
-    """Table 1 as a long table for charts: model, metric, value, lo, hi (rows in Table 1's order)."""
+    """Table 1 as a long table for charts: model, metric (its unit in the name), value, lo, hi, in Table 1's units
+    (rows in Table 1's order)."""
     rows = table1_frame(res)["model"].to_list()
-    return pl.DataFrame([{"model": r, "metric": k, **res["runs"][r][k]} for r in rows
-                         for k in ("mcmrr_v2r", "mcmrr_r2v", "r10_v2r", "r10_r2v")])
+    return pl.DataFrame([{"model": r, "metric": UNITS[k], **in_units(res["runs"][r][k], k, res["n_studies"])}
+                         for r in rows for k in ("mcmrr_v2r", "mcmrr_r2v", "r10_v2r", "r10_r2v")])
 
 
 def check_exposure(train_metrics: str | Path) -> None:
@@ -435,14 +469,15 @@ def claim_sentences(res: dict, metric: str = "mcmrr_v2r") -> list[dict]:
 
 
 def training_curves_table(runs_dir: str | Path) -> pl.DataFrame:
-    """Every run's and seed's logged curves (dvclive) as one long table: run, seed, metric, step, value."""
-    from .charts import dvclive_curves
+    """Every run's and seed's logged curves (dvclive) as one long table: run, seed, metric, step, value; validation
+    scores in Table 1's units (`charts.curves_in_units`)."""
+    from .charts import curves_in_units, dvclive_curves
 
     parts = []
     for run in sorted(p for p in Path(runs_dir).iterdir() if p.is_dir()):
         for seed_dir in sorted(run.glob("seed*")):
             if (seed_dir / "dvclive").is_dir():
-                parts.append(dvclive_curves(seed_dir / "dvclive").with_columns(
+                parts.append(curves_in_units(dvclive_curves(seed_dir / "dvclive")).with_columns(
                     run=pl.lit(run.name), seed=pl.lit(int(seed_dir.name[4:]))))
     return pl.concat(parts).select("run", "seed", "metric", "step", "value") if parts else pl.DataFrame()
 
@@ -454,7 +489,7 @@ def write_plot_files(out_dir: str | Path, res: dict, curves: pl.DataFrame) -> li
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "table1.csv"]
     table1_long(res).write_csv(written[0])
-    names = {"train/loss": "train_loss", "val/mcmrr": "val_mcmrr", "val/r10_v2r": "val_r10_v2r"}
+    names = {"train/loss": "train_loss", "val/mcmrr_n": "val_mcmrr_n", "val/r10_pct_v2r": "val_r10_pct_v2r"}
     for metric, name in names.items():
         part = curves.filter(pl.col("metric") == metric) if not curves.is_empty() else curves
         if part.is_empty():

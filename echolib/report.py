@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .compare import TABLE1_METRICS, format_ci, in_units, table1_scale, unit_digits
 from .display import gt_table
 from .site import SITE, SMOKE_STUDIES, is_smoke
 
@@ -137,9 +138,6 @@ def banner_html(f: dict) -> str:
     return f'{smoke}<div class="echolib-banner"><dl>{dl}</dl></div>'
 
 
-TABLE1_METRICS = ("mcmrr_v2r", "r10_v2r", "mcmrr_r2v", "r10_r2v")
-
-
 def _table1_runs(res: dict) -> list[str]:
     """Table 1's rows: the paper's models and our controls, then any other run; not the frame-order ablations
     (they have a table of their own)."""
@@ -168,7 +166,7 @@ def temporal_table(res: dict):
             m = d["mcmrr_v2r"]
             rows.append({"model": r, "frames": o, "MCMRR / N": _ours_cell(res, f"{r}-{o}", "mcmrr_v2r"),
                          "as trained": _ours_cell(res, r, "mcmrr_v2r"),
-                         "difference (/ N)": f"{m['value'] / n:+.3f} [{m['lo'] / n:+.3f}, {m['hi'] / n:+.3f}]"})
+                         "difference (/ N)": format_ci(in_units(m, "mcmrr_v2r", n), 3, "+")})
     if not rows:
         return Markdown("(No frame-order ablation was evaluated: a video run of the 4CH view gets one.)")
     return gt_table(pl.DataFrame(rows), title="What the video models owe to the order of the frames",
@@ -177,19 +175,9 @@ def temporal_table(res: dict):
                              "95 % CI over studies and seeds.")
 
 
-def table1_scale(res: dict, run: str, m: str) -> tuple[float, float, float]:
-    """(value, lo, hi) of a Table 1 cell on the one scale every page, the terminal and the DVC metrics use: MCMRR
-    divided by the number of candidates N (so that test sets of different sizes compare), R@10 in percent."""
-    v, n = res["runs"][run][m], res["n_studies"]
-    k = 1 / n if m.startswith("mcmrr") else 100
-    return v["value"] * k, v["lo"] * k, v["hi"] * k
-
-
 def _ours_cell(res: dict, run: str, m: str) -> str:
     """MCMRR / N (3 decimals), R@10 in percent (1 decimal), with the CI (`table1_scale`)."""
-    d = 3 if m.startswith("mcmrr") else 1
-    value, lo, hi = table1_scale(res, run, m)
-    return f"{value:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
+    return format_ci(in_units(res["runs"][run][m], m, res["n_studies"]), unit_digits(m))
 
 
 def _ceiling_cell(c: dict, m: str) -> str:
@@ -426,12 +414,12 @@ def fig2_section(fig2: dict | None):
 
 
 def curves_chart(plots_dir: str | Path):
-    """Training loss and validation MCMRR of every run and seed, from the plot files the compare stage wrote."""
+    """Training loss and validation MCMRR / N of every run and seed, from the plot files the compare stage wrote."""
     import altair as alt
     import polars as pl
 
     parts = []
-    for name, title in (("train_loss", "training loss"), ("val_mcmrr", "validation MCMRR (lower is better)")):
+    for name, title in (("train_loss", "training loss"), ("val_mcmrr_n", "validation MCMRR / N (lower is better)")):
         p = Path(plots_dir) / f"{name}.csv"
         if p.is_file():
             parts.append(pl.read_csv(p).rename({name: "value"}).with_columns(curve=pl.lit(title)))
@@ -468,12 +456,28 @@ _SUMMARY_KEYS = {"mcmrr_v2r": "mcmrr_n_v2r", "r10_v2r": "r10_pct_v2r", "mcmrr_r2
                  "r10_r2v": "r10_pct_r2v"}
 
 
+def short_names(runs: list[str]) -> dict[str, str]:
+    """Each run's short name for a terminal column: the capitals and digits of its first part (MultiVideo -> MV),
+    then each further part kept when it starts with a capital or digit (-4CH) and cut to its first letter otherwise
+    (-steps -> -s, -exposure -> -e). A name that two runs would share, or that would be empty, stays in full."""
+    def short(run: str) -> str:
+        head, *rest = run.replace(".", "_").split("-")
+        first = "".join(ch for ch in head if ch.isupper() or ch.isdigit()) or head
+        return "-".join([first, *(p if p[0].isupper() or p[0].isdigit() else p[0] for p in rest if p)])
+
+    names = {r: short(r) for r in runs}
+    taken = [n for n in names.values()]
+    return {r: (n if taken.count(n) == 1 else r.replace(".", "_")) for r, n in names.items()}
+
+
 def summary_metrics(metrics: dict[str, dict], facts: dict) -> dict[str, dict]:
     """The files of metrics/summary/, the only DVC metrics (cached: each experiment keeps its own). One file per
     row of Table 1 (table1/RUN.json: MCMRR / N and R@10 in percent both ways, mean over seeds, and the number of
     seeds; not the frame-order ablations; N in data.json: eval_studies), so `dvc metrics show` prints
-    Table 1 as a table, one row per model; and data.json: profile, evaluation studies, view accuracy, patients per
-    split.
+    Table 1 as a table, one row per model; headline.json, Table 1's first column (MCMRR / N video -> report) under
+    short names (`short_names`: v2r.MV, v2r.SV-s, ...) and the fewest seeds of any row, so that `dvc exp show`
+    sets experiments side by side in 120 columns; and data.json: profile, evaluation studies, view accuracy,
+    patients per split.
     Every detail stays in the other metrics files."""
     t1 = metrics.get("table1") or {}
     split = metrics.get("split") or {}
@@ -482,6 +486,10 @@ def summary_metrics(metrics: dict[str, dict], facts: dict) -> dict[str, dict]:
     out = {f"table1/{r}": {_SUMMARY_KEYS[m]: round(table1_scale(t1, r, m)[0], 3 if m.startswith("mcmrr") else 1)
                            for m in TABLE1_METRICS} | {"seeds": runs[r]["mcmrr_v2r"].get("seeds", 1)}
            for r in (_table1_runs(t1) if runs else [])}
+    if runs:  # the headline for `dvc exp show` at 120 columns: short, unique names (README, "DVC")
+        short = short_names(_table1_runs(t1))
+        out["headline"] = {"v2r": {short[r]: out[f"table1/{r}"]["mcmrr_n_v2r"] for r in short},
+                           "n_seeds": min(out[f"table1/{r}"]["seeds"] for r in short)}
     out["data"] = {"profile": facts["profile"], "eval_studies": t1.get("n_studies"),
                    "view_accuracy": round(views["accuracy"], 4) if views.get("accuracy") is not None else None,
                    "patients": {s: split[s]["patients"] for s in ("train", "valid", "test") if s in split}}

@@ -48,18 +48,39 @@ def test_table1_beside_round_trip_and_errors(tmp_path):
     (tmp_path / "table1.json").write_text(json.dumps(res))
     other = load_table1(tmp_path / "table1.json")
     assert table1_frame(other).equals(table1_frame(res))
+    # one set of units: MCMRR / N and R@10 in percent; the raw ranks only in the table labelled raw
     n, v = res["n_studies"], res["runs"]["SingleVideo"]["mcmrr_v2r"]
-    norm = table1_frame(res, normalised=True).filter(pl.col("model") == "SingleVideo")["MCMRR/N v→r"].item()
-    assert norm == f"{v['value'] / n:.3f} [{v['lo'] / n:.3f}, {v['hi'] / n:.3f}]"
+    row = table1_frame(res).filter(pl.col("model") == "SingleVideo").row(0, named=True)
+    assert row["MCMRR/N v→r"] == f"{v['value'] / n:.3f} [{v['lo'] / n:.3f}, {v['hi'] / n:.3f}]"
+    r = res["runs"]["SingleVideo"]["r10_r2v"]
+    assert row["R@10 % r→v"] == f"{100 * r['value']:.1f} [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
+    raw = table1_frame(res, raw=True).filter(pl.col("model") == "SingleVideo").row(0, named=True)
+    assert raw[f"MCMRR rank of {n} v→r"] == f"{v['value']:.1f} [{v['lo']:.1f}, {v['hi']:.1f}]"
     d = differences_frame(other).row(0, named=True)
     v = res["differences"]["SingleImage - SingleVideo"]["mcmrr_v2r"]
-    assert d["difference"] == "SingleImage - SingleVideo" and d["mcmrr_v2r"] == f"{v['value']:.1f} [{v['lo']:.1f}, {v['hi']:.1f}]"
+    assert d["difference"] == "SingleImage - SingleVideo"
+    assert d["MCMRR/N v→r"] == f"{v['value'] / n:+.3f} [{v['lo'] / n:+.3f}, {v['hi'] / n:+.3f}]"
     with pytest.raises(FileNotFoundError, match="evaluate.beside: .*none.json does not exist"):
         load_table1(tmp_path / "none.json")
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ValueError, match="not a table1.json"):
         load_table1(tmp_path / "x.json")
 
+
+
+def test_training_curves_are_shown_in_table1_units():
+    """Validation MCMRR divided by the validation studies logged at the same step (per seed), R@10 in percent;
+    everything else as logged; without val/n_studies the raw name stays (labelled raw)."""
+    from echolib.charts import curves_in_units
+
+    c = pl.DataFrame({"metric": ["val/mcmrr", "val/n_studies", "val/mcmrr", "val/n_studies", "val/r10_v2r",
+                                 "train/loss", "val/mcmrr"],
+                      "step": [10, 10, 20, 20, 10, 10, 10], "value": [30.0, 60.0, 12.0, 48.0, 0.25, 1.5, 9.0],
+                      "seed": ["seed0"] * 6 + ["seed1"]})
+    got = {(m, s, st): v for m, s, st, v in curves_in_units(c).select("metric", "seed", "step", "value").iter_rows()}
+    assert got[("val/mcmrr_n", "seed0", 10)] == 0.5 and got[("val/mcmrr_n", "seed0", 20)] == 0.25
+    assert got[("val/r10_pct_v2r", "seed0", 10)] == 25.0 and got[("train/loss", "seed0", 10)] == 1.5
+    assert got[("val/mcmrr", "seed1", 10)] == 9.0  # no val/n_studies logged for seed1: raw, under its raw name
 
 
 def test_example_records_list_differing_findings():

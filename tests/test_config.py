@@ -216,3 +216,24 @@ def test_the_readme_profile_table_matches_the_presets():
         assert (int(patients.replace(",", "")), int(size), int(frames), float(fps)) == (
             v["synth.n_patients"], v["synth.size"], v["cache.frames"], v["cache.fps"]), profile
         assert (encoder, enc_size) == (v["runs.MultiVideo.encoder"], v["runs.MultiVideo.size"]), profile
+
+
+def test_make_repro_runs_dvc_without_its_git_add_dvc_lock_hint(tmp_path):
+    """`make repro` runs DVC through echolib.dvc_cli: the `git add dvc.lock` hint (this project never commits
+    dvc.lock) is gone, the stage's own lines stay; plain `dvc repro` in the same project prints the hint."""
+    import subprocess
+    import sys
+
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=True)
+
+    run("git", "init", "-q")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    run(sys.executable, "-m", "dvc", "stage", "add", "-q", "-n", "s", "-o", "out.txt", "echo hi > out.txt")
+    ours = run(sys.executable, "-m", "echolib.dvc_cli", "repro")
+    assert "Running stage 's'" in ours.stdout + ours.stderr and (tmp_path / "out.txt").is_file()
+    assert "git add" not in ours.stdout + ours.stderr and "autostage" not in ours.stdout + ours.stderr
+    (tmp_path / "out.txt").unlink()
+    (tmp_path / "dvc.lock").unlink()
+    plain = run(sys.executable, "-m", "dvc", "repro")
+    assert "git add dvc.lock" in plain.stdout + plain.stderr

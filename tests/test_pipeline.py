@@ -232,12 +232,18 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     (ROOT / "reports" / "browser_check.json").write_text(json.dumps(res, indent=2, ensure_ascii=False))
     assert res["ok"], {k: v for k, v in res["pages"].items() if not v["ok"]} or res["blocked_requests"]
     assert res["charts"] >= 20 and res["pages"]["index.html"]["cjk_characters_checked"] > 50
-    # DVC: one short metrics file; plots rendered with the offline template
-    r = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=d, capture_output=True, text=True)
+    # DVC: Table 1 as short metrics files (the README's recipes); plots rendered with the offline template
+    r = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "metrics/summary/table1"], cwd=d,
+                       capture_output=True, text=True)
     rows = r.stdout.splitlines()
-    assert r.returncode == 0 and "metrics/table1.json" not in r.stdout and len(rows) == 1 + 12 + 1  # Table 1's rows
+    assert r.returncode == 0 and "metrics/table1.json" not in r.stdout and len(rows) == 1 + 12  # Table 1's rows
     assert any(x.startswith("metrics/summary/table1/SingleVideoB.json") for x in rows)
-    assert max(map(len, rows)) < 250, "dvc metrics show should be Table 1, one row per model"
+    assert max(map(len, rows)) < 120, "dvc metrics show metrics/summary/table1 should be Table 1, one row per model"
+    r = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep",
+                        r"Experiment|v2r\.|n_seeds"], cwd=d, capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0 and "v2r.SVB" in r.stdout and "v2r.MV-4CH" in r.stdout and "n_seeds" in r.stdout
+    assert "…" not in r.stdout and max(map(len, r.stdout.splitlines())) <= 200, r.stdout
     r = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots"], cwd=d, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr

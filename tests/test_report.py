@@ -237,7 +237,9 @@ def test_summary_metrics_are_one_small_file_per_table1_row_and_the_terminal_summ
                "views": {"accuracy": 0.91234}}
     metrics["table1"]["runs"]["MultiVideo-reversed"] = metrics["table1"]["runs"]["MultiVideo"]  # an ablation: its own table
     files = R.summary_metrics(metrics, {"profile": "default"})
-    assert set(files) == {"table1/SingleImage", "table1/MultiVideo", "data"}
+    assert set(files) == {"table1/SingleImage", "table1/MultiVideo", "headline", "data"}
+    # the headline for `dvc exp show`: first column of Table 1 under short names, the fewest seeds
+    assert files["headline"] == {"v2r": {"SI": files["table1/SingleImage"]["mcmrr_n_v2r"], "MV": 0.5}, "n_seeds": 3}
     # one set of units everywhere: MCMRR 150 of N = 300 candidates -> 0.5; R@10 0.1 -> 10 %
     assert files["table1/MultiVideo"] == {"mcmrr_n_v2r": 0.5, "mcmrr_n_r2v": 0.5, "r10_pct_v2r": 10.0,
                                           "r10_pct_r2v": 10.0, "seeds": 3}
@@ -252,6 +254,18 @@ def test_summary_metrics_are_one_small_file_per_table1_row_and_the_terminal_summ
     row = next(line for line in out if line.startswith("MultiVideo "))
     assert row.split()[1:4] == ["0.500", "[0.400,", "0.600]"] and "10.0 [5.0, 15.0]" in row  # as on the site
     assert not any(line.startswith("MultiVideo-reversed") for line in out)
+
+
+def test_short_names_are_short_unique_and_free_of_dvc_separators():
+    runs = ["MultiVideo", "MultiVideo-4CH", "SingleVideo", "SingleImage", "MultiVideo-steps", "SingleVideo-steps",
+            "SingleImage-steps", "SingleVideo-exposure", "SingleVideoB", "mine"]
+    got = R.short_names(runs)
+    assert [got[r] for r in runs[:8]] == ["MV", "MV-4CH", "SV", "SI", "MV-s", "SV-s", "SI-s", "SV-e"]
+    assert got["SingleVideoB"] == "SVB" and got["mine"] == "mine"
+    # "Single.Video" and "SV" would both be SV, as SingleVideo is: all three keep their names (a dot would nest)
+    got = R.short_names([*runs, "Single.Video", "SV"])
+    assert got["SingleVideo"] == "SingleVideo" and got["SV"] == "SV" and got["Single.Video"] == "Single_Video"
+    assert got["MultiVideo"] == "MV" and len(set(got.values())) == len(runs) + 2
 
 
 def test_progress_reaches_the_terminal_through_the_relay_and_not_the_notebook(tmp_path):
