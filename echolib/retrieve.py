@@ -1,7 +1,7 @@
 """`python -m echolib.retrieve --model RUN_DIR --study FOLDER --reports REPORTS.parquet -k 5`
 
-Embeds every clip of one study folder (through the same view filter as the pipeline), averages them into the
-study embedding and prints the k most similar reports with their similarity. `--model` is a trained run folder
+Embeds every clip of one study folder (through the same view filter as the pipeline, or with --view-source
+all | labels:FILE.csv where no view classifier is at hand), averages them into the study embedding and prints the k most similar reports with their similarity. `--model` is a trained run folder
 (holding model.pt) or one of the authors' released checkpoints (checkpoint_*.pt, scored with their
 preprocessing; `--tokenizer` names a local copy of the bert-base-japanese-v3 tokenizer).
 """
@@ -98,13 +98,13 @@ def read_candidates(reports: str | Path) -> pl.DataFrame:
 
 def retrieve(model_dir: str | Path, study: str | Path, reports: str | Path, k: int = 5,
              views_dir: str | Path = "data/views", threshold: float = 0.9, tokenizer: str | Path | None = None,
-             views: list[str] | None = None) -> pl.DataFrame:
+             views: list[str] | None = None, view_source: str = "classifier") -> pl.DataFrame:
     """Top-k reports for one study folder, with similarity, rank and the number of clips used. `model_dir`: a
     run folder with model.pt, or an authors' checkpoint file (then `tokenizer` is required and `views`, by
-    default all five, are the views it embeds)."""
+    default all five, are the views it embeds). `view_source`: how its clips are chosen (`select_views`)."""
     scorer = load_scorer(model_dir, tokenizer, views)
     with tempfile.TemporaryDirectory(prefix="echolib-retrieve-") as work:
-        return _retrieve(scorer, study_clips(study, work), study, reports, k, views_dir, threshold)
+        return _retrieve(scorer, study_clips(study, work), study, reports, k, views_dir, threshold, view_source)
 
 
 class Scorer:
@@ -139,18 +139,60 @@ def load_scorer(model: str | Path, tokenizer: str | Path | None = None, views: l
                   load_tokenizer(tokenizer or ck["tokenizer_dir"]), ck["max_length"])
 
 
-def _retrieve(scorer: Scorer, clips: pl.DataFrame, study, reports, k: int, views_dir, threshold: float
-              ) -> pl.DataFrame:
-    from .interpret import embed_sentences
+def select_views(clips: pl.DataFrame, views: list[str], source: str = "classifier", views_dir="data/views",
+                 threshold: float = 0.9, study="") -> tuple[pl.DataFrame, str]:
+    """The clips a model embeds, and one line that says how they were chosen. `source`: "classifier" (the view
+    classifier in `views_dir`, clips of the model's views at p >= threshold), "all" (every clip, no view filter),
+    or "labels:FILE" (a CSV with columns `clip` (file name or stem) and `view`: the clips labelled with one of the
+    model's views; a clip without a label is named, never dropped silently)."""
     from .views import apply_filter, predict
 
-    pred = apply_filter(predict(views_dir, "/", clips, workers=1, progress=False), threshold)
-    model, views = scorer.model, scorer.views
+    n = clips.height
+    if source == "all":
+        return clips, f"views: all {n} clips, no view filter (--view-source all)"
+    if source.startswith("labels:"):
+        path = Path(source[len("labels:"):])
+        if not path.is_file():
+            raise RetrievalInputError(f"--view-source {source}: {path} does not exist")
+        try:
+            lab = pl.read_csv(path, infer_schema_length=0)
+        except Exception as e:  # noqa: BLE001 - any unreadable table is one line naming it
+            raise RetrievalInputError(f"--view-source {source}: {path} is not a readable CSV ({type(e).__name__})") from None
+        if not {"clip", "view"} <= set(lab.columns):
+            raise RetrievalInputError(f"--view-source {source}: {path} needs columns clip and view, has {lab.columns}")
+        lab = lab.select(pl.col("clip").str.replace(r"\.[^.]*$", "").alias("video_id"),
+                         pl.col("view").str.strip_chars().str.to_uppercase().alias("pred_view"))
+        for vid in clips.join(lab, on="video_id", how="anti")["video_id"]:
+            print(f"skipped clip {for_terminal(vid)}: no label in {path.name}")
+        kept = clips.join(lab, on="video_id").filter(pl.col("pred_view").is_in(views))
+        if kept.height == 0:
+            raise RetrievalInputError(f"{study}: no clip labelled with a view of this model ({views}) in {path.name}")
+        return kept, f"views: labels from {path.name}: {kept.height} of {n} clips of {views}"
+    if source != "classifier":
+        raise RetrievalInputError(f"--view-source {source}: use classifier, all or labels:FILE.csv")
+    try:
+        pred = apply_filter(predict(views_dir, "/", clips, workers=1, progress=False), threshold)
+    except FileNotFoundError:
+        if (Path(views_dir) / "model.pt").is_file():
+            raise
+        raise RetrievalInputError(f"no view classifier in {views_dir} (train one with the view_classifier stage, "
+                                  f"name one with --views-model DIR, or choose --view-source all | labels:FILE.csv)"
+                                  ) from None
     kept = clips.join(pred, on="video_id").filter(pl.col("kept") & pl.col("pred_view").is_in(views))
     if kept.height == 0:
         seen = pred.select("pred_view", "view_prob", "drop_reason").to_dicts()
         raise RetrievalInputError(f"{study}: no usable view for this model (needs {views} at p >= {threshold}); "
                                   f"the view filter saw {seen}")
+    return kept, f"views: the view classifier in {views_dir}: {kept.height} of {n} clips of {views} at p >= {threshold}"
+
+
+def _retrieve(scorer: Scorer, clips: pl.DataFrame, study, reports, k: int, views_dir, threshold: float,
+              view_source: str = "classifier") -> pl.DataFrame:
+    from .interpret import embed_sentences
+
+    model = scorer.model
+    kept, how = select_views(clips, scorer.views, view_source, views_dir, threshold, study)
+    print(how)
     with torch.inference_mode():
         embs = [model.encode_video(scorer.clip(r)) for r in kept.iter_rows(named=True)]
         study_emb = torch.nn.functional.normalize(torch.cat(embs).mean(0, keepdim=True), dim=-1)
@@ -175,7 +217,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--study", required=True, help="folder with the study's clips (video files or DICOM cines)")
     ap.add_argument("--reports", required=True, help="parquet with study_id and report columns")
     ap.add_argument("-k", type=int, default=5)
-    ap.add_argument("--views-model", default="data/views")
+    ap.add_argument("--views-model", default="data/views", help="the view classifier's folder (--view-source "
+                    "classifier)")
+    ap.add_argument("--view-source", default="classifier", help="classifier (default: --views-model at "
+                    "--threshold) | all (every clip, no view filter) | labels:FILE.csv (columns clip, view)")
     ap.add_argument("--threshold", type=float, default=0.9)
     a = ap.parse_args(argv)
     if a.k < 1:
@@ -184,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --threshold must lie in [0, 1], got {a.threshold}")
     try:
         views = [v.strip() for v in a.views.split(",") if v.strip()] if a.views else None
-        res = retrieve(a.model, a.study, a.reports, a.k, a.views_model, a.threshold, a.tokenizer, views)
+        res = retrieve(a.model, a.study, a.reports, a.k, a.views_model, a.threshold, a.tokenizer, views,
+                       a.view_source)
     except (RetrievalInputError, FileNotFoundError, AuthorsCheckpointError, CheckpointError) as e:
         raise SystemExit(f"error: {for_terminal(e)}") from None
     for r in res.iter_rows(named=True):  # report text comes from a user's table: no escape sequence reaches the terminal

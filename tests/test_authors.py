@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -242,6 +243,49 @@ def test_their_preprocessing_takes_the_first_2T_frames_at_stride_2(tmp_path):
     assert got == [0, 20, 40, 60, 80, 100, 100, 100]
 
 
+def _their_reference(frames: np.ndarray, s: int = 224) -> np.ndarray:
+    """Their preprocessing written out from their code (VivitImageProcessor with their arguments): the short side to
+    s with PIL bilinear (the long side int(s * long / short)), a centre crop at ((H - s) // 2, (W - s) // 2),
+    / 255, their mean and std; (T, 3, s, s)."""
+    from PIL import Image
+
+    out = []
+    for f in frames:
+        h, w = f.shape[:2]
+        nh, nw = (s, int(s * w / h)) if h <= w else (int(s * h / w), s)
+        im = np.asarray(Image.fromarray(f).resize((nw, nh), Image.BILINEAR)).astype(np.float64)
+        top, left = (nh - s) // 2, (nw - s) // 2
+        im = im[top:top + s, left:left + s] / 255
+        out.append(((im - np.array(MEAN)) / np.array(STD)).transpose(2, 0, 1))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("shape", [(300, 400), (480, 270), (224, 224), (100, 100)])
+def test_their_preprocessing_of_any_clip_shape_matches_their_code(shape, tmp_path):
+    """Non-square DICOM-like frames keep their aspect ratio (short side to 224, centre crop), as their loader
+    does: not squeezed to a square."""
+    from echolib.io.video import read_clip, write_video
+    from echolib.models.authors import their_frames
+
+    rng = np.random.default_rng(0)
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = np.stack([np.stack([(xx * 255 // w), (yy * 255 // h), rng.integers(0, 256, (h, w))], -1)
+                       for _ in range(3)]).astype(np.uint8)
+    got = their_frames(frames).numpy()
+    assert got.shape == (3, 3, 224, 224)
+    assert np.abs(got - _their_reference(frames)).max() < 1e-4
+    if h != w:  # a square squeeze (what was done before) is far from it
+        from PIL import Image
+        squeezed = np.stack([np.asarray(Image.fromarray(f).resize((224, 224), Image.BILINEAR)) for f in frames])
+        assert np.abs(got - _their_reference(squeezed)).max() > 1.0
+    path = write_video(tmp_path / "c.mp4", frames[:, : h // 2 * 2, : w // 2 * 2], fps=30.0, lossless=True)
+    x = clip_input(path, 2)
+    native = read_clip(path, 2, stride=2)
+    assert native.shape[1:3] == (h // 2 * 2, w // 2 * 2)
+    assert torch.allclose(x, torch.from_numpy(_their_reference(native)).float(), atol=1e-4)
+
+
 @pytest.mark.slow
 def test_retrieve_scores_an_authors_checkpoint(tiny_project, tmp_path, monkeypatch, capsys):
     """`python -m echolib.retrieve --model checkpoint_vivit-scratch.pt --tokenizer DIR`: their preprocessing, all
@@ -259,17 +303,37 @@ def test_retrieve_scores_an_authors_checkpoint(tiny_project, tmp_path, monkeypat
     vids = pl.read_parquet(raw / "videos.parquet")
     monkeypatch.setattr(views, "predict", lambda model_dir, data, videos, **kw: videos.select("video_id").with_columns(
         pred_view=pl.lit("4CH"), view_prob=pl.lit(0.99), decode_error=pl.lit("")))
+    fake_views = tmp_path / "views"  # its predictions are the monkeypatched ones above
     study = tmp_path / "study"
     study.mkdir()
     sid = vids["study_id"][0]
     for p in vids.filter(pl.col("study_id") == sid)["path"]:
         shutil.copy(raw / p, study)
     main(["--model", str(ck), "--tokenizer", str(tok_dir), "--study", str(study), "--reports",
-          str(raw / "studies.parquet"), "-k", "3"])
-    lines = [x for x in capsys.readouterr().out.splitlines() if x[:2] in ("1.", "2.", "3.")]
+          str(raw / "studies.parquet"), "-k", "3", "--views-model", str(fake_views)])
+    out = capsys.readouterr().out
+    lines = [x for x in out.splitlines() if x[:2] in ("1.", "2.", "3.")]
     assert [x[:2] for x in lines] == ["1.", "2.", "3."]
+    assert f"views: the view classifier in {fake_views}: " in out and "at p >= 0.9" in out
     with pytest.raises(SystemExit, match="an authors' checkpoint needs --tokenizer DIR"):
         main(["--model", str(ck), "--study", str(study), "--reports", str(raw / "studies.parquet")])
+    # a fresh checkout has no view classifier: one line that names the ways on, and each of them works
+    monkeypatch.undo()
+    base = ["--model", str(ck), "--tokenizer", str(tok_dir), "--study", str(study), "--reports",
+            str(raw / "studies.parquet"), "-k", "2", "--views-model", str(tmp_path / "none")]
+    with pytest.raises(SystemExit, match=r"no view classifier in .*none \(.*--view-source all \| labels:FILE.csv\)"):
+        main(base)
+    n = len(list(study.iterdir()))
+    main([*base, "--view-source", "all"])
+    out = capsys.readouterr().out
+    assert f"views: all {n} clips, no view filter (--view-source all)" in out and "\n2. " in out
+    clips = sorted(p.name for p in study.iterdir())
+    (tmp_path / "labels.csv").write_text("clip,view\n" + f"{clips[0]},4ch\n" + "".join(f"{c},OTHER\n" for c in clips[1:-1]))
+    main([*base, "--view-source", f"labels:{tmp_path / 'labels.csv'}"])
+    out = capsys.readouterr().out
+    assert f"views: labels from labels.csv: 1 of {n} clips" in out and f"skipped clip {Path(clips[-1]).stem}: no label" in out
+    with pytest.raises(SystemExit, match="use classifier, all or labels:FILE.csv"):
+        main([*base, "--view-source", "guess"])
 
 
 def test_the_evaluate_stage_scores_an_authors_checkpoint_as_a_run(tiny_project, tmp_path):

@@ -9,7 +9,8 @@ pooling, `fc_norm`, `head`), read into transformers' `VideoMAEModel` by the rena
 conversion (qkv split in three); `text.transformer.*` a BertModel without pooler, its CLS token through
 `text.proj` = Linear(768, 640) - GELU - Linear(640, 512), no biases; `logit_scale`.
 
-Their preprocessing: the first 2T frames at stride 2 from frame 0, 224 px, [0, 1] then their mean and std.
+Their preprocessing: the first 2T frames at stride 2 from frame 0; their `VivitImageProcessor` (short side to 224,
+PIL bilinear, centre crop 224 x 224, [0, 1], their mean and std).
 Attention heads are not stored: 64 channels per head (ViT-B, BERT-base) is assumed.
 """
 
@@ -211,12 +212,31 @@ def save_authors_checkpoint(model: AuthorsClip, path: str | Path, name: str = "e
     return path
 
 
+def their_processor(image_size: int = IMAGE_SIZE):
+    """The image processor of their `create_model_and_transforms`, with their arguments: transformers'
+    `VivitImageProcessor` (short side to `image_size` with PIL bilinear, centre crop `image_size` square, [0, 1],
+    their mean and std). Their code calls it, so it is used here rather than rewritten."""
+    from transformers import VivitImageProcessor
+
+    return VivitImageProcessor(do_resize=True, size={"shortest_edge": image_size}, do_center_crop=True,
+                               crop_size={"height": image_size, "width": image_size}, do_rescale=True,
+                               rescale_factor=1 / 255, offset=False, do_normalize=True, image_mean=list(MEAN),
+                               image_std=list(STD))
+
+
+def their_frames(frames: np.ndarray, image_size: int = IMAGE_SIZE) -> torch.Tensor:
+    """RGB frames (T, H, W, 3) uint8 of any shape, prepared as their loader prepares a clip: the short side resized
+    to `image_size`, a centre crop, [0, 1], their mean and std: (T, 3, S, S) float32. A non-square clip keeps its
+    aspect ratio (the long side is cropped), as in their code."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"their_frames: need uint8 frames (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+    x = their_processor(image_size)(list(frames), return_tensors="pt")["pixel_values"][0]
+    return x.float().contiguous()
+
+
 def clip_input(path: str | Path, num_frames: int, image_size: int = IMAGE_SIZE) -> torch.Tensor:
     """A clip as their loader gives it: the first 2T frames at stride 2 from frame 0 (past the end, the last
-    frame on that grid is repeated), resized to `image_size`, in [0, 1], normalised by their mean and std: (T, 3, S, S) float."""
+    frame on that grid is repeated), at their own size, then `their_frames`: (T, 3, S, S) float."""
     from ..io.video import read_clip
 
-    frames = read_clip(path, num_frames, stride=FRAME_STRIDE, size=image_size)  # (T, H, W, 3) uint8
-    x = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).float().div_(255.0)
-    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return their_frames(read_clip(path, num_frames, stride=FRAME_STRIDE), image_size)
