@@ -385,3 +385,34 @@ def test_the_evaluate_stage_scores_an_authors_checkpoint_as_a_run(tiny_project, 
     assert ranks["rank_v2r"].to_list() == want.tolist()
     assert res["variants"]["Authors"]["study"]["mcmrr_v2r"] == pytest.approx(want.float().mean().item())
     assert yaml.safe_load((d / "params.yaml").read_text())["runs"]["Authors"]["encoder"] == "authors"
+
+
+def test_weights_verify_names_layout_hash_parameters_licence_and_runs_a_fixed_input(tmp_path, capsys):
+    """`python -m echolib.weights verify PATH` on self-made files in the real layouts; a file that would run code
+    and a file of unknown keys are one-line errors."""
+    import hashlib
+
+    from echolib.weights import main
+
+    ck = write_checkpoint(tmp_path / "checkpoint_videomae2.pt", videomae2_state(), "videomae2")
+    assert main(["verify", str(ck)]) == 0
+    out = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    assert out["layout"].strip() == "authors-videomae2"
+    assert out["sha256"].strip() == hashlib.sha256(ck.read_bytes()).hexdigest()
+    n = sum(p.numel() for p in load_authors_checkpoint(ck).parameters())
+    assert out["parameters"].strip() == f"{n:,}" and "CC-BY-NC-4.0" in out["licence"]
+    assert f"-> (1, {EMBED})" in out["check"] and "all finite" in out["check"]
+    # a folder holding the file is read the same way
+    assert main(["verify", str(tmp_path)]) == 0 and "authors-videomae2" in capsys.readouterr().out
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("ran code",))
+
+    torch.save({"state_dict": Boom()}, tmp_path / "bad.pt")
+    assert main(["verify", str(tmp_path / "bad.pt")]) == 2
+    err = capsys.readouterr()
+    assert "ran code" not in err.out and err.err.startswith("error: ") and len(err.err.strip().splitlines()) == 1
+    torch.save({"foo.weight": torch.zeros(2)}, tmp_path / "odd.pt")
+    assert main(["verify", str(tmp_path / "odd.pt")]) == 2
+    assert "match no known layout" in capsys.readouterr().err
