@@ -17,7 +17,7 @@ import polars as pl
 import torch
 
 from .io.safe import for_terminal
-from .io.video import VideoDecodeError, read_at_rate, video_info
+from .io.video import read_at_rate
 from .io.weights import CheckpointError
 from .models.authors import AuthorsCheckpointError
 
@@ -29,43 +29,32 @@ class RetrievalInputError(ValueError):
 
 
 def study_clips(folder: str | Path, workdir: str | Path) -> pl.DataFrame:
-    """video_id, path, n_frames of every usable clip in a study folder. Video files are used as they are; a folder
-    of DICOM files goes through ingestion (cine check, sector mask, throw-away salt) into `workdir` first."""
-    folder = Path(folder)
+    """video_id, path, n_frames, fps of every usable clip in a study folder. Video files and DICOM cines alike go
+    through ingestion's de-identification (the imaging sector kept, ECG trace, labels and burned-in text outside it
+    blanked; text inside it blanked too) into `workdir`, with a throw-away salt; what cannot be used is named,
+    never dropped silently."""
+    import secrets
+
+    from .ingest.adapters import dicom_items, video_items
+    from .ingest.core import Rejections, ingest
+
+    folder, workdir = Path(folder), Path(workdir)
     if not folder.is_dir():
         raise RetrievalInputError(f"{folder}: not a folder")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     if not files:
         raise RetrievalInputError(f"{folder}: the study folder is empty")
-    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
-    if not videos:
-        return _ingested_clips(folder, Path(workdir))
-    rows, bad = [], []
-    for p in videos:
-        try:
-            info = video_info(p)
-            rows.append({"video_id": p.stem, "path": str(p.resolve()), "n_frames": info["n_frames"], "fps": info["fps"]})
-        except VideoDecodeError as e:
-            bad.append(f"{p.name}: {e.reason}")
-    if not rows:
-        raise RetrievalInputError(f"{folder}: no clip could be decoded: {bad[:3]}")
-    for b in bad:  # listed, never dropped silently
-        print(f"skipped clip {for_terminal(b)}")
-    return pl.DataFrame(rows)
-
-
-def _ingested_clips(folder: Path, workdir: Path) -> pl.DataFrame:
-    import secrets
-
-    from .ingest.adapters import dicom_items
-    from .ingest.core import Rejections, ingest
-
     rejected = Rejections()
-    tables = ingest(dicom_items(folder, rejected), workdir, secrets.token_bytes(32), rejected=rejected, workers=1,
-                    progress=False, require_reports=False)
+    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    items = video_items(folder, videos) if videos else dicom_items(folder, rejected)
+    tables = ingest(items, workdir, secrets.token_bytes(32), rejected=rejected, workers=1, progress=False,
+                    require_reports=False)
+    for r in tables["rejected"].iter_rows(named=True):  # listed, never dropped silently
+        print(f"skipped clip {for_terminal(r['source'])}: {for_terminal(r['reason'])}")
     if tables["videos"].height == 0:
-        reasons = tables["rejected"].select("source", "reason").head(5).to_dicts()
-        raise RetrievalInputError(f"{folder}: no video file and no usable DICOM cine; e.g. {reasons}")
+        what = "no usable video file" if videos else "no video file and no usable DICOM cine"
+        raise RetrievalInputError(f"{folder}: {what}; e.g. "
+                                  f"{tables['rejected'].select('source', 'reason').head(5).to_dicts()}")
     return tables["videos"].select("video_id", pl.col("path").map_elements(lambda p: str(workdir / p),
                                                                           return_dtype=pl.String), "n_frames", "fps")
 

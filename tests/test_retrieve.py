@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -12,6 +13,33 @@ def test_empty_and_videoless_folders_are_clear_errors(tmp_path):
     (tmp_path / "IM0001").write_bytes(b"DICM")
     with pytest.raises(RetrievalInputError, match="no video file and no usable DICOM cine.*not a DICOM file"):
         study_clips(tmp_path, tmp_path / "work")
+
+
+def test_a_video_study_folder_is_masked_like_a_dicom_one(tmp_path):
+    """Video files (an mp4 export of the real cine with a name, an ID and an ECG trace burned in) are no longer used
+    as they are: the text outside and inside the sector and the ECG trace are blanked, the heart kept."""
+    from echolib.io.video import read_clip, write_video
+    from tests import dicom_fixtures as F
+    from tests.test_deid import READABLE, leftover, planted
+
+    frames, marks = planted(noise=0)
+    frames = F.ecg_trace(frames, 224)  # below the sector, where scanners draw it (one crossing the sector stays)
+    study = tmp_path / "study"
+    write_video(study / "a4c.mp4", frames, fps=30.0, lossless=True)
+    clips = study_clips(study, tmp_path / "work")
+    assert clips.height == 1 and clips["n_frames"][0] == len(frames)
+    stored = read_clip(clips["path"][0], len(frames))
+    assert all(leftover(frames, g) > 80 for g in marks)
+    assert all(abs(leftover(stored, g)) < READABLE for g in marks), [leftover(stored, g) for g in marks]
+    # the ECG trace where the image is black in every frame of the cine (outside the sector): gone
+    outside = F.cine().pixel_array.max(axis=(0, 3)) < 5
+
+    def green(x):
+        return int(((x[..., 1].astype(int) - x[..., 0] > 100) & outside).sum())
+
+    assert green(frames) > 1000 and green(stored) == 0, (green(frames), green(stored))
+    box = np.s_[:, 140:180, 180:230]  # well inside the sector: the heart as it was (up to the video codec)
+    assert np.abs(stored[box].astype(np.int16) - frames[box].astype(np.int16)).mean() < 8
 
 
 def test_a_dicom_study_folder_is_ingested_and_masked(tmp_path):

@@ -116,6 +116,15 @@ def paper_csv_items(csv_path: Path, rejected: Rejections, encoding: str = "utf-8
     return items
 
 
+def video_items(root: Path, files: list[Path], patient: str | None = None, study: str | None = None) -> list[Item]:
+    """Video files (mp4, avi, ...) of one folder as ingestion items: each de-identified like a DICOM cine (the
+    sector kept, everything outside it and text inside it blanked). patient/study: the raw keys (hashed before
+    output); by default one study of one patient named after the folder."""
+    key = root.name
+    return [Item(str(p.relative_to(root)), p, kind="video", patient=patient or key, study=study or key,
+                 instance=str(p.relative_to(root))) for p in files]
+
+
 def echonet_items(root: Path, rejected: Rejections) -> list[Item]:
     """EchoNet-Dynamic: FileList.csv + Videos/*.avi, one apical-4-chamber clip per patient; EF kept, no reports."""
     rows = _listing(root / "FileList.csv", "EchoNet-Dynamic (FileList.csv + Videos/)", rejected, ("FileName", "EF"))
