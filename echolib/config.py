@@ -35,7 +35,7 @@ PUBLISHED = ("data", "metrics", "reports", "scratch")  # folders the pipeline wr
 SEED_MAX = 2 ** 32 - 1  # numpy's and Lightning's seeds are 32-bit
 #: set in the environment of a process a stage starts with its parameters in a file: params.yaml is not read there
 STAGE_PARAMS_ENV = "ECHOLIB_STAGE_SUBPROCESS"
-SOURCES = ("synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo")
+SOURCES = ("synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo", "video-folder")
 View = Literal["LAX", "SAX", "2CH", "3CH", "4CH"]
 
 
@@ -159,7 +159,7 @@ class BaseConfig(Section):
     seed: int = _f(lo=0, hi=SEED_MAX)
     seeds: list[int] = _f(nonempty=True)
     profile: Literal["tiny", "default", "control", "paper"] = _f()
-    source: Literal["synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo"] = _f()
+    source: Literal["synthetic", "dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo", "video-folder"] = _f()
     data_root: str = _f(nonempty=True)
     workers: int = _f(lo=0)  # 0 = all cores
 
@@ -187,7 +187,7 @@ class IngestConfig(Section):
     """Real-data source for the `ingest` stage (used when base.source is not `synthetic`)."""
 
     section: ClassVar[str] = "ingest"
-    src: str = _f()  # archive folder (dicom, echonet-dynamic, mimic-iv-echo) or CSV (paper-csv)
+    src: str = _f()  # archive folder (dicom, echonet-dynamic, mimic-iv-echo, video-folder) or CSV (paper-csv)
     reports: str = _f()  # optional CSV with columns study_key, report_text
     salt_file: str = _f(nonempty=True)  # de-identification salt: created on first use, git-ignored, never shared
     encoding: str = _f(nonempty=True)  # of the CSVs (cp932 for many Japanese hospital exports)

@@ -16,12 +16,11 @@ import numpy as np
 import polars as pl
 import torch
 
+from .ingest.adapters import VIDEO_SUFFIXES
 from .io.safe import for_terminal
 from .io.video import read_at_rate
 from .io.weights import CheckpointError
 from .models.authors import AuthorsCheckpointError
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
 
 class RetrievalInputError(ValueError):

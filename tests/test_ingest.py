@@ -182,6 +182,34 @@ def test_echonet_dynamic_layout(tmp_path):
     assert t["rejected"]["reason"].to_list() == ["listed in FileList.csv but missing"]
 
 
+def test_video_folder_layout_patient_study_clip(tmp_path):
+    """ROOT/PATIENT/STUDY/CLIP.mp4: folder names are the keys (hashed), each clip masked like a DICOM cine; a
+    reports CSV keyed PATIENT/STUDY or by a STUDY name no other patient shares; stray files are named rejects."""
+    from echolib.io.video import write_video
+
+    frames, _ = F.burn(F.cine().pixel_array[:12], F.BURNED, (100, 5))  # a name outside the sector
+    root = tmp_path / "exports"
+    for rel in ("P001/2024-01-05/a4c.mp4", "P001/2024-01-05/plax.mp4", "P001/2024-06-01/a4c.mp4",
+                "P002/2024-01-05/a4c.mp4", "P003/loose.mp4"):
+        write_video(root / rel, frames, fps=30.0, lossless=True)
+    (root / "README.txt").write_text("exported by the cart")
+    (tmp_path / "r.csv").write_text("study_key,report_text\nP001/2024-01-05,左室収縮能は正常。\n"
+                                    "2024-06-01,軽度僧帽弁逆流。\nP002/2024-01-05,左房拡大なし。\n", encoding="utf-8")
+    t = ingest_source("video-folder", root, tmp_path / "out", tmp_path / "salt", tmp_path / "r.csv", workers=1,
+                      progress=False)
+    assert t["videos"].height == 4 and t["studies"].height == 3 and t["patients"].height == 2
+    assert sorted(t["studies"]["report"].to_list()) == sorted(["左室収縮能は正常。", "軽度僧帽弁逆流。", "左房拡大なし。"])
+    reasons = dict(zip(t["rejected"]["source"], t["rejected"]["reason"], strict=True))
+    assert reasons["P003/loose.mp4"].startswith("not in a PATIENT/STUDY/ folder")
+    assert reasons["README.txt"].startswith("not a video file")
+    text = " ".join(str(v) for tab in ("patients", "studies", "videos") for v in t[tab].to_dicts())
+    assert "P001" not in text and "2024-01-05" not in text  # the keys are hashed
+    assert t["videos"]["mask_method"].to_list() == ["sector"] * 4 and (t["videos"]["text_pixels"] > 0).all()
+    with pytest.raises(ValueError, match="video-folder source must be a folder"):
+        ingest_source("video-folder", tmp_path / "r.csv", tmp_path / "o2", tmp_path / "salt", workers=1,
+                      progress=False)
+
+
 def test_mimic_iv_echo_layout_uses_subject_and_study_ids(tmp_path):
     rel = ["files/p10/p10000032/s90000001/94106955_0001.dcm", "files/p10/p10000032/s90000002/94106956_0001.dcm"]
     for r in rel:

@@ -1,9 +1,10 @@
-"""Real data in: DICOM archives, the paper's CSV, EchoNet-Dynamic and MIMIC-IV-ECHO.
+"""Real data in: DICOM archives, the paper's CSV, EchoNet-Dynamic, MIMIC-IV-ECHO and folders of video exports.
 
     python -m echolib.ingest dicom SRC --out DIR [--reports REPORTS.csv] [--salt-file F]
     python -m echolib.ingest paper-csv CSV --out DIR [--salt-file F]
     python -m echolib.ingest echonet-dynamic ROOT --out DIR
     python -m echolib.ingest mimic-iv-echo ROOT --out DIR [--reports REPORTS.csv]
+    python -m echolib.ingest video-folder ROOT --out DIR [--reports REPORTS.csv]   (ROOT/PATIENT/STUDY/CLIP.mp4)
 
 Each writes patients/studies/videos.parquet (the synthetic generator's tables) + rejected.parquet and masked
 clips under DIR/videos, with salted-hash keys in place of every identifier.
@@ -15,7 +16,15 @@ from pathlib import Path
 
 import polars as pl
 
-from .adapters import SOURCES, dicom_items, echonet_items, mimic_items, paper_csv_items, read_reports
+from .adapters import (
+    SOURCES,
+    dicom_items,
+    echonet_items,
+    mimic_items,
+    paper_csv_items,
+    read_reports,
+    video_folder_items,
+)
 from .core import DEFAULT_PIXELS, Item, PixelOptions, Rejections, check_salt_place, ingest, load_salt, summary
 
 __all__ = ["SOURCES", "Item", "PixelOptions", "Rejections", "ingest", "ingest_source", "load_salt", "run_ingest",
@@ -40,6 +49,10 @@ def ingest_source(source: str, src: str | Path, out: str | Path, salt_file: str 
         items = echonet_items(src, rejected)
     elif source == "mimic-iv-echo":
         items = mimic_items(src, rejected)
+    elif source == "video-folder":
+        if not src.is_dir():
+            raise ValueError(f"{src}: the video-folder source must be a folder (PATIENT/STUDY/CLIP.mp4)")
+        items = video_folder_items(src, rejected)
     else:
         raise ValueError(f"unknown source {source!r}; choose one of {list(SOURCES)}")
     table = read_reports(reports, rejected, encoding) if reports else None

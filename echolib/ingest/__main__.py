@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m echolib.ingest",
                                  description="Ingest a real echo archive into the pipeline's tables.")
     ap.add_argument("source", choices=SOURCES)
-    ap.add_argument("src", help="folder (dicom, echonet-dynamic, mimic-iv-echo) or CSV file (paper-csv)")
+    ap.add_argument("src", help="folder (dicom, echonet-dynamic, mimic-iv-echo, video-folder) or CSV file (paper-csv)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--reports", default=None, help="CSV with columns study_key, report_text")
     ap.add_argument("--salt-file", default=".echolib-salt",

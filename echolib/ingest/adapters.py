@@ -10,7 +10,9 @@ from pathlib import Path
 from ..vocab import CLASSES
 from .core import Item, Rejections, walk_files
 
-SOURCES = ("dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo")
+SOURCES = ("dicom", "paper-csv", "echonet-dynamic", "mimic-iv-echo", "video-folder")
+#: the files a folder of video exports holds (video-folder; retrieve's study folders)
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 #: encodings a Japanese hospital's export may use, tried to name the right one when the given one fails
@@ -123,6 +125,26 @@ def video_items(root: Path, files: list[Path], patient: str | None = None, study
     key = root.name
     return [Item(str(p.relative_to(root)), p, kind="video", patient=patient or key, study=study or key,
                  instance=str(p.relative_to(root))) for p in files]
+
+
+def video_folder_items(root: Path, rejected: Rejections) -> list[Item]:
+    """A folder of video exports laid out PATIENT/STUDY/CLIP.mp4 (or .avi, .mov, .mkv, .webm): the folder names
+    are the patient and study keys (hashed before output); a reports CSV's study_key is PATIENT/STUDY, or STUDY
+    alone where no other patient has a study of that name. Every clip is de-identified like a DICOM cine. A file
+    elsewhere in the tree, or not a video, is a recorded reject."""
+    items = []
+    for p in walk_files(root, rejected):
+        rel = p.relative_to(root)
+        if p.suffix.lower() not in VIDEO_SUFFIXES:
+            rejected.add(str(rel), f"not a video file (video-folder reads {', '.join(VIDEO_SUFFIXES)})", "walk")
+        elif len(rel.parts) != 3:
+            rejected.add(str(rel), "not in a PATIENT/STUDY/ folder (video-folder's layout: PATIENT/STUDY/CLIP)",
+                         "walk")
+        else:
+            patient, study, _ = rel.parts
+            items.append(Item(str(rel), p, kind="video", patient=patient, study=f"{patient}/{study}",
+                              instance=str(rel), report_keys=(study,)))
+    return items
 
 
 def echonet_items(root: Path, rejected: Rejections) -> list[Item]:
