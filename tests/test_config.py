@@ -1,6 +1,7 @@
 """params.yaml: one source of truth, checked as a whole; profiles as presets; the stage runner's parameter views."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -237,3 +238,21 @@ def test_make_repro_runs_dvc_without_its_git_add_dvc_lock_hint(tmp_path):
     (tmp_path / "dvc.lock").unlink()
     plain = run(sys.executable, "-m", "dvc", "repro")
     assert "git add dvc.lock" in plain.stdout + plain.stderr
+
+
+def test_the_readme_run_of_the_authors_model_is_a_valid_run(tmp_path):
+    """The README's YAML for scoring the authors' model in the pipeline passes the params check (it once lacked the
+    budget keys added later)."""
+    import re
+
+    import yaml
+
+    from echolib import config as C
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "Authors-VideoMAE2:" in b)
+    snippet = yaml.safe_load(block)
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["text"]["pretrained_dir"] = snippet["text"]["pretrained_dir"]
+    params["runs"]["Authors-VideoMAE2"] = snippet["runs"]["Authors-VideoMAE2"]
+    C.validate(params)
