@@ -72,6 +72,9 @@ def steps_twin(name: str) -> str:
 
 _ROWS = ("MultiVideo", "MultiVideo-4CH", "MultiVideo-matched", "SingleVideo", "SingleImage", "SingleImage-1frame")
 TABLE1_ROWS = (*_ROWS, *map(steps_twin, _ROWS), "SingleVideo-exposure")
+#: the headline of an experiment (`dvc exp show`): the paper's four models and the compute-matched twins of the
+#: three trained ones, then any other trained run
+HEADLINE_ROWS = ("MultiVideo", "MultiVideo-4CH", "SingleVideo", "SingleImage", *map(steps_twin, _BASES))
 _PAIRS = (("SingleImage", "SingleVideo"), ("SingleVideo", "MultiVideo"), ("MultiVideo-4CH", "SingleVideo"),
           ("SingleVideo", "MultiVideo-matched"), ("SingleImage-1frame", "SingleImage"))
 #: the differences the paper's claims rest on: video over image, multi-view over single view, no transfer from

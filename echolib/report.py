@@ -456,6 +456,16 @@ _SUMMARY_KEYS = {"mcmrr_v2r": "mcmrr_n_v2r", "r10_v2r": "r10_pct_v2r", "mcmrr_r2
                  "r10_r2v": "r10_pct_r2v"}
 
 
+def headline_runs(res: dict) -> list[str]:
+    """The rows of the DVC headline: compare.HEADLINE_ROWS that were evaluated, then every other trained run (one
+    the recorded budgets name), not inference variants (-matched, -1frame, frame orders) nor the exposure run."""
+    from .compare import HEADLINE_ROWS, TABLE1_ROWS
+
+    runs = res.get("runs") or {}
+    trained = [r for r in (res.get("budgets") or {}) if r in runs and r not in TABLE1_ROWS]
+    return [r for r in HEADLINE_ROWS if r in runs] + trained
+
+
 def short_names(runs: list[str]) -> dict[str, str]:
     """Each run's short name for a terminal column: the capitals and digits of its first part (MultiVideo -> MV),
     then each further part kept when it starts with a capital or digit (-4CH) and cut to its first letter otherwise
@@ -474,8 +484,9 @@ def summary_metrics(metrics: dict[str, dict], facts: dict) -> dict[str, dict]:
     """The files of metrics/summary/, the only DVC metrics (cached: each experiment keeps its own). One file per
     row of Table 1 (table1/RUN.json: MCMRR / N and R@10 in percent both ways, mean over seeds, and the number of
     seeds; not the frame-order ablations; N in data.json: eval_studies), so `dvc metrics show` prints
-    Table 1 as a table, one row per model; headline.json, Table 1's first column (MCMRR / N video -> report) under
-    short names (`short_names`: v2r.MV, v2r.SV-s, ...) and the fewest seeds of any row, so that `dvc exp show`
+    Table 1 as a table, one row per model; headline.json, Table 1's first column (MCMRR / N video -> report) of
+    the `headline_runs` under short names (`short_names`: v2r.MV, v2r.SV-s, ...) and the fewest seeds of any
+    of them, so that `dvc exp show`
     sets experiments side by side in 120 columns; and data.json: profile, evaluation studies, view accuracy,
     patients per split.
     Every detail stays in the other metrics files."""
@@ -487,7 +498,7 @@ def summary_metrics(metrics: dict[str, dict], facts: dict) -> dict[str, dict]:
                            for m in TABLE1_METRICS} | {"seeds": runs[r]["mcmrr_v2r"].get("seeds", 1)}
            for r in (_table1_runs(t1) if runs else [])}
     if runs:  # the headline for `dvc exp show` at 120 columns: short, unique names (README, "DVC")
-        short = short_names(_table1_runs(t1))
+        short = short_names(headline_runs(t1))
         out["headline"] = {"v2r": {short[r]: out[f"table1/{r}"]["mcmrr_n_v2r"] for r in short},
                            "n_seeds": min(out[f"table1/{r}"]["seeds"] for r in short)}
     out["data"] = {"profile": facts["profile"], "eval_studies": t1.get("n_studies"),

@@ -235,11 +235,16 @@ def test_banner_revision_names_uncommitted_files_but_not_the_lock_file_dvc_write
 def test_summary_metrics_are_one_small_file_per_table1_row_and_the_terminal_summary_fits_a_screen(tmp_path):
     metrics = {"table1": _table1(300), "split": {s: {"patients": 3, "studies": 4} for s in ("train", "valid", "test")},
                "views": {"accuracy": 0.91234}}
-    metrics["table1"]["runs"]["MultiVideo-reversed"] = metrics["table1"]["runs"]["MultiVideo"]  # an ablation: its own table
+    runs = metrics["table1"]["runs"]
+    runs["MultiVideo-reversed"] = runs["MultiVideo"]  # an ablation: its own table
+    runs["MultiVideo-matched"] = runs["Mine"] = runs["Mine-matched"] = runs["MultiVideo"]
+    metrics["table1"]["budgets"] = {"MultiVideo": {}, "SingleImage": {}, "Mine": {}}  # the trained runs
     files = R.summary_metrics(metrics, {"profile": "default"})
-    assert set(files) == {"table1/SingleImage", "table1/MultiVideo", "headline", "data"}
-    # the headline for `dvc exp show`: first column of Table 1 under short names, the fewest seeds
-    assert files["headline"] == {"v2r": {"SI": files["table1/SingleImage"]["mcmrr_n_v2r"], "MV": 0.5}, "n_seeds": 3}
+    assert set(files) == {"table1/SingleImage", "table1/MultiVideo", "table1/MultiVideo-matched", "table1/Mine",
+                          "table1/Mine-matched", "headline", "data"}
+    # the headline for `dvc exp show`: Table 1's first column of the paper's models and trained runs, short names
+    assert files["headline"] == {"v2r": {"MV": 0.5, "SI": files["table1/SingleImage"]["mcmrr_n_v2r"], "M": 0.5},
+                                 "n_seeds": 3}
     # one set of units everywhere: MCMRR 150 of N = 300 candidates -> 0.5; R@10 0.1 -> 10 %
     assert files["table1/MultiVideo"] == {"mcmrr_n_v2r": 0.5, "mcmrr_n_r2v": 0.5, "r10_pct_v2r": 10.0,
                                           "r10_pct_r2v": 10.0, "seeds": 3}
