@@ -239,11 +239,11 @@ def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     assert r.returncode == 0 and "metrics/table1.json" not in r.stdout and len(rows) == 1 + 12  # Table 1's rows
     assert any(x.startswith("metrics/summary/table1/SingleVideoB.json") for x in rows)
     assert max(map(len, rows)) < 120, "dvc metrics show metrics/summary/table1 should be Table 1, one row per model"
-    r = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep",
-                        r"Experiment|v2r\.|n_seeds"], cwd=d, capture_output=True, text=True,
-                       env={**os.environ, "COLUMNS": "200"})
-    assert r.returncode == 0 and "v2r.SVB" in r.stdout and "v2r.MV-4CH" in r.stdout and "n_seeds" in r.stdout
-    assert "…" not in r.stdout and max(map(len, r.stdout.splitlines())) <= 200, r.stdout
+    # the headline `dvc exp show` reads (a project without git has no experiments: the file itself)
+    head = json.loads((d / "metrics" / "summary" / "headline.json").read_text())
+    assert list(head["v2r"]) == ["MV", "MV-4CH", "SV", "SI", "MV-s", "SV-s", "SVB"] and head["n_seeds"] == 1
+    row = json.loads((d / "metrics" / "summary" / "table1" / "SingleVideoB.json").read_text())
+    assert head["v2r"]["SVB"] == row["mcmrr_n_v2r"]
     r = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots"], cwd=d, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr
