@@ -35,7 +35,7 @@ def study_clips(folder: str | Path, workdir: str | Path) -> pl.DataFrame:
     import secrets
 
     from .ingest.adapters import dicom_items, video_items
-    from .ingest.core import Rejections, ingest
+    from .ingest.core import Rejections, hashed, ingest
 
     folder, workdir = Path(folder), Path(workdir)
     if not folder.is_dir():
@@ -46,16 +46,22 @@ def study_clips(folder: str | Path, workdir: str | Path) -> pl.DataFrame:
     rejected = Rejections()
     videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
     items = video_items(folder, videos) if videos else dicom_items(folder, rejected)
-    tables = ingest(items, workdir, secrets.token_bytes(32), rejected=rejected, workers=1, progress=False,
-                    require_reports=False)
+    salt = secrets.token_bytes(32)
+    tables = ingest(items, workdir, salt, rejected=rejected, workers=1, progress=False, require_reports=False)
     for r in tables["rejected"].iter_rows(named=True):  # listed, never dropped silently
         print(f"skipped clip {for_terminal(r['source'])}: {for_terminal(r['reason'])}")
     if tables["videos"].height == 0:
         what = "no usable video file" if videos else "no video file and no usable DICOM cine"
         raise RetrievalInputError(f"{folder}: {what}; e.g. "
                                   f"{tables['rejected'].select('source', 'reason').head(5).to_dicts()}")
-    return tables["videos"].select("video_id", pl.col("path").map_elements(lambda p: str(workdir / p),
-                                                                          return_dtype=pl.String), "n_frames", "fps")
+    clips = tables["videos"].select("video_id", pl.col("path").map_elements(lambda p: str(workdir / p),
+                                                                           return_dtype=pl.String), "n_frames", "fps")
+    if videos:  # a video file keeps its own name (its path in the folder, without suffix): what --view-source
+        # labels:FILE and the user know it by; DICOM cines keep their hashed ids
+        names = {hashed(salt, "instance", it.instance or it.source, "V"): str(Path(it.source).with_suffix(""))
+                 for it in items}
+        clips = clips.with_columns(video_id=pl.col("video_id").replace_strict(names))
+    return clips
 
 
 def _clip_tensor(path: str, fps: float, ck: dict, frames: int) -> torch.Tensor:
