@@ -13,7 +13,6 @@ many remain inside the mask's rim; with --views-model, the view classifier's cal
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -39,6 +38,7 @@ def coloured(frames: np.ndarray) -> np.ndarray:
 def main() -> None:
     import polars as pl
 
+    from echolib.io.files import sha256_file
     from echolib.io.mask import deidentify, sector_mask
     from echolib.io.video import read_clip, video_info
 
@@ -50,7 +50,7 @@ def main() -> None:
     rows = []
     for c in spec["clips"]:
         path = Path(a.clips) / c["file"]
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = sha256_file(path)
         frames = read_clip(path, video_info(path)["n_frames"])
         hand = hand_mask(c["hand_polygon"], frames.shape[1:3])
         auto, info = sector_mask(frames)

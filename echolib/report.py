@@ -19,7 +19,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .compare import TABLE1_METRICS, format_ci, in_units, table1_scale, unit_digits
+from .compare import (
+    HEADLINE_ROWS,
+    TABLE1_METRICS,
+    TABLE1_ROWS,
+    format_ci,
+    in_units,
+    table1_scale,
+    unit_digits,
+)
 from .display import gt_table
 from .site import SITE, SMOKE_STUDIES, is_smoke
 
@@ -141,7 +149,6 @@ def banner_html(f: dict) -> str:
 def _table1_runs(res: dict) -> list[str]:
     """Table 1's rows: the paper's models and our controls, then any other run; not the frame-order ablations
     (they have a table of their own)."""
-    from .compare import TABLE1_ROWS
     from .evaluate import ORDERS
 
     ablation = tuple(f"-{o}" for o in ORDERS)
@@ -459,8 +466,6 @@ _SUMMARY_KEYS = {"mcmrr_v2r": "mcmrr_n_v2r", "r10_v2r": "r10_pct_v2r", "mcmrr_r2
 def headline_runs(res: dict) -> list[str]:
     """The rows of the DVC headline: compare.HEADLINE_ROWS that were evaluated, then every other trained run (one
     the recorded budgets name), not inference variants (-matched, -1frame, frame orders) nor the exposure run."""
-    from .compare import HEADLINE_ROWS, TABLE1_ROWS
-
     runs = res.get("runs") or {}
     trained = [r for r in (res.get("budgets") or {}) if r in runs and r not in TABLE1_ROWS]
     return [r for r in HEADLINE_ROWS if r in runs] + trained
@@ -476,7 +481,7 @@ def short_names(runs: list[str]) -> dict[str, str]:
         return "-".join([first, *(p if p[0].isupper() or p[0].isdigit() else p[0] for p in rest if p)])
 
     names = {r: short(r) for r in runs}
-    taken = [n for n in names.values()]
+    taken = list(names.values())
     return {r: (n if taken.count(n) == 1 else r.replace(".", "_")) for r, n in names.items()}
 
 

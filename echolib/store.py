@@ -18,7 +18,6 @@ clips, bytes, sha256; a rerun keeps the shards it lists). The datasets that read
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -28,6 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from .io.files import sha256_file
 from .io.video import VideoDecodeError, read_at_rate
 from .proc import map_jobs
 
@@ -268,15 +268,7 @@ def _write_shard(job) -> dict:
             done += 1
     tmp.replace(path)
     return {"name": shard["name"], "split": shard["split"], "clips": done, "bytes": path.stat().st_size,
-            "sha256": _sha256(path), "errors": errors, "short": short, "video_ids": shard["video_ids"]}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+            "sha256": sha256_file(path), "errors": errors, "short": short, "video_ids": shard["video_ids"]}
 
 
 def write_shards(raw: str | Path, videos: pl.DataFrame, out: str | Path, frames: int, fps: float, size: int,
@@ -295,7 +287,7 @@ def write_shards(raw: str | Path, videos: pl.DataFrame, out: str | Path, frames:
     manifest_path = out / "manifest.json"
     old = {s["name"]: s for s in json.loads(manifest_path.read_text())["shards"]} if manifest_path.is_file() else {}
     keep = {n: s for n, s in old.items() if (out / "shards" / n).is_file() and
-            (out / "shards" / n).stat().st_size == s["bytes"] and _sha256(out / "shards" / n) == s["sha256"]}
+            (out / "shards" / n).stat().st_size == s["bytes"] and sha256_file(out / "shards" / n) == s["sha256"]}
     todo = [s for s in plan if s["name"] not in keep or keep[s["name"]]["video_ids"] != s["video_ids"]]
     jobs = [(s, [rows[v] for v in s["video_ids"]], str(out), frames, fps, size, qp) for s in todo]
     done = dict(keep)

@@ -18,11 +18,12 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 import torch
+
+from .io.files import sha256_file
 
 #: what a user must know before using weights of each layout beyond research here (a note, not legal advice)
 LICENCE_NOTES = {
@@ -47,14 +48,6 @@ LICENCE_NOTES = {
 
 class VerifyError(ValueError):
     """The file cannot be verified; the message names it and says why."""
-
-
-def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _params(module: torch.nn.Module) -> int:
@@ -92,7 +85,7 @@ def verify(path: str | Path) -> dict:
         f = weights_file(path)
     except FileNotFoundError as e:
         raise VerifyError(str(e)) from None
-    out = {"file": str(f), "sha256": sha256(f)}
+    out = {"file": str(f), "sha256": sha256_file(f)}
     raw = _raw(f)
     if isinstance(raw, dict):
         from .models.authors import is_authors_checkpoint
@@ -120,9 +113,9 @@ def verify(path: str | Path) -> dict:
         if {"model", "frames", "temperature", "state_dict"} <= set(raw):
             from .views import CLASSES, load_model, softmax
 
-            model, ck = load_model(f.parent) if f.name == "model.pt" else (None, None)
-            if model is None:
+            if f.name != "model.pt":
                 raise VerifyError(f"{f}: a view classifier is read from its folder's model.pt")
+            model, ck = load_model(f.parent)
             g = torch.Generator().manual_seed(0)
             x = torch.randn(1, 3 * ck["frames"], ck["size"], ck["size"], generator=g)
             with torch.inference_mode():
