@@ -157,7 +157,7 @@ def select_views(clips: pl.DataFrame, views: list[str], source: str = "classifie
         lab = lab.select(pl.col("clip").str.replace(r"\.[^.]*$", "").alias("video_id"),
                          pl.col("view").str.strip_chars().str.to_uppercase().alias("pred_view"))
         for vid in clips.join(lab, on="video_id", how="anti")["video_id"]:
-            print(f"skipped clip {for_terminal(vid)}: no label in {path.name}")
+            print(f"skipped clip {for_terminal(vid)}: no label in {for_terminal(path.name)}")
         kept = clips.join(lab, on="video_id").filter(pl.col("pred_view").is_in(views))
         if kept.height == 0:
             raise RetrievalInputError(f"{study}: no clip labelled with a view of this model ({views}) in {path.name}")
@@ -186,7 +186,7 @@ def _retrieve(scorer: Scorer, clips: pl.DataFrame, study, reports, k: int, views
 
     model = scorer.model
     kept, how = select_views(clips, scorer.views, view_source, views_dir, threshold, study)
-    print(how)
+    print(for_terminal(how))  # it names the user's files and folders
     with torch.inference_mode():
         embs = [model.encode_video(scorer.clip(r)) for r in kept.iter_rows(named=True)]
         study_emb = torch.nn.functional.normalize(torch.cat(embs).mean(0, keepdim=True), dim=-1)
