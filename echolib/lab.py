@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .kernel import KERNEL
+
 #: the pre-save hook as Jupyter's config names it
 HOOK = "echolib.lab.strip_on_save"
 #: a cell's metadata kept (papermill's parameters tag); everything else is Lab's own state (scroll, collapse, timing)
@@ -70,7 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(jupyter_config(), indent=2) + "\n")
     print(f"Jupyter pre-save hook: {out}")
+    spec = Path(sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL / "kernel.json"
+    if spec.is_file():  # registered just before by `ipykernel install --sys-prefix --name echolib`
+        kernel = json.loads(spec.read_text())
+        kernel["argv"] = kernel_argv(kernel["argv"])
+        spec.write_text(json.dumps(kernel, indent=1) + "\n")
+        print(f"Jupyter kernel {KERNEL!r} starts through python -m echolib.kernel: {spec}")
     return 0
+
+
+def kernel_argv(argv: list[str]) -> list[str]:
+    """ipykernel's launch command with its launcher module replaced by `echolib.kernel` (the same kernel,
+    started after echolib.startup's deferred import)."""
+    return ["echolib.kernel" if a == "ipykernel_launcher" else a for a in argv]
 
 
 if __name__ == "__main__":

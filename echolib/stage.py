@@ -35,6 +35,7 @@ import yaml
 from . import config as C
 from .io.files import write_json
 from .io.safe import for_terminal
+from .kernel import KERNEL
 from .progress import ENV as PROGRESS_ENV
 from .progress import Relay
 
@@ -44,7 +45,6 @@ STAGING = Path(".stage")  # a stage writes here; its declared outputs are swappe
 RESUMABLE = {"cache", "train"}
 #: stages that only one kind of data source runs
 SOURCE_STAGES = {"synthesize": lambda source: source == "synthetic", "ingest": lambda source: source != "synthetic"}
-KERNEL = "echolib"
 #: the stage that makes the report site (reports/site: its own page for readers, without code, and every other
 #: stage's page from its executed notebook, code folded); after its notebook ran, the runner calls
 #: `build_site` of this module (so that only this stage depends on the site's code and templates)
