@@ -8,6 +8,8 @@ KERNEL ?= echolib
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.echolib-installed
 PYTEST_ARGS ?=
+# test workers (pytest-xdist): the long pipeline test on one, everything else beside it; 0 runs them in this process
+TEST_WORKERS ?= 2
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
@@ -45,7 +47,7 @@ browser:
 	  || echo "could not install chromium: the browser tests will be skipped"; }
 
 test: setup browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal) $(PYTEST_ARGS)
 
 # The report site in headless Chromium, offline: every chart drawn, no missing Japanese glyph, screenshots.
 check-site: setup browser

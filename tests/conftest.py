@@ -11,6 +11,15 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on a 2-core machine: one thread each,
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # else their OpenMP threads wait on a core the other holds
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `long` (minutes each) first: with `make test`'s two workers (pytest-xdist, work stealing) one
+    starts them at once and the other core runs everything else meanwhile."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 def tiny_params(**sections) -> dict:

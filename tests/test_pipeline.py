@@ -171,6 +171,7 @@ def _dvc_status_stages(project) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_tiny_pipeline_through_dvc_repro(tmp_path, chromium):
     """`dvc repro` of the tiny profile with a fourth run added to params.yaml only: it is trained, evaluated,
     compared and reported; the site opens offline in Chromium (every chart drawn, no missing glyph, the smoke-test
