@@ -54,7 +54,7 @@ def cardiac_curves(n_frames: int, fps: float, heart_rate: float, phase0: float) 
 
     contraction = np.where(cyc < 0.35, 0.5 * (1 - np.cos(np.pi * cyc / 0.35)),
                            np.where(cyc < 0.55, 0.5 * (1 + np.cos(np.pi * (cyc - 0.35) / 0.2)), 0.0))
-    return {
+    curves = {
         "cycle": cyc,
         "contraction": contraction,
         "mitral_open": np.maximum(bump(0.42, 0.64), 0.7 * bump(0.8, 0.97)),
@@ -62,6 +62,9 @@ def cardiac_curves(n_frames: int, fps: float, heart_rate: float, phase0: float) 
         "systolic_jet": bump(0.02, 0.4, flat=0.6),
         "diastolic_jet": bump(0.4, 0.99, flat=0.6),
     }
+    # float32, as every image: a float64 curve would make each (T, H, W) array it scales float64 (twice the memory
+    # traffic, the renderer's main cost)
+    return {k: v.astype(np.float32) for k, v in curves.items()}
 
 
 def _inside(e: Ellipse, x, y, edge: float):
@@ -84,7 +87,7 @@ def _wrap(a):
 
 def _territory_weight(delta_deg, centre, half):
     d = np.abs(_wrap(np.radians(delta_deg - centre)))
-    return np.clip((np.radians(half) + np.radians(12) - d) / np.radians(24), 0.0, 1.0)
+    return np.clip((math.radians(half) + math.radians(12) - d) / math.radians(24), 0.0, 1.0)
 
 
 def _lv_inverse_map(g: Geometry, qx, qy, contraction, fs_global, static_regional: bool):
@@ -141,7 +144,7 @@ def _segment_mask_t(px, py, p, ang, length, thick):
 def _nuisance(spec: ClipSpec, rng: np.random.Generator) -> dict:
     """Acquisition settings; always the same number of draws, poor quality widens them."""
     poor = spec.quality < 0.5
-    u = rng.random(12)
+    u = rng.random(12).tolist()  # Python floats: a NumPy float64 scalar would turn every float32 image into float64
     return {
         "zoom": 0.92 + 0.16 * u[0],
         "rot": math.radians((u[1] - 0.5) * (24 if poor else 10)),
@@ -277,7 +280,7 @@ def speckle_amplitude(s: Scene, streams, control: bool):
     times the echogenicity; valve leaflets. Also returns the blood and LV-cavity masks and the fresh field."""
     tex, (x0, y0, sp) = _speckle(streams[1], s.spec.size)
     ny, nx = tex.shape[1:]
-    tx, ty = np.meshgrid(x0 + sp * np.arange(nx), y0 + sp * np.arange(ny))
+    tx, ty = np.meshgrid(x0 + sp * np.arange(nx, dtype=np.float32), y0 + sp * np.arange(ny, dtype=np.float32))
     echo, blood, lv_cav = _echogenicity(s.g, tx, ty, control, s.spec.size)
     echo_s, blood_s, cav_s, tex0, tex1 = _sample(np.stack([echo, blood, lv_cav, tex[0], tex[1]]),
                                                  (s.q0y - y0) / sp, (s.q0x - x0) / sp)
@@ -337,14 +340,14 @@ def _add_valve(amp, valve, q0x, q0y, qx, qy, opening, level):
 def _echogenicity(g: Geometry, x, y, control: bool, size: int):
     """Static echogenicity of the reference anatomy on a grid (x, y), plus blood and LV-cavity masks."""
     edge = 1.6 * 2 * X_HALF / size
-    img = np.full(x.shape, BG)
+    img = np.full(x.shape, BG, dtype=x.dtype)
     outer = g.sac.grown(g.effusion)
     m_out, rho_out, _, _ = _inside(outer, x, y, edge)
     peri = np.exp(-(((rho_out - 1.0) * min(outer.a, outer.b) / (1.2 * edge)) ** 2))
     img = _blend(img, BLOOD * 2, m_out)  # effusion: echo-free space inside the pericardium
     img = _blend(img, FAT, _inside(g.sac, x, y, edge)[0])
     img = img + 0.9 * peri
-    blood = np.zeros(x.shape)
+    blood = np.zeros(x.shape, dtype=x.dtype)
     for _, e, _ in g.walls:
         img = _blend(img, TISSUE, _inside(e, x, y, edge)[0])
     for name, e, _ in g.cavities:
