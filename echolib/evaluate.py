@@ -205,6 +205,86 @@ def evaluate_views(model, frames: int, cache: StoreBase, studies: list[str], vie
             "study_emb": study_emb, "text_emb": text}
 
 
+#: the view-dropout ranks of a seed, in its run's own variant folder (eval/RUN/RUN/seedS/), one row per study and row
+DROPOUT_FILE = "view_dropout.parquet"
+
+
+def dropout_subsets(views: list[str]) -> dict[str, list[str]]:
+    """The view-dropout rows of a multi-view run, label -> views kept: all, each view removed, each view alone."""
+    return {"all": list(views), **{f"without-{v}": [w for w in views if w != v] for v in views},
+            **{f"only-{v}": [v] for v in views}}
+
+
+def view_dropout(model, frames: int, cache: StoreBase, studies: list[str], views: list[str]) -> dict[str, pl.DataFrame]:
+    """Which views carry a multi-view run's retrieval (issue #27): on the evaluation studies that have a clip of
+    every view in `views` (one fixed set of studies and candidates, so that every row compares with every other),
+    the study-level ranks (video -> report and back) with all views, with each view removed, and with each view
+    alone (`dropout_subsets`). Each clip is embedded once; a subset's study embedding is the mean of its clips'.
+    {} when fewer than two studies have every view."""
+    rows = cache.index.filter(pl.col("study_id").is_in(studies) & pl.col("pred_view").is_in(views))
+    per = rows.group_by("study_id").agg(pl.col("pred_view").n_unique().alias("k"))
+    complete = sorted(per.filter(pl.col("k") == len(set(views)))["study_id"])
+    if len(complete) < 2:
+        return {}
+    rows = rows.filter(pl.col("study_id").is_in(complete))
+    clip_emb = embed_clips(model, cache, rows, frames)
+    text = torch.nn.functional.normalize(embed_reports(model, cache, complete), dim=-1)
+    view_of, study_of = rows["pred_view"].to_numpy(), rows["study_id"].to_list()
+    out = {}
+    for label, keep in dropout_subsets(views).items():
+        mask = np.isin(view_of, keep)
+        ids = [s for s, m in zip(study_of, mask, strict=True) if m]
+        emb, order = study_embeddings(clip_emb[torch.from_numpy(mask)], ids)
+        pos = {s: i for i, s in enumerate(order)}
+        v2r, r2v = ranks_from_embeddings(emb[[pos[s] for s in complete]], text)
+        out[label] = pl.DataFrame({"study_id": complete, "rank_v2r": v2r, "rank_r2v": r2v})
+    return out
+
+
+def view_dropout_frame(run_eval_dir: str | Path, n: int = 1000, seed: int = 0, level: float = 0.95) -> pl.DataFrame:
+    """The view-dropout table of a multi-view run (evaluate.view_dropout, every seed): per row of views kept
+    (all, without each view, each view alone) MCMRR / N and R@10 % video -> report with CIs over studies and seeds,
+    and the paired difference from all views (positive MCMRR / N: worse without; negative R@10: worse). Empty when
+    the run has no dropout ranks (a single-view run)."""
+    from .compare import UNITS, bootstrap_ci, in_units
+
+    files = sorted(Path(run_eval_dir).glob(f"*/seed*/{DROPOUT_FILE}"), key=lambda p: int(p.parent.name[4:]))
+    if not files:
+        return pl.DataFrame()
+    tables = [pl.read_parquet(f) for f in files]
+    labels = list(dict.fromkeys(tables[0]["views"]))
+    ranks = {k: [t.filter(pl.col("views") == k).drop("views") for t in tables] for k in labels}
+    res = bootstrap_ci(ranks, n, seed, level, pairs=[(k, "all") for k in labels if k != "all"])
+    rows = []
+    for k in labels:
+        row = {"views": k, "studies": res["n_studies"], "seeds": len(tables)}
+        for m in ("mcmrr_v2r", "r10_v2r"):
+            v = in_units(res["runs"][k][m], m, res["n_studies"])
+            row.update({UNITS[m]: v["value"], f"{UNITS[m]} lo": v["lo"], f"{UNITS[m]} hi": v["hi"]})
+            d = res["differences"].get(f"{k} - all")
+            dv = in_units(d[m], m, res["n_studies"]) if d else {"value": 0.0, "lo": 0.0, "hi": 0.0}
+            row.update({f"{UNITS[m]} - all": dv["value"], f"{UNITS[m]} - all lo": dv["lo"],
+                        f"{UNITS[m]} - all hi": dv["hi"]})
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def view_dropout_table(drop: pl.DataFrame) -> pl.DataFrame:
+    """`view_dropout_frame` for reading: per row of views kept, 'value [lo, hi]' and the signed difference from all
+    views, MCMRR / N to 3 decimals and R@10 % to 1."""
+    from .compare import format_ci, unit_digits
+
+    def cells(row: dict, m: str, key: str) -> dict:
+        name = "MCMRR/N v→r" if m == "mcmrr_v2r" else "R@10 % v→r"
+        v = {"value": row[name], "lo": row[f"{name} lo"], "hi": row[f"{name} hi"]}
+        dv = {"value": row[f"{name} - all"], "lo": row[f"{name} - all lo"], "hi": row[f"{name} - all hi"]}
+        return {name: format_ci(v, unit_digits(m)),
+                f"{key} minus all views": "" if row["views"] == "all" else format_ci(dv, unit_digits(m), "+")}
+
+    return pl.DataFrame([{"views": r["views"], **cells(r, "mcmrr_v2r", "MCMRR/N"), **cells(r, "r10_v2r", "R@10 %")}
+                         for r in drop.iter_rows(named=True)])
+
+
 def variants_of(run_name: str, views: list[str], image: bool = False) -> dict[str, tuple]:
     """Inference variants of a run, name -> (views used, views whose clip count is matched, frames per clip or
     None for the model's own, frame order or None). A run that sees several views also gets `<run>-4CH` (4CH clips
@@ -294,6 +374,14 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
                     found.append(pr.pop("predictions"))
                     result["probe"].setdefault(name, {})[seed_dir] = pr
                 pl.concat(found).write_parquet(d / "findings.parquet")
+        views_all = run_views(ck)
+        if len(views_all) > 1 and (dropped := view_dropout(model, frames, cache, studies, views_all)):
+            d = out_dir / run_dir.name / seed_dir  # beside the run's own ranks, under another name (DROPOUT_FILE)
+            pl.concat([df.with_columns(views=pl.lit(k)) for k, df in dropped.items()]).write_parquet(d / DROPOUT_FILE)
+            drop = result.setdefault("view_dropout", {"views": views_all, "per_seed": {}})
+            drop["n_studies"] = len(next(iter(dropped.values())))
+            drop["per_seed"][seed_dir] = {k: metrics_from_ranks(df["rank_v2r"].to_numpy(), df["rank_r2v"].to_numpy())
+                                          for k, df in dropped.items()}
     for v in result["variants"].values():
         per = [s["study"] for s in v["per_seed"].values()]
         v["study"] = {m: float(np.mean([p[m] for p in per])) for m in METRICS}

@@ -2,7 +2,14 @@ import polars as pl
 import pytest
 
 from echolib.compare import finding_differences
-from echolib.evaluate import evaluate_run, evaluate_views
+from echolib.evaluate import (
+    dropout_subsets,
+    evaluate_run,
+    evaluate_views,
+    view_dropout,
+    view_dropout_frame,
+    view_dropout_table,
+)
 from echolib.models import load_clip_model
 
 
@@ -23,6 +30,20 @@ def test_evaluate_trained_tiny_run(tiny_project):
         assert m["n"] == n and 1 <= m["mcmrr_v2r"] <= n and 0 <= m["r10_r2v"] <= 1
         assert r["ranks"]["rank_v2r"].is_between(1, n).all()
     assert (full["ranks"]["n_clips"] >= only4["ranks"]["n_clips"]).all()
+    # view dropout: on the studies with every view, each row's ranks equal evaluate_views' on those studies with
+    # those views only (there the clips are embedded per call and pooled by embed_studies)
+    views = ["LAX", "SAX", "2CH", "3CH", "4CH"]
+    dropped = view_dropout(model, frames, cache, studies, views)
+    per = cache.index.filter(pl.col("study_id").is_in(studies)).group_by("study_id").agg(pl.col("pred_view"))
+    complete = sorted(s for s, v in per.iter_rows() if set(views) <= set(v))
+    assert len(complete) >= 2 and list(dropped) == list(dropout_subsets(views)) and len(dropped) == 11
+    for label, keep in dropout_subsets(views).items():
+        ref = evaluate_views(model, frames, cache, complete, keep)["ranks"]
+        assert dropped[label]["study_id"].to_list() == complete
+        assert dropped[label]["rank_v2r"].to_list() == ref["rank_v2r"].to_list(), label
+        assert dropped[label]["rank_r2v"].to_list() == ref["rank_r2v"].to_list(), label
+    assert dropout_subsets(["4CH", "LAX"]) == {"all": ["4CH", "LAX"], "without-4CH": ["LAX"], "without-LAX": ["4CH"],
+                                               "only-4CH": ["4CH"], "only-LAX": ["LAX"]}
     matched = evaluate_views(model, frames, cache, studies, ["LAX", "SAX", "2CH", "3CH", "4CH"], ["4CH"], seed=1)
     assert matched["ranks"]["n_clips"].to_list() == only4["ranks"]["n_clips"].to_list()
     assert matched["per_clip"]["n_clips"] == only4["per_clip"]["n_clips"]
@@ -34,6 +55,18 @@ def test_evaluate_trained_tiny_run(tiny_project):
     res = evaluate_run(tiny_project / "evalruns" / "MultiVideo", tiny_project / "data" / "cache",
                        tiny_project / "split.parquet", tiny_project / "eval" / "MultiVideo",
                        studies_path=tiny_project / "data" / "raw" / "studies.parquet", n_boot=20, probe_studies=5)
+    # the dropout table: every row on the same studies, "all" as the run's own ranks on them, differences from it
+    table = view_dropout_frame(tiny_project / "eval" / "MultiVideo", n=50)
+    drop = res["view_dropout"]
+    assert table["views"].to_list() == list(dropout_subsets(views)) and set(table["studies"]) == {drop["n_studies"]}
+    n_c = drop["n_studies"]
+    assert table["MCMRR/N v→r"][0] == pytest.approx(drop["per_seed"]["seed0"]["all"]["mcmrr_v2r"] / n_c)
+    assert table["MCMRR/N v→r - all"][0] == 0 and (table["MCMRR/N v→r lo"] <= table["MCMRR/N v→r hi"]).all()
+    shown = view_dropout_table(table).row(1, named=True)  # without-LAX, as a reader sees it
+    r = table.row(1, named=True)
+    assert shown["views"] == "without-LAX" and shown["R@10 % v→r"] == (
+        f"{r['R@10 % v→r']:.1f} [{r['R@10 % v→r lo']:.1f}, {r['R@10 % v→r hi']:.1f}]")
+    assert shown["MCMRR/N minus all views"].startswith(f"{r['MCMRR/N v→r - all']:+.3f} [")
     pr = res["probe"]["MultiVideo-4CH"]["seed0"]
     assert pr["n_train_studies"] == 5 and pr["n_studies"] == res["n_studies"] == len(studies[::2])
     assert "MultiVideo-matched" not in res["probe"]  # matched draws are a retrieval check only
