@@ -135,6 +135,35 @@ def embed_reports(model, cache: StoreBase, study_ids: list[str], batch_size: int
     return torch.cat(out)
 
 
+class ClipEmbeddings:
+    """`embed_clips` of one model with each clip embedded once: the variants of a run (all views, 4CH, matched
+    draws, the probe's training studies, the view dropout) share clips, and each (clip, frames) pair is embedded the
+    first time a variant asks for it and reused after. A frame-order ablation (`order`) is embedded afresh (its
+    shuffles depend on the call). `computed` counts the clips embedded, `asked` those requested."""
+
+    def __init__(self, model, cache: StoreBase):
+        self.model, self.cache, self.memo = model, cache, {}
+        self.computed = self.asked = 0
+
+    def __call__(self, rows: pl.DataFrame, frames: int, order: str | None = None, seed: int = 0) -> torch.Tensor:
+        self.asked += len(rows)
+        if order is not None or "row" not in rows.columns:
+            self.computed += len(rows)
+            return embed_clips(self.model, self.cache, rows, frames, order=order, seed=seed)
+        keys = [(r, frames) for r in rows["row"].to_list()]
+        todo, seen = [], set()
+        for i, k in enumerate(keys):  # one position per clip not embedded yet
+            if k not in self.memo and k not in seen:
+                seen.add(k)
+                todo.append(i)
+        if todo:
+            new = embed_clips(self.model, self.cache, rows[todo], frames)
+            self.computed += len(todo)
+            for i, e in zip(todo, new, strict=True):
+                self.memo[keys[i]] = e
+        return torch.stack([self.memo[k] for k in keys]) if keys else torch.zeros(0, 1)
+
+
 def match_clip_counts(rows: pl.DataFrame, like: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
     """Per study, a seeded random draw from `rows` of as many clips as the study has in `like` (at least one):
     a multi-view model averaging as many clips as a single-view model does."""
@@ -146,10 +175,12 @@ def match_clip_counts(rows: pl.DataFrame, like: pl.DataFrame, seed: int = 0) -> 
 
 
 def embed_studies(model, frames: int, cache: StoreBase, rows: pl.DataFrame, studies: list[str],
-                  order: str | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                  order: str | None = None, seed: int = 0, embed: ClipEmbeddings | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings of the clips in `rows` and of `studies` (mean of each study's clip embeddings, re-normalised),
-    in the order of `studies`; every study must have a row. `order`: a frame-order ablation (`reorder`)."""
-    clip_emb = embed_clips(model, cache, rows, frames, order=order, seed=seed)
+    in the order of `studies`; every study must have a row. `order`: a frame-order ablation (`reorder`). `embed`:
+    a ClipEmbeddings of `model` shared with other calls (each clip embedded once)."""
+    clip_emb = (embed or ClipEmbeddings(model, cache))(rows, frames, order, seed)
     study_emb, order = study_embeddings(clip_emb, rows["study_id"].to_list())
     pos = {s: i for i, s in enumerate(order)}
     return clip_emb, study_emb[[pos[s] for s in studies]]
@@ -170,7 +201,7 @@ def probe_train_studies(cache: StoreBase, split: pl.DataFrame, views: list[str],
 
 def evaluate_views(model, frames: int, cache: StoreBase, studies: list[str], views: list[str],
                    match_views: list[str] | None = None, seed: int = 0, patients: list[str] | None = None,
-                   order: str | None = None) -> dict:
+                   order: str | None = None, embed: ClipEmbeddings | None = None) -> dict:
     """Study-level ranks on `studies` using only clips of `views`, plus the per-clip variant. With `match_views`,
     each study averages only as many clips (drawn at random from `views`) as it has clips of `match_views`. With
     `patients` (aligned with `studies`), the ranks also with the other studies of each query's patient left out of
@@ -182,7 +213,7 @@ def evaluate_views(model, frames: int, cache: StoreBase, studies: list[str], vie
     missing = sorted(set(studies) - set(rows["study_id"].unique()))
     if missing:
         raise ValueError(f"{len(missing)} evaluation studies have no clip of views {views}, e.g. {missing[:3]}")
-    clip_emb, study_emb = embed_studies(model, frames, cache, rows, studies, order, seed)
+    clip_emb, study_emb = embed_studies(model, frames, cache, rows, studies, order, seed, embed)
     pos_eval = {s: i for i, s in enumerate(studies)}
     text = torch.nn.functional.normalize(embed_reports(model, cache, studies), dim=-1)
     v2r, r2v = ranks_from_embeddings(study_emb, text)
@@ -215,7 +246,8 @@ def dropout_subsets(views: list[str]) -> dict[str, list[str]]:
             **{f"only-{v}": [v] for v in views}}
 
 
-def view_dropout(model, frames: int, cache: StoreBase, studies: list[str], views: list[str]) -> dict[str, pl.DataFrame]:
+def view_dropout(model, frames: int, cache: StoreBase, studies: list[str], views: list[str],
+                 embed: ClipEmbeddings | None = None) -> dict[str, pl.DataFrame]:
     """Which views carry a multi-view run's retrieval (issue #27): on the evaluation studies that have a clip of
     every view in `views` (one fixed set of studies and candidates, so that every row compares with every other),
     the study-level ranks (video -> report and back) with all views, with each view removed, and with each view
@@ -227,7 +259,7 @@ def view_dropout(model, frames: int, cache: StoreBase, studies: list[str], views
     if len(complete) < 2:
         return {}
     rows = rows.filter(pl.col("study_id").is_in(complete))
-    clip_emb = embed_clips(model, cache, rows, frames)
+    clip_emb = (embed or ClipEmbeddings(model, cache))(rows, frames)
     text = torch.nn.functional.normalize(embed_reports(model, cache, complete), dim=-1)
     view_of, study_of = rows["pred_view"].to_numpy(), rows["study_id"].to_list()
     out = {}
@@ -333,7 +365,7 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
     if "patient_id" in split.columns:
         patient_of = dict(zip(split["study_id"], split["patient_id"], strict=True))
         patients = [patient_of[s] for s in studies]
-    result: dict = {"n_studies": len(studies), "variants": {}, "interpret": {}, "probe": {},
+    result: dict = {"n_studies": len(studies), "variants": {}, "interpret": {}, "probe": {}, "clip_embeddings": {},
                     "queries_with_same_patient_candidates": sum(
                         n for n in collections.Counter(patients or []).values() if n > 1)}
     truth = known = None
@@ -351,10 +383,11 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
                 raise ValueError(f"{model_pt}: the authors' model reads the video files: pass raw_dir")
             model = ArchiveClips(model, raw_dir, tok, AUTHORS_MAX_LENGTH)
         image = ck["run"]["encoder"] in encoders.names("image")
+        embed = ClipEmbeddings(model, cache)  # every variant of this seed shares its clips' embeddings
         for name, (views, match, n_frames, order) in variants_of(run_dir.name, run_views(ck), image).items():
             if order is not None and isinstance(model, ArchiveClips):
                 continue  # the authors' model reads its own frames from the files
-            r = evaluate_views(model, n_frames or frames, cache, studies, views, match, seed, patients, order)
+            r = evaluate_views(model, n_frames or frames, cache, studies, views, match, seed, patients, order, embed)
             d = out_dir / name / seed_dir
             d.mkdir(parents=True, exist_ok=True)
             r["ranks"].write_parquet(d / "ranks.parquet")
@@ -368,20 +401,21 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, split_path: str | P
                     rows = probe_train_studies(cache, split, views, probe_studies, seed)
                     ids = sorted(rows["study_id"].unique())
                     train_truth = pl.DataFrame({"study_id": ids}).join(known, on="study_id", how="left")
-                    _, train_emb = embed_studies(model, frames, cache, rows, ids)
+                    _, train_emb = embed_studies(model, frames, cache, rows, ids, embed=embed)
                     pr = probe(train_emb, train_truth, r["study_emb"], truth, FINDINGS, n_boot, seed, level,
                                test_ids=studies)
                     found.append(pr.pop("predictions"))
                     result["probe"].setdefault(name, {})[seed_dir] = pr
                 pl.concat(found).write_parquet(d / "findings.parquet")
         views_all = run_views(ck)
-        if len(views_all) > 1 and (dropped := view_dropout(model, frames, cache, studies, views_all)):
+        if len(views_all) > 1 and (dropped := view_dropout(model, frames, cache, studies, views_all, embed)):
             d = out_dir / run_dir.name / seed_dir  # beside the run's own ranks, under another name (DROPOUT_FILE)
             pl.concat([df.with_columns(views=pl.lit(k)) for k, df in dropped.items()]).write_parquet(d / DROPOUT_FILE)
             drop = result.setdefault("view_dropout", {"views": views_all, "per_seed": {}})
             drop["n_studies"] = len(next(iter(dropped.values())))
             drop["per_seed"][seed_dir] = {k: metrics_from_ranks(df["rank_v2r"].to_numpy(), df["rank_r2v"].to_numpy())
                                           for k, df in dropped.items()}
+        result["clip_embeddings"][seed_dir] = {"asked": embed.asked, "computed": embed.computed}
     for v in result["variants"].values():
         per = [s["study"] for s in v["per_seed"].values()]
         v["study"] = {m: float(np.mean([p[m] for p in per])) for m in METRICS}

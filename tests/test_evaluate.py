@@ -1,9 +1,12 @@
 import polars as pl
 import pytest
+import torch
 
 from echolib.compare import finding_differences
 from echolib.evaluate import (
+    ClipEmbeddings,
     dropout_subsets,
+    embed_clips,
     evaluate_run,
     evaluate_views,
     view_dropout,
@@ -44,6 +47,16 @@ def test_evaluate_trained_tiny_run(tiny_project):
         assert dropped[label]["rank_r2v"].to_list() == ref["rank_r2v"].to_list(), label
     assert dropout_subsets(["4CH", "LAX"]) == {"all": ["4CH", "LAX"], "without-4CH": ["LAX"], "without-LAX": ["4CH"],
                                                "only-4CH": ["4CH"], "only-LAX": ["LAX"]}
+    # each clip embedded once across calls: what a shared ClipEmbeddings returns equals embed_clips of the same rows
+    embed = ClipEmbeddings(model, cache)
+    some = cache.index.filter(pl.col("study_id").is_in(studies))
+    first = embed(some[::2], frames)
+    again = embed(pl.concat([some[1::2], some[::2]]), frames)
+    assert embed.computed == len(some) and embed.asked == len(some) + len(some[::2])
+    torch.testing.assert_close(again, embed_clips(model, cache, pl.concat([some[1::2], some[::2]]), frames))
+    torch.testing.assert_close(again[len(some[1::2]):], first, rtol=0, atol=0)
+    embed(some[:3], frames, order="reversed")  # a frame-order ablation is embedded afresh
+    assert embed.computed == len(some) + 3
     matched = evaluate_views(model, frames, cache, studies, ["LAX", "SAX", "2CH", "3CH", "4CH"], ["4CH"], seed=1)
     assert matched["ranks"]["n_clips"].to_list() == only4["ranks"]["n_clips"].to_list()
     assert matched["per_clip"]["n_clips"] == only4["per_clip"]["n_clips"]
@@ -67,6 +80,8 @@ def test_evaluate_trained_tiny_run(tiny_project):
     assert shown["views"] == "without-LAX" and shown["R@10 % v→r"] == (
         f"{r['R@10 % v→r']:.1f} [{r['R@10 % v→r lo']:.1f}, {r['R@10 % v→r hi']:.1f}]")
     assert shown["MCMRR/N minus all views"].startswith(f"{r['MCMRR/N v→r - all']:+.3f} [")
+    used = res["clip_embeddings"]["seed0"]  # MultiVideo, -4CH, -matched, the probe and the dropout share clips
+    assert used["computed"] < used["asked"] and used["computed"] <= cache.index.height
     pr = res["probe"]["MultiVideo-4CH"]["seed0"]
     assert pr["n_train_studies"] == 5 and pr["n_studies"] == res["n_studies"] == len(studies[::2])
     assert "MultiVideo-matched" not in res["probe"]  # matched draws are a retrieval check only
