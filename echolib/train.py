@@ -228,10 +228,21 @@ def ssl_weights_for(name: str, ctx, out_root: Path) -> Path:
     return out / "encoder.pt"
 
 
+def authors_steps(run, n_clips: int, batch: int) -> int:
+    """Fine-tuning steps of an `encoder: authors` run: `steps` (budget steps) or `epochs` passes over its n_clips
+    training clips in batches of `batch` (budget epochs). 0 there means the checkpoint is scored as published,
+    not the train.* default that 0 means for the other runs."""
+    if run.budget == "steps":
+        return int(run.steps)
+    return math.ceil(run.epochs * n_clips / batch) if run.epochs else 0
+
+
 def register_authors_run(name: str, seed: int, ctx, root: Path) -> dict:
-    """A run of the authors' released model (encoder: authors, init: local:FILE): nothing is trained; the
-    checkpoint is read once to check it, and OUT/NAME/seedS/model.pt points to it with the tokenizer it needs
-    (text.pretrained_dir, their bert-base-japanese-v3), so that evaluate scores it like any run."""
+    """A run of the authors' released model (encoder: authors, init: local:FILE). With no fine-tuning steps
+    (`authors_steps`) nothing is trained: the checkpoint is read once to check it. Otherwise it is fine-tuned
+    (`finetune_authors`) and the result written in their layout beside the run. OUT/NAME/seedS/model.pt points to
+    the checkpoint with the tokenizer it needs (text.pretrained_dir, their bert-base-japanese-v3), so that evaluate
+    scores it like any run."""
     from .config import init_spec
     from .models.authors import load_authors_checkpoint
 
@@ -243,15 +254,71 @@ def register_authors_run(name: str, seed: int, ctx, root: Path) -> dict:
     net = load_authors_checkpoint(path)
     out = root / name / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({"authors_checkpoint": str(path), "run": run.to_dict(), "frames": net.num_frames,
-                "tokenizer_dir": str(Path(ctx.text.pretrained_dir).resolve())}, out / "model.pt")
     summary = {"run": name, "seed": seed, "encoder": "authors", "size": run.size, "init": run.init,
                "frames": net.num_frames, "video_tower": net.visual.kind, "views": list(run.views), "steps": 0,
                "epochs_run": 0, "global_steps": 0, "train_clips": 0, "val_studies": 0, "train_seconds": 0.0,
                "clips_per_second": None, "best_val_mcmrr": None,
                "note": "the authors' released checkpoint, scored as published: nothing trained"}
+    if run.budget == "steps" and run.steps or run.budget == "epochs" and run.epochs:
+        path, tuned = finetune_authors(net, name, seed, ctx, out)
+        summary.update(tuned, note=f"the authors' checkpoint fine-tuned here ({tuned['global_steps']} steps), "
+                                   "saved in their layout")
+    torch.save({"authors_checkpoint": str(path), "run": run.to_dict(), "frames": net.num_frames,
+                "tokenizer_dir": str(Path(ctx.text.pretrained_dir).resolve())}, out / "model.pt")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def finetune_authors(net, name: str, seed: int, ctx, out: Path) -> tuple[Path, dict]:
+    """Fine-tune the authors' model (AuthorsClip) on the archive's training clips of the run's views: each clip
+    read from its own video file with their preprocessing, reports tokenized by their tokenizer to 256 tokens
+    (`TheirClips`); the pipeline's contrastive loss, AdamW at the run's lr with train.weight_decay, linear warm-up
+    (train.warmup_steps) then cosine, as every run here; their mixed precision where a GPU runs it. Writes
+    OUT/checkpoint_finetuned.pt in their layout (`save_authors_checkpoint`); returns its path and the summary's
+    training figures."""
+    import warnings
+
+    import lightning as L
+    import polars as pl
+
+    from .lit import EchoClipModule, StepProgress
+    from .models.authors import TheirClips, save_authors_checkpoint
+    from .store import open_store
+    from .text import load_tokenizer
+
+    run, train = ctx.runs[name], ctx.train
+    split = pl.read_parquet(ctx.data / "split" / "studies.parquet")
+    keep = set(split.filter(pl.col("split") == "train")["study_id"])
+    rows = open_store(ctx.data / "cache").index.filter(pl.col("study_id").is_in(keep)
+                                                       & pl.col("pred_view").is_in(list(run.views))).sort("row")
+    if rows.is_empty():
+        raise ValueError(f"runs.{name}: no training clip of views {list(run.views)} to fine-tune on")
+    raw = ctx.raw
+    videos = pl.read_parquet(raw / "videos.parquet").select("video_id", "path")
+    path_of = dict(videos.iter_rows())
+    reports = dict(pl.read_parquet(raw / "studies.parquet").select("study_id", "report").iter_rows())
+    ds = TheirClips([str(raw / path_of[v]) for v in rows["video_id"]], rows["study_id"].to_list(), reports,
+                    load_tokenizer(ctx.text.pretrained_dir), net.num_frames)
+    batch = min(run.batch_size or train.batch_size, len(ds))
+    steps = authors_steps(run, len(ds), batch)
+    gen = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, generator=gen,
+                                         num_workers=train.num_workers, persistent_workers=train.num_workers > 0)
+    module = EchoClipModule(net.train(), train.loss, run.lr, train.weight_decay, train.warmup_steps, steps)
+    trainer = L.Trainer(max_steps=steps, devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                        precision=precision_of(train), callbacks=[StepProgress(f"fine-tune {name} seed {seed}")])
+    t0 = time.time()
+    with warnings.catch_warnings():  # fine-tuning selects nothing on validation: Lightning's note does not apply
+        warnings.filterwarnings("ignore", message=".*validation_step.* no `val_dataloader`")
+        trainer.fit(module, loader)
+    seconds = time.time() - t0
+    ck = save_authors_checkpoint(net.eval(), out / "checkpoint_finetuned.pt", name=f"echolib fine-tuned {name}",
+                                 epoch=math.ceil(trainer.global_step * batch / len(ds)))
+    return ck, {"steps": steps, "global_steps": int(trainer.global_step), "train_clips": len(ds),
+                "batch_size": batch, "epochs_run": round(trainer.global_step * batch / len(ds), 3),
+                "train_seconds": round(seconds, 1), "clips_per_second": round(trainer.global_step * batch / seconds, 2),
+                "truncated_reports": int(ds.truncated)}
 
 
 def train_run(name: str, seed: int, ctx="params.yaml", resume: bool | str = False,

@@ -344,8 +344,6 @@ def test_the_evaluate_stage_scores_an_authors_checkpoint_as_a_run(tiny_project, 
     from conftest import make_project, tiny_params
 
     from echolib.evaluate import evaluate_run
-    from echolib.interpret import embed_sentences
-    from echolib.models.authors import AUTHORS_MAX_LENGTH, clip_input
     from echolib.text import load_tokenizer
     from echolib.train import train_run
 
@@ -366,11 +364,64 @@ def test_the_evaluate_stage_scores_an_authors_checkpoint_as_a_run(tiny_project, 
     res = evaluate_run(d / "data" / "runs" / "Authors", d / "data" / "cache", d / "data" / "split" / "studies.parquet",
                        tmp_path / "eval", None, n_boot=20, probe_studies=0, raw_dir=d / "data" / "raw")
     ranks = pl.read_parquet(tmp_path / "eval" / "Authors" / "seed0" / "ranks.parquet")
-    # by hand
+    want = _ranks_by_hand(ck, d, ranks["study_id"].to_list(), tok)
+    assert ranks["rank_v2r"].to_list() == want.tolist()
+    assert res["variants"]["Authors"]["study"]["mcmrr_v2r"] == pytest.approx(want.float().mean().item())
+    assert yaml.safe_load((d / "params.yaml").read_text())["runs"]["Authors"]["encoder"] == "authors"
+
+
+def test_an_authors_run_with_steps_fine_tunes_their_model_and_evaluate_scores_the_result(tiny_project, tmp_path):
+    """`encoder: authors` with `steps: 2` trains: their model on the archive's training clips (their preprocessing,
+    their tokenizer), written back in their layout (same keys, other weights); model.pt points to that file and
+    evaluate's ranks equal the ones computed clip by clip from it."""
+    from conftest import make_project, tiny_params
+
+    from echolib.evaluate import evaluate_run
+    from echolib.text import load_tokenizer
+    from echolib.train import train_run
+
+    tok_dir = tiny_project / "data" / "tokenizer"
+    tok = load_tokenizer(tok_dir)
+    torch.manual_seed(6)
+    ck = write_checkpoint(tmp_path / "checkpoint_videomae2.pt", videomae2_state(len(tok)), "videomae2")
+    params = tiny_params(views={"source": "label"}, text={"pretrained_dir": str(tok_dir)})
+    params["train"].update(warmup_steps=1)
+    params["runs"] = {"Tuned": {**params["runs"]["SingleVideo"], "encoder": "authors", "init": f"local:{ck}",
+                                "views": ["4CH"], "seeds": [0], "exposure_of": "Tuned", "budget": "steps",
+                                "steps": 2, "batch_size": 2, "lr": 1e-3}}
+    params["fig2"]["runs"] = []
+    d = make_project(tmp_path / "proj", params)
+    (d / "data").mkdir()
+    for part in ("raw", "cache", "split", "tokenizer"):
+        (d / "data" / part).symlink_to(tiny_project / "data" / part)
+    s = train_run("Tuned", 0, d / "params.yaml")
+    split = pl.read_parquet(d / "data" / "split" / "studies.parquet")
+    index = pl.read_parquet(d / "data" / "cache" / "index.parquet")
+    n_train = index.filter(pl.col("study_id").is_in(split.filter(pl.col("split") == "train")["study_id"].to_list())
+                           & (pl.col("pred_view") == "4CH")).height
+    assert s["global_steps"] == 2 and s["train_clips"] == n_train and s["batch_size"] == 2
+    tuned = d / "data" / "runs" / "Tuned" / "seed0" / "checkpoint_finetuned.pt"
+    assert torch.load(d / "data" / "runs" / "Tuned" / "seed0" / "model.pt")["authors_checkpoint"] == str(tuned)
+    before = torch.load(ck)["state_dict"]
+    after = torch.load(tuned, weights_only=True)["state_dict"]
+    assert set(after) == set(before)  # their layout, key for key
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert "module.visual.model.model.head.weight" in changed and "module.text.proj.2.weight" in changed
+    evaluate_run(d / "data" / "runs" / "Tuned", d / "data" / "cache", d / "data" / "split" / "studies.parquet",
+                 tmp_path / "eval", None, n_boot=20, probe_studies=0, raw_dir=d / "data" / "raw")
+    ranks = pl.read_parquet(tmp_path / "eval" / "Tuned" / "seed0" / "ranks.parquet")
+    assert ranks["rank_v2r"].to_list() == _ranks_by_hand(tuned, d, ranks["study_id"].to_list(), tok).tolist()
+
+
+def _ranks_by_hand(ck, d, studies, tok):
+    """Video -> report ranks of checkpoint `ck` on `studies` of project `d`, clip by clip with their clip_input, the
+    mean of each study's 4CH clips, cosine to each report embedded with their tokenizer."""
+    from echolib.interpret import embed_sentences
+    from echolib.models.authors import AUTHORS_MAX_LENGTH
+
     model = load_authors_checkpoint(ck)
     raw = d / "data" / "raw"
     index = pl.read_parquet(d / "data" / "cache" / "index.parquet")
-    studies = ranks["study_id"].to_list()
     clips = index.filter(pl.col("study_id").is_in(studies) & (pl.col("pred_view") == "4CH"))
     path = dict(pl.read_parquet(raw / "videos.parquet").select("video_id", "path").iter_rows())
     with torch.no_grad():
@@ -381,10 +432,7 @@ def test_the_evaluate_stage_scores_an_authors_checkpoint_as_a_run(tiny_project, 
         reports = dict(pl.read_parquet(raw / "studies.parquet").select("study_id", "report").iter_rows())
         text = embed_sentences(model, tok, [reports[s] for s in studies], AUTHORS_MAX_LENGTH)
     sims = video @ text.T
-    want = (sims >= sims.diag().unsqueeze(1)).sum(1)
-    assert ranks["rank_v2r"].to_list() == want.tolist()
-    assert res["variants"]["Authors"]["study"]["mcmrr_v2r"] == pytest.approx(want.float().mean().item())
-    assert yaml.safe_load((d / "params.yaml").read_text())["runs"]["Authors"]["encoder"] == "authors"
+    return (sims >= sims.diag().unsqueeze(1)).sum(1)
 
 
 def test_weights_verify_names_layout_hash_parameters_licence_and_runs_a_fixed_input(tmp_path, capsys):

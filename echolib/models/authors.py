@@ -240,3 +240,27 @@ def clip_input(path: str | Path, num_frames: int, image_size: int = IMAGE_SIZE) 
     from ..io.video import read_clip
 
     return their_frames(read_clip(path, num_frames, stride=FRAME_STRIDE), image_size)
+
+
+class TheirClips(torch.utils.data.Dataset):
+    """Training items for fine-tuning their model on an archive: each clip read from its own video file and
+    prepared as their loader prepares it (`clip_input`), its study's report tokenized by their tokenizer to
+    AUTHORS_MAX_LENGTH tokens (padded, truncated), and the study's index (for study-level validation)."""
+
+    def __init__(self, paths: list[str], studies: list[str], reports: dict[str, str], tokenizer, num_frames: int):
+        from ..text import encode
+
+        self.paths, self.num_frames = list(paths), num_frames
+        order = list(dict.fromkeys(studies))
+        index = {s: i for i, s in enumerate(order)}
+        self.study = [index[s] for s in studies]
+        self.ids, self.mask, self.truncated = encode(tokenizer, [reports[s] for s in order], AUTHORS_MAX_LENGTH)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        k = self.study[i]
+        return {"video": clip_input(self.paths[i], self.num_frames), "input_ids": self.ids[k],
+                "attention_mask": self.mask[k], "study": torch.tensor(k)}
+

@@ -27,6 +27,10 @@ class ClipInterface:
         """The multiplicative factor 1/tau, with log-scale clamped at ln 100."""
         return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
 
+    def forward(self, video, input_ids, attention_mask):
+        """What training calls: both towers' normalised embeddings and the logit scale."""
+        return self.encode_video(video), self.encode_text(input_ids, attention_mask), self.scale()
+
 
 class EchoClip(ClipInterface, nn.Module):
     def __init__(self, video_encoder: nn.Module, text_encoder: nn.Module, init_temperature: float = 0.07,
@@ -35,6 +39,3 @@ class EchoClip(ClipInterface, nn.Module):
         self.video_encoder, self.text_encoder = video_encoder, text_encoder
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
         self.logit_bias = nn.Parameter(torch.tensor(-10.0)) if siglip else None
-
-    def forward(self, video, input_ids, attention_mask):
-        return self.encode_video(video), self.encode_text(input_ids, attention_mask), self.scale()
