@@ -341,7 +341,6 @@ def test_the_evaluate_stage_scores_an_authors_checkpoint_as_a_run(tiny_project, 
     evaluate ranks the test studies from the archive's own video files with their preprocessing; the ranks equal
     those computed here clip by clip (their clip_input, mean of each study's clips, cosine to each report)."""
     import yaml
-    from conftest import make_project, tiny_params
 
     from echolib.evaluate import evaluate_run
     from echolib.text import load_tokenizer
@@ -351,14 +350,7 @@ def test_the_evaluate_stage_scores_an_authors_checkpoint_as_a_run(tiny_project, 
     tok = load_tokenizer(tok_dir)
     torch.manual_seed(5)
     ck = write_checkpoint(tmp_path / "checkpoint_videomae2.pt", videomae2_state(len(tok)), "videomae2")
-    params = tiny_params(views={"source": "label"}, text={"pretrained_dir": str(tok_dir)})
-    params["runs"] = {"Authors": {**params["runs"]["SingleVideo"], "encoder": "authors", "init": f"local:{ck}",
-                                  "views": ["4CH"], "seeds": [0], "exposure_of": "Authors"}}
-    params["fig2"]["runs"] = []
-    d = make_project(tmp_path / "proj", params)
-    (d / "data").mkdir()
-    for part in ("raw", "cache", "split", "tokenizer"):
-        (d / "data" / part).symlink_to(tiny_project / "data" / part)
+    d = _authors_project(tiny_project, tmp_path, "Authors", ck)
     s = train_run("Authors", 0, d / "params.yaml")
     assert s["global_steps"] == 0 and s["video_tower"] == "videomae2"
     res = evaluate_run(d / "data" / "runs" / "Authors", d / "data" / "cache", d / "data" / "split" / "studies.parquet",
@@ -374,7 +366,6 @@ def test_an_authors_run_with_steps_fine_tunes_their_model_and_evaluate_scores_th
     """`encoder: authors` with `steps: 2` trains: their model on the archive's training clips (their preprocessing,
     their tokenizer), written back in their layout (same keys, other weights); model.pt points to that file and
     evaluate's ranks equal the ones computed clip by clip from it."""
-    from conftest import make_project, tiny_params
 
     from echolib.evaluate import evaluate_run
     from echolib.text import load_tokenizer
@@ -384,16 +375,7 @@ def test_an_authors_run_with_steps_fine_tunes_their_model_and_evaluate_scores_th
     tok = load_tokenizer(tok_dir)
     torch.manual_seed(6)
     ck = write_checkpoint(tmp_path / "checkpoint_videomae2.pt", videomae2_state(len(tok)), "videomae2")
-    params = tiny_params(views={"source": "label"}, text={"pretrained_dir": str(tok_dir)})
-    params["train"].update(warmup_steps=1)
-    params["runs"] = {"Tuned": {**params["runs"]["SingleVideo"], "encoder": "authors", "init": f"local:{ck}",
-                                "views": ["4CH"], "seeds": [0], "exposure_of": "Tuned", "budget": "steps",
-                                "steps": 2, "batch_size": 2, "lr": 1e-3}}
-    params["fig2"]["runs"] = []
-    d = make_project(tmp_path / "proj", params)
-    (d / "data").mkdir()
-    for part in ("raw", "cache", "split", "tokenizer"):
-        (d / "data" / part).symlink_to(tiny_project / "data" / part)
+    d = _authors_project(tiny_project, tmp_path, "Tuned", ck, budget="steps", steps=2, batch_size=2, lr=1e-3)
     s = train_run("Tuned", 0, d / "params.yaml")
     split = pl.read_parquet(d / "data" / "split" / "studies.parquet")
     index = pl.read_parquet(d / "data" / "cache" / "index.parquet")
@@ -411,6 +393,24 @@ def test_an_authors_run_with_steps_fine_tunes_their_model_and_evaluate_scores_th
                  tmp_path / "eval", None, n_boot=20, probe_studies=0, raw_dir=d / "data" / "raw")
     ranks = pl.read_parquet(tmp_path / "eval" / "Tuned" / "seed0" / "ranks.parquet")
     assert ranks["rank_v2r"].to_list() == _ranks_by_hand(tuned, d, ranks["study_id"].to_list(), tok).tolist()
+
+
+def _authors_project(tiny_project, tmp_path, run: str, ck, **run_keys):
+    """A project whose only run is `encoder: authors` from checkpoint `ck` on 4CH clips (`run_keys` on top), with
+    tiny_project's data and its tokenizer standing in for theirs."""
+    from conftest import make_project, tiny_params
+
+    params = tiny_params(views={"source": "label"},
+                         text={"pretrained_dir": str(tiny_project / "data" / "tokenizer")})
+    params["train"].update(warmup_steps=1)
+    params["runs"] = {run: {**params["runs"]["SingleVideo"], "encoder": "authors", "init": f"local:{ck}",
+                            "views": ["4CH"], "seeds": [0], "exposure_of": run, **run_keys}}
+    params["fig2"]["runs"] = []
+    d = make_project(tmp_path / "proj", params)
+    (d / "data").mkdir()
+    for part in ("raw", "cache", "split", "tokenizer"):
+        (d / "data" / part).symlink_to(tiny_project / "data" / part)
+    return d
 
 
 def _ranks_by_hand(ck, d, studies, tok):
