@@ -273,50 +273,6 @@ def view_dropout(model, frames: int, cache: StoreBase, studies: list[str], views
     return out
 
 
-def view_dropout_frame(run_eval_dir: str | Path, n: int = 1000, seed: int = 0, level: float = 0.95) -> pl.DataFrame:
-    """The view-dropout table of a multi-view run (evaluate.view_dropout, every seed): per row of views kept
-    (all, without each view, each view alone) MCMRR / N and R@10 % video -> report with CIs over studies and seeds,
-    and the paired difference from all views (positive MCMRR / N: worse without; negative R@10: worse). Empty when
-    the run has no dropout ranks (a single-view run)."""
-    from .compare import UNITS, bootstrap_ci, in_units
-
-    files = sorted(Path(run_eval_dir).glob(f"*/seed*/{DROPOUT_FILE}"), key=lambda p: int(p.parent.name[4:]))
-    if not files:
-        return pl.DataFrame()
-    tables = [pl.read_parquet(f) for f in files]
-    labels = list(dict.fromkeys(tables[0]["views"]))
-    ranks = {k: [t.filter(pl.col("views") == k).drop("views") for t in tables] for k in labels}
-    res = bootstrap_ci(ranks, n, seed, level, pairs=[(k, "all") for k in labels if k != "all"])
-    rows = []
-    for k in labels:
-        row = {"views": k, "studies": res["n_studies"], "seeds": len(tables)}
-        for m in ("mcmrr_v2r", "r10_v2r"):
-            v = in_units(res["runs"][k][m], m, res["n_studies"])
-            row.update({UNITS[m]: v["value"], f"{UNITS[m]} lo": v["lo"], f"{UNITS[m]} hi": v["hi"]})
-            d = res["differences"].get(f"{k} - all")
-            dv = in_units(d[m], m, res["n_studies"]) if d else {"value": 0.0, "lo": 0.0, "hi": 0.0}
-            row.update({f"{UNITS[m]} - all": dv["value"], f"{UNITS[m]} - all lo": dv["lo"],
-                        f"{UNITS[m]} - all hi": dv["hi"]})
-        rows.append(row)
-    return pl.DataFrame(rows)
-
-
-def view_dropout_table(drop: pl.DataFrame) -> pl.DataFrame:
-    """`view_dropout_frame` for reading: per row of views kept, 'value [lo, hi]' and the signed difference from all
-    views, MCMRR / N to 3 decimals and R@10 % to 1."""
-    from .compare import format_ci, unit_digits
-
-    def cells(row: dict, m: str, key: str) -> dict:
-        name = "MCMRR/N v→r" if m == "mcmrr_v2r" else "R@10 % v→r"
-        v = {"value": row[name], "lo": row[f"{name} lo"], "hi": row[f"{name} hi"]}
-        dv = {"value": row[f"{name} - all"], "lo": row[f"{name} - all lo"], "hi": row[f"{name} - all hi"]}
-        return {name: format_ci(v, unit_digits(m)),
-                f"{key} minus all views": "" if row["views"] == "all" else format_ci(dv, unit_digits(m), "+")}
-
-    return pl.DataFrame([{"views": r["views"], **cells(r, "mcmrr_v2r", "MCMRR/N"), **cells(r, "r10_v2r", "R@10 %")}
-                         for r in drop.iter_rows(named=True)])
-
-
 def variants_of(run_name: str, views: list[str], image: bool = False) -> dict[str, tuple]:
     """Inference variants of a run, name -> (views used, views whose clip count is matched, frames per clip or
     None for the model's own, frame order or None). A run that sees several views also gets `<run>-4CH` (4CH clips

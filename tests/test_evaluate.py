@@ -2,7 +2,7 @@ import polars as pl
 import pytest
 import torch
 
-from echolib.compare import finding_differences
+from echolib.compare import finding_differences, view_dropout_frame, view_dropout_table
 from echolib.evaluate import (
     ClipEmbeddings,
     dropout_subsets,
@@ -10,8 +10,6 @@ from echolib.evaluate import (
     evaluate_run,
     evaluate_views,
     view_dropout,
-    view_dropout_frame,
-    view_dropout_table,
 )
 from echolib.models import load_clip_model
 
