@@ -259,11 +259,13 @@ def register_authors_run(name: str, seed: int, ctx, root: Path) -> dict:
                "epochs_run": 0, "global_steps": 0, "train_clips": 0, "val_studies": 0, "train_seconds": 0.0,
                "clips_per_second": None, "best_val_mcmrr": None,
                "note": "the authors' released checkpoint, scored as published: nothing trained"}
+    named = str(path)
     if run.budget == "steps" and run.steps or run.budget == "epochs" and run.epochs:
-        path, tuned = finetune_authors(net, name, seed, ctx, out)
+        tuned_path, tuned = finetune_authors(net, name, seed, ctx, out)
+        named = tuned_path.name  # in the run's folder: found beside model.pt wherever the folder is moved
         summary.update(tuned, note=f"the authors' checkpoint fine-tuned here ({tuned['global_steps']} steps), "
                                    "saved in their layout")
-    torch.save({"authors_checkpoint": str(path), "run": run.to_dict(), "frames": net.num_frames,
+    torch.save({"authors_checkpoint": named, "run": run.to_dict(), "frames": net.num_frames,
                 "tokenizer_dir": str(Path(ctx.text.pretrained_dir).resolve())}, out / "model.pt")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -273,7 +275,7 @@ def finetune_authors(net, name: str, seed: int, ctx, out: Path) -> tuple[Path, d
     """Fine-tune the authors' model (AuthorsClip) on the archive's training clips of the run's views: each clip
     read from its own video file with their preprocessing, reports tokenized by their tokenizer to 256 tokens
     (`TheirClips`); the pipeline's contrastive loss, AdamW at the run's lr with train.weight_decay, linear warm-up
-    (train.warmup_steps) then cosine, as every run here; their mixed precision where a GPU runs it. Writes
+    (train.warmup_steps) then cosine, as every run here; bf16 mixed precision on a GPU (train.precision). Writes
     OUT/checkpoint_finetuned.pt in their layout (`save_authors_checkpoint`); returns its path and the summary's
     training figures."""
     import warnings

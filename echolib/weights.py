@@ -100,7 +100,9 @@ def verify(path: str | Path) -> dict:
                           "licence": LICENCE_NOTES[f"authors-{kind}"],
                           "check": _clip_check(model, model.num_frames, IMAGE_SIZE, vocab)}
         if "authors_checkpoint" in raw:  # a run of the authors' model (encoder: authors): verify what it names
-            inner = verify(raw["authors_checkpoint"])
+            from .models.authors import named_checkpoint
+
+            inner = verify(named_checkpoint(raw, f))
             return inner | {"file": f"{f} -> {inner['file']}"}
         if {"run", "state_dict", "vocab_size"} <= set(raw):
             from .models import load_clip_model

@@ -376,14 +376,20 @@ def test_an_authors_run_with_steps_fine_tunes_their_model_and_evaluate_scores_th
     torch.manual_seed(6)
     ck = write_checkpoint(tmp_path / "checkpoint_videomae2.pt", videomae2_state(len(tok)), "videomae2")
     d = _authors_project(tiny_project, tmp_path, "Tuned", ck, budget="steps", steps=2, batch_size=2, lr=1e-3)
-    s = train_run("Tuned", 0, d / "params.yaml")
+    # trained into a staging folder and moved into place afterwards, as the stage runner does
+    s = train_run("Tuned", 0, d / "params.yaml", out_root=tmp_path / "staging")
+    (d / "data" / "runs").mkdir()
+    shutil.move(tmp_path / "staging" / "Tuned", d / "data" / "runs" / "Tuned")
     split = pl.read_parquet(d / "data" / "split" / "studies.parquet")
     index = pl.read_parquet(d / "data" / "cache" / "index.parquet")
     n_train = index.filter(pl.col("study_id").is_in(split.filter(pl.col("split") == "train")["study_id"].to_list())
                            & (pl.col("pred_view") == "4CH")).height
     assert s["global_steps"] == 2 and s["train_clips"] == n_train and s["batch_size"] == 2
     tuned = d / "data" / "runs" / "Tuned" / "seed0" / "checkpoint_finetuned.pt"
-    assert torch.load(d / "data" / "runs" / "Tuned" / "seed0" / "model.pt")["authors_checkpoint"] == str(tuned)
+    assert torch.load(d / "data" / "runs" / "Tuned" / "seed0" / "model.pt")["authors_checkpoint"] == tuned.name
+    from echolib.weights import verify
+
+    assert verify(d / "data" / "runs" / "Tuned" / "seed0" / "model.pt")["layout"] == "authors-videomae2"
     before = torch.load(ck)["state_dict"]
     after = torch.load(tuned, weights_only=True)["state_dict"]
     assert set(after) == set(before)  # their layout, key for key

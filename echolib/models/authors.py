@@ -203,6 +203,13 @@ def load_authors_checkpoint(path: str | Path, image_size: int = IMAGE_SIZE) -> A
     return model.eval()
 
 
+def named_checkpoint(ck: dict, model_pt: str | Path) -> Path:
+    """The checkpoint a run's model.pt names (`authors_checkpoint`): an absolute path (the released file), or a
+    name in the run's own folder (a fine-tuned one, which moves with the folder when the stage swaps it in)."""
+    p = Path(ck["authors_checkpoint"])
+    return p if p.is_absolute() else Path(model_pt).parent / p
+
+
 def save_authors_checkpoint(model: AuthorsClip, path: str | Path, name: str = "echolib", epoch: int = 0) -> Path:
     """Write `model` in the authors' layout (as saved from DDP: every key under `module.`)."""
     path = Path(path)

@@ -58,9 +58,9 @@ def load_clip_model(model_pt: str | Path):
         raise FileNotFoundError(f"{path}: no trained model here (run the train stage first)")
     ck = load_torch(path, "model")
     if "authors_checkpoint" in ck:  # a run of the authors' released model (encoder: authors)
-        from .authors import load_authors_checkpoint
+        from .authors import load_authors_checkpoint, named_checkpoint
 
-        net = load_authors_checkpoint(ck["authors_checkpoint"])
+        net = load_authors_checkpoint(named_checkpoint(ck, path))
         return net.eval(), net.num_frames, ck
     run = dict(ck["run"])
     if run.get("size", "auto") == "auto":  # saved before sizes were explicit: the profile decided
