@@ -117,7 +117,7 @@ def test_injected_params_group_the_listed_keys_by_section():
     got = injected(sp, PARAMS)
     assert set(got) == {"base", "train", "text", "pretrain", "runs"} and list(got["runs"]) == ["SingleVideo"]
     assert got["runs"]["SingleVideo"]["views"] == ["4CH"] and got["train"] == PARAMS["train"]
-    assert set(got["base"]) == {"seed", "seeds", "data_root"}
+    assert set(got["base"]) == {"seed", "seeds", "source", "data_root"}  # source: where an authors run reads clips
 
 
 def test_context_guards_unlisted_keys_and_writes_to_scratch_when_explored(tmp_path):
